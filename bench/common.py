@@ -1,0 +1,61 @@
+"""Shared bits of the benchmarks: timing, machine description, the RESULT line."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data", required=True,
+                   help="CIFAR-10 tarball, image-folder tree, python archive or ingested store (data/raw)")
+    p.add_argument("--quick", action="store_true", help="a short smoke run")
+    return p
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return f"cpu='{cpu}' threads={torch.get_num_threads()} gpu='{gpu}'"
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> tuple[list[float], Any]:
+    """Wall-clock seconds of ``repeats`` calls of ``fn`` (CUDA-synchronised) and the last result."""
+    times, out = [], None
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return times, out
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def result_line(**fields: Any) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    return "RESULT " + " ".join(f"{k}={fmt(v)}" for k, v in fields.items())

@@ -1,0 +1,107 @@
+"""Stable stratified sampling: the 50k -> 10k step every search runs on.
+
+Each image gets a score from a seeded hash of its content id; each class keeps the images with
+the lowest scores. Membership therefore depends on content, not position: when images are
+appended, an old member leaves only if a new image of its class scores lower, so most of the
+previous sample survives (about ``1 / (1 + growth)`` of it) and searches can warm-start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from pipeline.data.imageset import ImageSet
+from pipeline.errors import DataError
+
+
+def image_score(image_id: str, seed: int) -> int:
+    """Deterministic pseudo-random rank of an image, independent of its position."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{image_id}".encode(), digest_size=8).digest(), "big")
+
+
+def class_quotas(available: list[int], size: int) -> list[int]:
+    """Split ``size`` over classes as equally as their pools allow.
+
+    Classes too small for an equal share give all they have; the rest is spread over the
+    others, earlier classes taking the remainder first.
+    """
+    total = sum(available)
+    if size > total:
+        raise DataError(f"sample.size {size} exceeds the {total} training images in the store")
+    quotas = [0] * len(available)
+    remaining = size
+    open_classes = [i for i, n in enumerate(available) if n > 0]
+    while remaining > 0 and open_classes:
+        share, extra = divmod(remaining, len(open_classes))
+        still_open = []
+        given = 0
+        for rank, c in enumerate(open_classes):
+            want = share + (1 if rank < extra else 0)
+            take = min(want, available[c] - quotas[c])
+            quotas[c] += take
+            given += take
+            if quotas[c] < available[c]:
+                still_open.append(c)
+        remaining -= given
+        open_classes = still_open
+    return quotas
+
+
+def stable_sample(train: ImageSet, size: int, seed: int = 0) -> ImageSet:
+    """The stratified sample of ``size`` images; output sorted by (class, score)."""
+    if size <= 0:
+        raise DataError(f"sample.size must be positive, got {size}")
+    labels = train.labels.tolist()
+    by_class: list[list[tuple[int, int]]] = [[] for _ in train.classes]
+    for i, (image_id, label) in enumerate(zip(train.ids, labels, strict=True)):
+        by_class[label].append((image_score(image_id, seed), i))
+    quotas = class_quotas([len(members) for members in by_class], size)
+    chosen: list[int] = []
+    for members, quota in zip(by_class, quotas, strict=True):
+        members.sort()
+        chosen.extend(i for _, i in members[:quota])
+    return train.subset(torch.tensor(chosen, dtype=torch.long))
+
+
+def fingerprint(data: ImageSet) -> str:
+    """Hash of the (id, label) pairs, order-free: the identity of a sample for studies and runs."""
+    pairs = sorted(zip(data.ids, data.labels.tolist(), strict=True))
+    h = hashlib.blake2b(digest_size=8)
+    for image_id, label in pairs:
+        h.update(f"{image_id}:{label};".encode())
+    return h.hexdigest()
+
+
+def write_sample(sample: ImageSet, out_dir: str | os.PathLike[str], *, seed: int, pool: ImageSet) -> dict:
+    """Write ``images.pt`` and ``manifest.json`` into ``out_dir``; return the manifest."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format": 1,
+        "size": len(sample),
+        "seed": seed,
+        "fingerprint": fingerprint(sample),
+        "classes": sample.classes,
+        "class_counts": sample.class_counts(),
+        "pool_size": len(pool),
+        "pool_class_counts": pool.class_counts(),
+        "ids": sample.ids,
+        "labels": sample.labels.tolist(),
+    }
+    sample.save(out / "images.pt")
+    tmp = out / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, out / "manifest.json")
+    return manifest
+
+
+def read_manifest(sample_dir: str | os.PathLike[str]) -> dict:
+    path = Path(sample_dir) / "manifest.json"
+    if not path.is_file():
+        raise DataError(f"{path}: no sample manifest; run `autoaug sample` (or `dvc repro sample`) first")
+    return json.loads(path.read_text())
