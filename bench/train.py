@@ -1,0 +1,121 @@
+"""Training throughput: the in-memory trainer against the usual PyTorch recipe.
+
+Peer (same model, same initial weights, same batch size, same optimiser, same machine, same
+run): a torchvision-style Dataset of PIL images with RandomCrop(32, padding=4),
+RandomHorizontalFlip, ToTensor, Normalize, a DataLoader with 2 workers, fp32, NCHW.
+Ours: `pipeline.train.train` (uint8 tensors in memory, batched flip/crop, bf16 autocast,
+channels_last). Both are timed in windows of `--window-steps` SGD steps after warm-up;
+the figure is the median images/s over the windows.
+
+    python bench/train.py --data /work/shared/datasets/cifar10-jpg.tar.gz
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import base_parser, machine, median, result_line  # noqa: E402
+from pipeline.data import ImageSet, load_data, stable_sample  # noqa: E402
+from pipeline.models import build_model  # noqa: E402
+from pipeline.train import CIFAR_MEAN, CIFAR_STD, EpochMetrics, TrainConfig, train  # noqa: E402
+
+
+class PILDataset(Dataset):
+    """The usual CIFAR pipeline: one PIL image per item, transformed in a worker."""
+
+    def __init__(self, data: ImageSet) -> None:
+        self.images = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in data.images]
+        self.labels = data.labels.tolist()
+        self.transform = transforms.Compose([
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(CIFAR_MEAN, CIFAR_STD),
+        ])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def peer_windows(model_name: str, data: ImageSet, cfg: TrainConfig, warmup: int, windows: int,
+                 steps: int) -> list[float]:
+    torch.manual_seed(0)
+    model = build_model(model_name).train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr * 0.1, momentum=cfg.momentum,
+                          nesterov=True, weight_decay=cfg.weight_decay)
+    loader = DataLoader(PILDataset(data), batch_size=cfg.batch_size, shuffle=True, num_workers=2,
+                        drop_last=True, persistent_workers=True)
+    rates: list[float] = []
+    done, start = 0, 0.0
+    while len(rates) < windows:
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == warmup:
+                start = time.perf_counter()
+            elif done > warmup and (done - warmup) % steps == 0:
+                now = time.perf_counter()
+                rates.append(steps * cfg.batch_size / (now - start))
+                print(f"  peer window {len(rates)}: {rates[-1]:.0f} img/s", flush=True)
+                start = now
+                if len(rates) == windows:
+                    break
+    return rates
+
+
+def trainer_windows(model_name: str, data: ImageSet, cfg: TrainConfig, windows: int,
+                    steps: int) -> list[float]:
+    # One epoch = one window: train on the first `steps` batches' worth of the sample.
+    subset = data.subset(torch.arange(steps * cfg.batch_size))
+    torch.manual_seed(0)
+    model = build_model(model_name)
+    rates: list[float] = []
+
+    def record(m: EpochMetrics) -> None:
+        if m.epoch > 1:  # epoch 1 is warm-up (oneDNN primitive creation)
+            rates.append(m.images_per_s)
+            print(f"  trainer window {len(rates)}: {m.images_per_s:.0f} img/s", flush=True)
+
+    run_cfg = cfg.model_copy(update={"epochs": windows + 1, "eval_every": 0})
+    train(model, subset, run_cfg, progress=False, callback=record)
+    return rates
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--model", default="airbench94", help="baseline name (pipeline.models.BASELINES)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--window-steps", type=int, default=8)
+    args = parser.parse_args()
+
+    windows, steps = (2, 2) if args.quick else (args.windows, args.window_steps)
+    data = stable_sample(load_data(args.data)["train"], 10_000, seed=0)
+    cfg = TrainConfig(batch_size=args.batch_size, lr=0.4, label_smoothing=0.1)
+    print(f"model={args.model} batch={cfg.batch_size} windows={windows}x{steps} steps", flush=True)
+    ours = trainer_windows(args.model, data, cfg, windows, steps)
+    peer = peer_windows(args.model, data, cfg, warmup=2, windows=windows, steps=steps)
+    ours_med, peer_med = median(ours), median(peer)
+    print(result_line(bench="train", model=args.model, batch=cfg.batch_size, windows=windows,
+                      window_steps=steps, trainer_img_s=round(ours_med), peer_img_s=round(peer_med),
+                      ratio=round(ours_med / peer_med, 2), machine=machine()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Model search space, reference baselines and cost counters.
+
+    build_model(cfg_or_name, num_classes=10) -> nn.Module
+    SPACE, validate_config, sample_config, suggest_config, ModelConfigError
+    BASELINES: name -> factory(num_classes) ; count_params, count_macs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from pipeline.models.baselines import AirbenchNet, ResNet20
+from pipeline.models.cost import count_macs, count_params
+from pipeline.models.space import (
+    MOBILENETV2_CONFIG,
+    SPACE,
+    ModelConfigError,
+    SpaceNet,
+    sample_config,
+    suggest_config,
+    validate_config,
+)
+
+BASELINES: dict[str, Callable[[int], nn.Module]] = {
+    "resnet20": lambda num_classes: ResNet20(num_classes),
+    "mobilenetv2": lambda num_classes: SpaceNet(MOBILENETV2_CONFIG, num_classes),
+    # airbench94's widths; the fast net of the accuracy benchmark.
+    "airbench94": lambda num_classes: AirbenchNet(num_classes, (64, 256, 256)),
+    # Half-width variant: ~4x fewer MACs for tight CPU budgets.
+    "airbench_half": lambda num_classes: AirbenchNet(num_classes, (32, 128, 128)),
+}
+"""Reference networks by name; ``build_model(name)`` builds them."""
+
+
+def build_model(cfg_or_name: dict[str, Any] | str, num_classes: int = 10) -> nn.Module:
+    """A fresh network from a search-space config (dict) or a baseline name."""
+    if isinstance(cfg_or_name, str):
+        if cfg_or_name not in BASELINES:
+            raise ModelConfigError(f"model: unknown baseline {cfg_or_name!r}; known: {sorted(BASELINES)}")
+        return BASELINES[cfg_or_name](num_classes)
+    return SpaceNet(cfg_or_name, num_classes)
+
+
+__all__ = [
+    "BASELINES",
+    "MOBILENETV2_CONFIG",
+    "SPACE",
+    "AirbenchNet",
+    "ModelConfigError",
+    "ResNet20",
+    "SpaceNet",
+    "build_model",
+    "count_macs",
+    "count_params",
+    "sample_config",
+    "suggest_config",
+    "validate_config",
+]

@@ -1,0 +1,37 @@
+"""Model cost: parameters and multiply-accumulates (MACs), measured, not hand-counted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (all by default, including frozen ones such as airbench's whitening)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def count_macs(model_or_cfg: nn.Module | dict[str, Any] | str, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> int:
+    """MACs of one forward pass at ``input_size``, counted by torch's FlopCounterMode.
+
+    MACs = FLOPs / 2. Only the ops the counter knows (convs, matmuls) count; BN,
+    activations and pooling are memory-bound and left out, as is usual for MACs.
+    """
+    from pipeline.models import build_model  # late import: registry imports this module
+
+    model = build_model(model_or_cfg) if isinstance(model_or_cfg, (dict, str)) else model_or_cfg
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    was_training = model.training
+    model.eval()  # BN in eval mode: no running-stat update from the dummy input
+    try:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(torch.zeros(input_size, device=device, dtype=dtype))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() // 2

@@ -1,0 +1,193 @@
+"""The model search space as data: a stem, seven blocks and a head.
+
+``SPACE`` lists, per field, the allowed values. A configuration is a plain JSON
+dict holding one value per field::
+
+    {"stem": {"channels": 32, "activation": "relu6"},
+     "blocks": [{"type": "mbconv2", "repeats": 1, "channels": 16, "kernel": 3,
+                 "stride": 1, "expansion": 1, "activation": "relu6", "se": False}, ...],  # 7 blocks
+     "head": {"channels": 1280, "dropout": 0.0}}
+
+Every block always carries every field, so the Optuna search space is static (what
+TPE / NSGA-II sample best); fields a block type does not use are ignored (``conv``
+ignores expansion and se, ``mbconv2`` ignores se, ``identity`` ignores everything).
+
+Valid by construction: stride 2 is only offered at three fixed positions (blocks 2, 3
+and 5, as in MobileNetV2 for CIFAR), so a 32x32 input is downsampled at most 8x and
+never goes below 4x4, whatever is sampled; ``identity`` skips a block entirely, which
+only lowers the downsampling.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.models.blocks import (
+    ClassifierHead,
+    ConvBNAct,
+    DepthwiseSeparable,
+    InvertedResidual,
+)
+
+NUM_BLOCKS = 7
+BLOCK_TYPES = ["conv", "dsconv", "mbconv2", "mbconv3", "identity"]
+_ACTS = ["relu", "relu6", "hswish", "swish"]
+_BLOCK_CHANNELS = [
+    [16, 24, 32],
+    [16, 24, 32, 48],
+    [24, 32, 48, 64],
+    [48, 64, 96, 128],
+    [64, 96, 128, 160],
+    [128, 160, 192, 256],
+    [192, 256, 320],
+]
+_DOWNSAMPLING_BLOCKS = (2, 3, 5)
+
+
+def _block_space(index: int) -> dict[str, list[Any]]:
+    return {
+        "type": list(BLOCK_TYPES),
+        "repeats": [1, 2, 3, 4],
+        "channels": list(_BLOCK_CHANNELS[index]),
+        "kernel": [3, 5, 7],
+        "stride": [1, 2] if index in _DOWNSAMPLING_BLOCKS else [1],
+        "expansion": [1, 3, 4, 6],
+        "activation": list(_ACTS),
+        "se": [False, True],
+    }
+
+
+SPACE: dict[str, Any] = {
+    "stem": {"channels": [16, 24, 32, 48, 64], "activation": list(_ACTS)},
+    "blocks": [_block_space(i) for i in range(NUM_BLOCKS)],
+    # head channels 0 = no 1x1 feature conv before pooling.
+    "head": {"channels": [0, 512, 1024, 1280], "dropout": [0.0, 0.1, 0.2, 0.3]},
+}
+"""Allowed values per field; JSON-serialisable (hash it to name an Optuna study)."""
+
+
+class ModelConfigError(ValueError):
+    """A model configuration outside ``SPACE``; the message names the part and field."""
+
+
+def _check_section(where: str, section: Any, allowed: dict[str, list[Any]]) -> None:
+    if not isinstance(section, dict):
+        raise ModelConfigError(f"{where}: expected a mapping, got {type(section).__name__}")
+    missing = sorted(set(allowed) - set(section))
+    unknown = sorted(set(section) - set(allowed))
+    if missing:
+        raise ModelConfigError(f"{where}: missing field(s) {missing}")
+    if unknown:
+        raise ModelConfigError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+    for field, choices in allowed.items():
+        value = section[field]
+        # bool is an int subclass: keep True from passing as 1 (and 1 as True).
+        if not any(value == c and type(value) is type(c) for c in choices):
+            raise ModelConfigError(f"{where}: {field} {value!r} not in {choices}")
+
+
+def validate_config(cfg: Any) -> dict[str, Any]:
+    """Check ``cfg`` against ``SPACE``; return it unchanged or raise ``ModelConfigError``.
+
+    Messages name the part and field, e.g. ``"block 4: kernel 4 not in [3, 5, 7]"``.
+    """
+    if not isinstance(cfg, dict):
+        raise ModelConfigError(f"config: expected a mapping, got {type(cfg).__name__}")
+    expected = {"stem", "blocks", "head"}
+    if set(cfg) != expected:
+        raise ModelConfigError(f"config: expected keys {sorted(expected)}, got {sorted(cfg)}")
+    _check_section("stem", cfg["stem"], SPACE["stem"])
+    blocks = cfg["blocks"]
+    if not isinstance(blocks, list) or len(blocks) != NUM_BLOCKS:
+        count = len(blocks) if isinstance(blocks, list) else type(blocks).__name__
+        raise ModelConfigError(f"blocks: expected a list of {NUM_BLOCKS} blocks, got {count}")
+    for index, (block, allowed) in enumerate(zip(blocks, SPACE["blocks"], strict=True)):
+        _check_section(f"block {index}", block, allowed)
+    _check_section("head", cfg["head"], SPACE["head"])
+    return cfg
+
+
+def _make_block(block: dict[str, Any], in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    kind, kernel, act = block["type"], block["kernel"], block["activation"]
+    if kind == "conv":
+        return ConvBNAct(in_channels, out_channels, kernel, stride, activation=act)
+    if kind == "dsconv":
+        return DepthwiseSeparable(in_channels, out_channels, kernel, stride, activation=act)
+    if kind == "mbconv2":
+        return InvertedResidual(in_channels, out_channels, kernel, stride, block["expansion"], act, se=False)
+    if kind == "mbconv3":
+        return InvertedResidual(in_channels, out_channels, kernel, stride, block["expansion"], act, se=block["se"])
+    raise ModelConfigError(f"unknown block type {kind!r}")  # unreachable after validation
+
+
+class SpaceNet(nn.Module):
+    """A network built from a validated search-space configuration."""
+
+    def __init__(self, cfg: dict[str, Any], num_classes: int = 10) -> None:
+        super().__init__()
+        validate_config(cfg)
+        self.config = copy.deepcopy(cfg)
+        channels = cfg["stem"]["channels"]
+        self.stem = ConvBNAct(3, channels, 3, activation=cfg["stem"]["activation"])
+        stages: list[nn.Module] = []
+        for block in cfg["blocks"]:
+            if block["type"] == "identity":
+                continue  # pass-through: the block is skipped, channels and size unchanged
+            for repeat in range(block["repeats"]):
+                stride = block["stride"] if repeat == 0 else 1
+                stages.append(_make_block(block, channels, block["channels"], stride))
+                channels = block["channels"]
+        self.blocks = nn.Sequential(*stages)
+        head = cfg["head"]
+        self.head = ClassifierHead(channels, num_classes, head["channels"], head["dropout"], activation="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
+def _choice(generator: torch.Generator, choices: list[Any]) -> Any:
+    return choices[int(torch.randint(len(choices), (1,), generator=generator))]
+
+
+def sample_config(generator: torch.Generator | int = 0) -> dict[str, Any]:
+    """A uniformly random configuration from ``SPACE`` (a seed or a torch.Generator)."""
+    if isinstance(generator, int):
+        generator = torch.Generator().manual_seed(generator)
+    return {
+        "stem": {k: _choice(generator, v) for k, v in SPACE["stem"].items()},
+        "blocks": [{k: _choice(generator, v) for k, v in b.items()} for b in SPACE["blocks"]],
+        "head": {k: _choice(generator, v) for k, v in SPACE["head"].items()},
+    }
+
+
+def suggest_config(trial: Any) -> dict[str, Any]:
+    """Sample a configuration from an ``optuna.Trial``; parameter names are ``block3.kernel`` etc."""
+
+    def section(prefix: str, allowed: dict[str, list[Any]]) -> dict[str, Any]:
+        return {k: trial.suggest_categorical(f"{prefix}.{k}", v) for k, v in allowed.items()}
+
+    return {
+        "stem": section("stem", SPACE["stem"]),
+        "blocks": [section(f"block{i}", b) for i, b in enumerate(SPACE["blocks"])],
+        "head": section("head", SPACE["head"]),
+    }
+
+
+def _mobilenetv2_config() -> dict[str, Any]:
+    # (expansion, channels, repeats, stride) of MobileNetV2, strides adapted to 32x32 inputs.
+    table = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    blocks = [
+        {"type": "mbconv2", "repeats": n, "channels": c, "kernel": 3, "stride": s,
+         "expansion": t, "activation": "relu6", "se": False}
+        for t, c, n, s in table
+    ]
+    return {"stem": {"channels": 32, "activation": "relu6"}, "blocks": blocks,
+            "head": {"channels": 1280, "dropout": 0.0}}
+
+
+MOBILENETV2_CONFIG: dict[str, Any] = validate_config(_mobilenetv2_config())
+"""MobileNetV2 for 32x32 inputs expressed in the search space (about 2.2 M parameters)."""

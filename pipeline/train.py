@@ -1,0 +1,466 @@
+"""The in-memory trainer every stage shares (policy search, model search, retraining).
+
+Why it is fast on a CPU and on a GPU alike:
+- the whole training set sits on the device as uint8 tensors; a batch is an index slice of a
+  per-epoch permutation, so there is no Dataset, no PIL and no DataLoader worker;
+- flip, crop and the optional augmentation policy run batched on the uint8 batch;
+- bf16 autocast + channels_last on CPU (oneDNN bf16 convolutions), AMP on CUDA.
+
+Randomness is drawn from CPU ``torch.Generator``s seeded from ``seed`` and moved to the
+device, so the same seed gives the same batches and augmentations on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from pipeline.config import TrainConfig
+from pipeline.data import ImageSet
+
+__all__ = [
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "EpochMetrics",
+    "EvalResult",
+    "StopTraining",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDivergedError",
+    "evaluate",
+    "normalise",
+    "random_crop",
+    "random_flip",
+    "train",
+]
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+_WHITENING_IMAGES = 5000  # images used by models that initialise from data (airbench whitening)
+
+
+class BatchTransform(Protocol):
+    """Augmentation contract: uint8 [N,3,H,W] on any device + CPU generator -> uint8 [N,3,H,W]."""
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, step: int, loss: float) -> None:
+        super().__init__(
+            f"training diverged: loss {loss} at epoch {epoch}, step {step}; "
+            "lower the learning rate or check the inputs"
+        )
+        self.epoch, self.step, self.loss = epoch, step, loss
+
+
+class StopTraining(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raise from a callback to end training early; ``train`` then returns normally.
+
+    Any other exception (e.g. ``optuna.TrialPruned``) propagates to the caller.
+    """
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    accuracy: float
+    n: int
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """What the callback receives after every epoch (MLflow logging, Optuna pruning)."""
+
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float  # mean (label-smoothed) loss over the epoch
+    train_accuracy: float
+    eval_loss: float | None
+    eval_accuracy: float | None
+    images_per_s: float  # training throughput of this epoch (evaluation excluded)
+    lr: float  # peak-group learning rate at the end of the epoch
+    elapsed_s: float  # training seconds so far (evaluation excluded)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[EpochMetrics] = field(default_factory=list)
+    eval: EvalResult | None = None  # last evaluation of eval_set
+    train_seconds: float = 0.0
+    images_per_s: float = 0.0
+    steps: int = 0
+    stopped_early: bool = False
+
+
+# ------------------------------------------------------------------ batched kernels
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image left-right with probability 1/2 (draws on the CPU generator)."""
+    mask = torch.rand(len(images), generator=generator) < 0.5
+    return torch.where(mask.to(images.device).view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def random_crop(
+    images: torch.Tensor, padding: int, generator: torch.Generator, mode: str = "zeros"
+) -> torch.Tensor:
+    """Pad by ``padding`` and crop back to the input size at a random offset per image.
+
+    Two gathers (rows, then columns) instead of a per-image loop: the cost does not grow
+    with the padding, unlike a loop over the (2p+1)^2 possible offsets.
+    """
+    if padding == 0:
+        return images
+    n, c, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4, mode="constant" if mode == "zeros" else mode)
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(images.device)
+    rows = offsets[0].view(n, 1, 1, 1) + torch.arange(h, device=images.device).view(1, 1, h, 1)
+    padded = padded.gather(2, rows.expand(n, c, h, w + 2 * padding))
+    cols = offsets[1].view(n, 1, 1, 1) + torch.arange(w, device=images.device).view(1, 1, 1, w)
+    return padded.gather(3, cols.expand(n, c, h, w))
+
+
+def normalise(images: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    """uint8 [N,3,H,W] -> float32 standardised with the CIFAR-10 channel statistics."""
+    mean = torch.tensor(CIFAR_MEAN, device=images.device).view(1, 3, 1, 1) * 255
+    inv_std = 1 / (torch.tensor(CIFAR_STD, device=images.device).view(1, 3, 1, 1) * 255)
+    out = (images.float() - mean) * inv_std
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+# ------------------------------------------------------------------ device / precision
+
+
+def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    param = next(model.parameters(), None)
+    if param is not None and param.device.type != "cpu":
+        return param.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":  # auto
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _uses_channels_last(model: nn.Module) -> bool:
+    for p in model.parameters():
+        if p.dim() == 4:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: ImageSet,
+    *,
+    augment: BatchTransform | None = None,
+    generator: torch.Generator | None = None,
+    tta_flip: bool = False,
+    device: str | torch.device | None = None,
+    batch_size: int = 1000,
+    precision: str = "auto",
+) -> EvalResult:
+    """Cross-entropy and accuracy of ``model`` on ``data`` (eval mode, no label smoothing).
+
+    ``augment`` is applied to each uint8 batch first (the policy search scores a policy by
+    the accuracy of a model on augmented held-out data); ``generator`` defaults to seed 0 so
+    two calls score the same augmented images. ``tta_flip`` averages the logits of each
+    image and its mirror.
+    """
+    # Default: where the model already is (train() leaves it on its device).
+    param = next(model.parameters(), None)
+    dev = torch.device(device) if device is not None else (param.device if param is not None else torch.device("cpu"))
+    model.to(dev)
+    channels_last = _uses_channels_last(model)
+    dtype = _autocast_dtype(precision, dev)
+    if augment is not None and generator is None:
+        generator = torch.Generator().manual_seed(0)
+    was_training = model.training
+    model.eval()
+    total_loss = torch.zeros((), device=dev)
+    correct = torch.zeros((), device=dev, dtype=torch.long)
+    try:
+        for start in range(0, len(data), batch_size):
+            images = data.images[start : start + batch_size].to(dev, non_blocking=True)
+            labels = data.labels[start : start + batch_size].to(dev, non_blocking=True)
+            if augment is not None:
+                assert generator is not None
+                images = augment(images, generator)
+            inputs = normalise(images, channels_last)
+            with _autocast(dev, dtype):
+                logits = model(inputs).float()
+                if tta_flip:
+                    logits = 0.5 * (logits + model(inputs.flip(-1)).float())
+            total_loss += F.cross_entropy(logits, labels, reduction="sum")
+            correct += (logits.argmax(1) == labels).sum()
+    finally:
+        model.train(was_training)
+    n = len(data)
+    return EvalResult(loss=total_loss.item() / max(n, 1), accuracy=correct.item() / max(n, 1), n=n)
+
+
+# ------------------------------------------------------------------ optimisation pieces
+
+
+def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Weight decay on conv/linear weights only: decaying BN scales/shifts and biases only
+    fights the normalisation (the usual 'no decay on BN/bias' rule)."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lr_scale": cfg.bias_lr_scale})
+    return groups
+
+
+def lr_factor(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier at ``step`` (0-based) of ``total_steps``.
+
+    Linear warm-up from 20 % of the peak (not 0: the first steps are not wasted) over
+    ``cfg.warmup`` of the steps, then a linear (onecycle) or cosine decay to
+    ``cfg.final_lr_fraction``.
+    """
+    warmup_steps = cfg.warmup * total_steps
+    if step < warmup_steps:
+        return 0.2 + 0.8 * step / warmup_steps
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    end = cfg.final_lr_fraction
+    if cfg.schedule == "cosine":
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
+    return 1 + (end - 1) * progress
+
+
+class _Lookahead:
+    """airbench's lookahead: every 5 steps in the last 70 % of training, pull the weights
+    (and BN statistics) towards a slow exponential average and continue from there; the
+    averaging strengthens as training ends, which acts as a cheap, free-at-test-time EMA."""
+
+    every = 5
+    start_fraction = 0.3
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.average: dict[str, torch.Tensor] | None = None
+
+    def _tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        for name, value in self.model.state_dict().items():
+            if value.is_floating_point():
+                yield name, value
+
+    @torch.no_grad()
+    def step(self, step: int, total_steps: int) -> None:
+        if step < self.start_fraction * total_steps or step % self.every:
+            return
+        if self.average is None:
+            self.average = {name: value.clone() for name, value in self._tensors()}
+            return
+        decay = 0.95**self.every * (step / total_steps) ** 3
+        for name, value in self._tensors():
+            self.average[name].lerp_(value, 1 - decay)
+            value.copy_(self.average[name])
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Put the averaged weights in the model (end of epoch)."""
+        if self.average is not None:
+            for name, value in self._tensors():
+                value.copy_(self.average[name])
+
+
+# ------------------------------------------------------------------ training
+
+
+def _flip_batch(
+    images: torch.Tensor, idx: torch.Tensor, epoch: int, cfg: TrainConfig, flip_bits: torch.Tensor | None,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    if cfg.flip == "random":
+        return random_flip(images, generator)
+    if cfg.flip == "alternating":
+        # A fixed random half is mirrored on even epochs, the other half on odd ones: every
+        # image is seen both ways in any two consecutive epochs (airbench's alternating flip).
+        assert flip_bits is not None
+        mask = flip_bits[idx] ^ bool(epoch % 2)
+        return torch.where(mask.view(-1, 1, 1, 1), images.flip(-1), images)
+    return images
+
+
+def train(
+    model: nn.Module,
+    train_set: ImageSet,
+    cfg: TrainConfig,
+    *,
+    augment: BatchTransform | None = None,
+    eval_set: ImageSet | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    callback: Callable[[EpochMetrics], None] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place on ``train_set`` and return it with its per-epoch history.
+
+    Per step: slice a batch of uint8 images on the device, flip/crop it, apply ``augment``,
+    normalise, forward/backward under autocast, SGD step with a per-step lr. After each
+    epoch ``callback`` receives an ``EpochMetrics``; it may raise ``StopTraining`` to end
+    early or anything else (``optuna.TrialPruned``) to abort. A non-finite loss raises
+    ``TrainingDivergedError``. Same seed, same data and same initial weights give the same
+    trained weights (on CPU, also in a fresh process).
+    """
+    if len(train_set) == 0:
+        raise ValueError("train: the training set is empty")
+    dev = _resolve_device(model, device)
+    model.to(dev)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    dtype = _autocast_dtype(cfg.precision, dev)
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
+
+    images = train_set.images.to(dev)
+    labels = train_set.labels.to(dev)
+    n = len(images)
+    batch_size = min(cfg.batch_size, n)
+    steps_per_epoch = n // batch_size  # drop the ragged last batch: constant batch statistics
+    total_steps = steps_per_epoch * cfg.epochs
+
+    batch_rng = torch.Generator().manual_seed(seed)  # permutation, flip and crop draws
+    augment_rng = torch.Generator().manual_seed(seed + 1_000_003)  # independent policy draws
+    flip_bits = (torch.rand(n, generator=batch_rng) < 0.5).to(dev) if cfg.flip == "alternating" else None
+
+    init_from_data = getattr(model, "init_from_data", None)
+    if cfg.data_init and callable(init_from_data):
+        init_from_data(normalise(images[:_WHITENING_IMAGES], channels_last=False))
+
+    groups = _param_groups(model, cfg)
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    lookahead = _Lookahead(model) if cfg.lookahead else None
+    result = TrainResult(model=model)
+    check_every = 1 if dev.type == "cpu" else 20  # a finite-check syncs; cheap only on CPU
+
+    bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True, leave=False)
+    step = 0
+    # Model-internal randomness (dropout) comes from the global RNG: seed it, then restore it.
+    fork_devices = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(seed)
+        model.train()
+        try:
+            for epoch in range(1, cfg.epochs + 1):
+                loss_sum = torch.zeros((), device=dev)
+                correct = torch.zeros((), device=dev, dtype=torch.long)
+                finite = torch.ones((), device=dev, dtype=torch.bool)
+                epoch_start = time.perf_counter()
+                order = torch.randperm(n, generator=batch_rng).to(dev)
+                for batch_index in range(steps_per_epoch):
+                    idx = order[batch_index * batch_size : (batch_index + 1) * batch_size]
+                    x = _flip_batch(images[idx], idx, epoch, cfg, flip_bits, batch_rng)
+                    x = random_crop(x, cfg.crop_padding, batch_rng, cfg.crop_mode)
+                    if augment is not None:
+                        x = augment(x, augment_rng)
+                    y = labels[idx]
+                    factor = lr_factor(step, total_steps, cfg)
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.lr * factor * group["lr_scale"]
+                    with _autocast(dev, dtype):
+                        logits = model(normalise(x, cfg.channels_last)).float()
+                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    step += 1
+                    detached = loss.detach()
+                    finite &= torch.isfinite(detached)
+                    if (step % check_every == 0 or batch_index == steps_per_epoch - 1) and not finite:
+                        raise TrainingDivergedError(epoch, step, detached.item())
+                    loss_sum += detached * len(y)
+                    correct += (logits.detach().argmax(1) == y).sum()
+                    if lookahead is not None:
+                        lookahead.step(step, total_steps)
+                    if progress and (step % 10 == 0 or batch_index == steps_per_epoch - 1):
+                        seen = (batch_index + 1) * batch_size
+                        bar.set_postfix(
+                            epoch=epoch,
+                            loss=f"{loss_sum.item() / seen:.3f}",
+                            acc=f"{correct.item() / seen:.3f}",
+                            img_s=f"{seen / (time.perf_counter() - epoch_start):.0f}",
+                        )
+                    bar.update(1)
+                if lookahead is not None:
+                    lookahead.sync()
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                epoch_seconds = time.perf_counter() - epoch_start
+                result.train_seconds += epoch_seconds
+                seen = steps_per_epoch * batch_size
+                evaluated = None
+                last = epoch == cfg.epochs
+                if eval_set is not None and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
+                    evaluated = evaluate(model, eval_set, tta_flip=cfg.tta, device=dev, precision=cfg.precision)
+                    result.eval = evaluated
+                    model.train()
+                metrics = EpochMetrics(
+                    epoch=epoch,
+                    epochs=cfg.epochs,
+                    train_loss=loss_sum.item() / seen,
+                    train_accuracy=correct.item() / seen,
+                    eval_loss=evaluated.loss if evaluated else None,
+                    eval_accuracy=evaluated.accuracy if evaluated else None,
+                    images_per_s=seen / epoch_seconds,
+                    lr=optimizer.param_groups[0]["lr"],
+                    elapsed_s=result.train_seconds,
+                )
+                result.history.append(metrics)
+                if progress:
+                    extra = f" eval_acc={evaluated.accuracy:.4f}" if evaluated else ""
+                    bar.write(
+                        f"epoch {epoch}/{cfg.epochs} loss={metrics.train_loss:.4f} "
+                        f"acc={metrics.train_accuracy:.4f}{extra} img/s={metrics.images_per_s:.0f}"
+                    )
+                if callback is not None:
+                    callback(metrics)
+        except StopTraining:
+            result.stopped_early = True
+        finally:
+            bar.close()
+    result.steps = step
+    done = sum(1 for _ in result.history) * steps_per_epoch * batch_size
+    result.images_per_s = done / result.train_seconds if result.train_seconds else 0.0
+    model.eval()
+    return result

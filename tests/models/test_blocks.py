@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.models.blocks import (
+    ACTIVATIONS,
+    BasicResidual,
+    ClassifierHead,
+    ConvBNAct,
+    DepthwiseSeparable,
+    InvertedResidual,
+    SqueezeExcite,
+    make_divisible,
+)
+
+BLOCKS = {
+    "conv": lambda cin, cout, s: ConvBNAct(cin, cout, 3, s),
+    "conv_k5_gelu": lambda cin, cout, s: ConvBNAct(cin, cout, 5, s, activation="gelu"),
+    "dsconv": lambda cin, cout, s: DepthwiseSeparable(cin, cout, 3, s),
+    "mbconv2": lambda cin, cout, s: InvertedResidual(cin, cout, 3, s, expansion=6, activation="relu6"),
+    "mbconv3_se_hswish": lambda cin, cout, s: InvertedResidual(cin, cout, 5, s, 4, "hswish", se=True),
+    "mbconv_expansion1": lambda cin, cout, s: InvertedResidual(cin, cout, 7, s, expansion=1),
+    "basic_residual": lambda cin, cout, s: BasicResidual(cin, cout, s),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+@pytest.mark.parametrize(("cin", "cout", "stride"), [(8, 8, 1), (8, 16, 2), (16, 8, 1)])
+def test_every_block_maps_shapes(name: str, cin: int, cout: int, stride: int) -> None:
+    block = BLOCKS[name](cin, cout, stride)
+    out = block(torch.randn(2, cin, 9, 9))
+    expected = (9 + stride - 1) // stride  # ceil: odd sizes are not truncated twice
+    assert out.shape == (2, cout, expected, expected)
+    assert torch.isfinite(out).all()
+
+
+def test_inverted_residual_uses_the_skip_only_when_shapes_match() -> None:
+    assert InvertedResidual(8, 8, stride=1).use_residual
+    assert not InvertedResidual(8, 8, stride=2).use_residual
+    assert not InvertedResidual(8, 16, stride=1).use_residual
+
+
+def test_squeeze_excite_gates_channels_between_0_and_1() -> None:
+    se = SqueezeExcite(16)
+    x = torch.rand(2, 16, 4, 4) + 0.1
+    out = se(x)
+    ratio = out / x
+    assert out.shape == x.shape
+    assert (ratio >= 0).all() and (ratio <= 1).all()
+    # one gate per (image, channel): constant over space
+    assert torch.allclose(ratio, ratio[:, :, :1, :1].expand_as(ratio))
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activations_are_fresh_modules(name: str) -> None:
+    a, b = ACTIVATIONS[name](), ACTIVATIONS[name]()
+    assert isinstance(a, nn.Module) and a is not b
+
+
+def test_classifier_head_with_and_without_feature_conv() -> None:
+    x = torch.randn(3, 24, 4, 4)
+    assert ClassifierHead(24, 10)(x).shape == (3, 10)
+    assert ClassifierHead(24, 10, channels=64, dropout=0.2)(x).shape == (3, 10)
+
+
+def test_make_divisible_rounds_to_multiples_without_shrinking_much() -> None:
+    assert make_divisible(16) == 16
+    assert make_divisible(20) == 24
+    assert make_divisible(3) == 8
+    for v in range(1, 200):
+        assert make_divisible(v) % 8 == 0 and make_divisible(v) >= 0.9 * v

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import optuna
+import pytest
+import torch
+
+from pipeline.models import (
+    MOBILENETV2_CONFIG,
+    SPACE,
+    ModelConfigError,
+    SpaceNet,
+    build_model,
+    sample_config,
+    suggest_config,
+    validate_config,
+)
+from pipeline.models.space import BLOCK_TYPES, NUM_BLOCKS
+
+
+def _config(**block4: Any) -> dict[str, Any]:
+    cfg = copy.deepcopy(MOBILENETV2_CONFIG)
+    cfg["blocks"][4].update(block4)
+    return cfg
+
+
+def test_space_is_json_and_has_seven_blocks_with_every_type() -> None:
+    assert json.loads(json.dumps(SPACE)) == SPACE
+    assert len(SPACE["blocks"]) == NUM_BLOCKS == 7
+    for block in SPACE["blocks"]:
+        assert set(block["type"]) == set(BLOCK_TYPES)
+        assert set(block) == {"type", "repeats", "channels", "kernel", "stride", "expansion", "activation", "se"}
+    assert {"conv", "dsconv", "mbconv2", "mbconv3", "identity"} <= set(BLOCK_TYPES)
+
+
+def test_downsampling_is_bounded_by_the_table() -> None:
+    stride2_blocks = [i for i, b in enumerate(SPACE["blocks"]) if 2 in b["stride"]]
+    assert len(stride2_blocks) <= 3  # 32x32 never goes below 4x4
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_configs_build_and_classify(seed: int) -> None:
+    cfg = sample_config(seed)
+    assert validate_config(cfg) is cfg
+    assert json.loads(json.dumps(cfg)) == cfg
+    model = build_model(cfg).eval()
+    assert isinstance(model, SpaceNet)
+    pooled_sizes: list[int] = []
+    model.head.register_forward_pre_hook(lambda _m, args: pooled_sizes.append(args[0].shape[-1]))
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10)
+    assert torch.isfinite(out).all()
+    assert pooled_sizes[0] >= 4
+
+
+def test_sample_config_is_seeded() -> None:
+    assert sample_config(3) == sample_config(torch.Generator().manual_seed(3))
+    assert sample_config(3) != sample_config(4)
+
+
+def test_suggest_config_from_an_optuna_trial() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    cfg = suggest_config(trial)
+    validate_config(cfg)
+    assert trial.params["block3.kernel"] == cfg["blocks"][3]["kernel"]
+    assert len(trial.params) == 2 + 8 * NUM_BLOCKS + 2
+    assert build_model(cfg, num_classes=4)(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+
+
+def test_identity_blocks_are_skipped() -> None:
+    cfg = sample_config(0)
+    for block in cfg["blocks"]:
+        block["type"] = "identity"
+    model = build_model(cfg)
+    assert isinstance(model, SpaceNet)
+    assert len(model.blocks) == 0
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        (_config(kernel=4), "block 4: kernel 4 not in [3, 5, 7]"),
+        (_config(type="resnet"), "block 4: type 'resnet' not in"),
+        (_config(stride=2, channels=7), "block 4: channels 7 not in"),
+        (_config(se=1), "block 4: se 1 not in [False, True]"),
+        (_config(repeats=True), "block 4: repeats True not in"),
+        (_config(width=3), "block 4: unknown field(s) ['width']"),
+    ],
+)
+def test_invalid_block_fields_name_block_and_field(cfg: dict[str, Any], message: str) -> None:
+    with pytest.raises(ModelConfigError) as err:
+        validate_config(cfg)
+    assert message in str(err.value)
+    with pytest.raises(ValueError):  # ModelConfigError is a ValueError
+        build_model(cfg)
+
+
+def test_other_invalid_configs() -> None:
+    cfg = copy.deepcopy(MOBILENETV2_CONFIG)
+    cfg["blocks"][0]["stride"] = 2
+    with pytest.raises(ModelConfigError, match=r"block 0: stride 2 not in \[1\]"):
+        validate_config(cfg)
+    cfg = copy.deepcopy(MOBILENETV2_CONFIG)
+    del cfg["blocks"][6]["kernel"]
+    with pytest.raises(ModelConfigError, match=r"block 6: missing field\(s\) \['kernel'\]"):
+        validate_config(cfg)
+    cfg = copy.deepcopy(MOBILENETV2_CONFIG)
+    cfg["blocks"] = cfg["blocks"][:6]
+    with pytest.raises(ModelConfigError, match="expected a list of 7 blocks, got 6"):
+        validate_config(cfg)
+    cfg = copy.deepcopy(MOBILENETV2_CONFIG)
+    cfg["head"]["dropout"] = 0.5
+    with pytest.raises(ModelConfigError, match="head: dropout 0.5 not in"):
+        validate_config(cfg)
+    with pytest.raises(ModelConfigError, match="expected a mapping"):
+        validate_config([1, 2])

@@ -1,0 +1,258 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from pipeline.data import ImageSet
+from pipeline.train import (
+    EpochMetrics,
+    StopTraining,
+    TrainConfig,
+    TrainingDivergedError,
+    evaluate,
+    lr_factor,
+    normalise,
+    random_crop,
+    random_flip,
+    train,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+COLOURS = torch.tensor([[220, 40, 40], [40, 220, 40], [40, 40, 220], [220, 220, 40]], dtype=torch.float)
+
+
+def colour_task(n: int, seed: int) -> ImageSet:
+    """4 classes told apart by the mean colour of noisy 16x16 images: separable, flip/crop-invariant."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 4
+    noise = torch.randn(n, 3, 16, 16, generator=gen) * 40
+    images = (COLOURS[labels].view(n, 3, 1, 1) + noise).clamp(0, 255).to(torch.uint8)
+    return ImageSet(images, labels, ["r", "g", "b", "y"], [f"{seed}-{i}" for i in range(n)])
+
+
+def tiny_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1), nn.Linear(8, 4),
+    )
+
+
+FAST = TrainConfig(epochs=3, batch_size=32, lr=0.2, warmup=0.1, label_smoothing=0.0)
+
+
+def fresh(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return tiny_net()
+
+
+def test_trainer_learns_a_separable_task() -> None:
+    train_set, held_out = colour_task(256, 0), colour_task(128, 1)
+    result = train(fresh(), train_set, FAST, eval_set=held_out, progress=False)
+    assert result.eval is not None and result.eval.accuracy > 0.9  # chance is 0.25
+    assert result.eval.n == 128
+    assert len(result.history) == 3
+    assert result.history[-1].train_accuracy > 0.8
+    assert result.steps == 3 * (256 // 32)
+    assert result.images_per_s > 0 and result.train_seconds > 0
+
+
+def test_same_seed_same_weights_different_seed_different_weights() -> None:
+    data = colour_task(128, 0)
+    a = train(fresh(), data, FAST, seed=5, progress=False).model.state_dict()
+    b = train(fresh(), data, FAST, seed=5, progress=False).model.state_dict()
+    c = train(fresh(), data, FAST, seed=6, progress=False).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_same_seed_same_weights_in_a_fresh_process(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys, torch
+        sys.path.insert(0, {str(ROOT)!r})
+        from tests.test_train import FAST, colour_task, fresh
+        from pipeline.train import train
+        model = train(fresh(), colour_task(128, 0), FAST, seed=5, progress=False).model
+        torch.save(model.state_dict(), sys.argv[1])
+    """)
+    out = tmp_path / "weights.pt"
+    subprocess.run([sys.executable, "-c", script, str(out)], check=True, cwd=ROOT)
+    theirs = torch.load(out)
+    ours = train(fresh(), colour_task(128, 0), FAST, seed=5, progress=False).model.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+class _NaNAfter(nn.Module):
+    """Produces NaN logits from the given forward call on."""
+
+    def __init__(self, bad_call: int) -> None:
+        super().__init__()
+        self.net = tiny_net()
+        self.calls = 0
+        self.bad_call = bad_call
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = self.net(x)
+        return out * float("nan") if self.calls >= self.bad_call else out
+
+
+def test_nan_loss_raises_naming_epoch_and_step() -> None:
+    with pytest.raises(TrainingDivergedError, match="epoch 2, step 5") as err:
+        train(_NaNAfter(bad_call=5), colour_task(128, 0), FAST, progress=False)  # 4 steps per epoch
+    assert err.value.epoch == 2 and err.value.step == 5
+
+
+def test_callback_receives_metrics_and_can_stop_training() -> None:
+    seen: list[EpochMetrics] = []
+
+    def stop_after_two(m: EpochMetrics) -> None:
+        seen.append(m)
+        if m.epoch == 2:
+            raise StopTraining
+
+    result = train(fresh(), colour_task(128, 0), FAST, eval_set=colour_task(64, 1), callback=stop_after_two,
+                   progress=False)
+    assert result.stopped_early and len(result.history) == 2 == len(seen)
+    first = seen[0]
+    assert first.epoch == 1 and first.epochs == 3
+    assert 0 <= first.train_accuracy <= 1 and first.train_loss > 0
+    assert first.eval_accuracy is not None and first.eval_loss is not None
+    assert first.images_per_s > 0 and first.lr > 0 and first.elapsed_s > 0
+
+
+def test_callback_exceptions_propagate() -> None:
+    def prune(m: EpochMetrics) -> None:
+        raise optuna.TrialPruned(f"epoch {m.epoch}")
+
+    with pytest.raises(optuna.TrialPruned, match="epoch 1"):
+        train(fresh(), colour_task(64, 0), FAST, callback=prune, progress=False)
+
+
+def test_eval_every_zero_evaluates_only_at_the_end() -> None:
+    cfg = FAST.model_copy(update={"eval_every": 0})
+    result = train(fresh(), colour_task(64, 0), cfg, eval_set=colour_task(32, 1), progress=False)
+    assert [m.eval_accuracy is not None for m in result.history] == [False, False, True]
+
+
+def test_augment_receives_uint8_batches_and_its_generator() -> None:
+    calls: list[tuple[torch.dtype, tuple[int, ...]]] = []
+
+    def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        calls.append((images.dtype, tuple(images.shape)))
+        assert isinstance(generator, torch.Generator)
+        return 255 - images
+
+    train(fresh(), colour_task(64, 0), FAST, augment=augment, progress=False)
+    assert calls == [(torch.uint8, (32, 3, 16, 16))] * 6
+
+
+def test_evaluate_with_flip_tta_averages_the_mirrored_logits() -> None:
+    data = colour_task(40, 2)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))  # not flip-invariant
+    plain = evaluate(model, data, precision="fp32", batch_size=16)
+    tta = evaluate(model, data, tta_flip=True, precision="fp32", batch_size=16)
+    x = normalise(data.images, channels_last=False)
+    with torch.no_grad():
+        logits = 0.5 * (model(x) + model(x.flip(-1)))
+    expected_acc = (logits.argmax(1) == data.labels).float().mean().item()
+    expected_loss = nn.functional.cross_entropy(logits, data.labels).item()
+    assert tta.accuracy == pytest.approx(expected_acc)
+    assert tta.loss == pytest.approx(expected_loss, rel=1e-5)
+    assert tta.loss != pytest.approx(plain.loss, rel=1e-5)
+    assert tta.n == plain.n == 40
+
+
+def test_evaluate_with_augment_is_repeatable() -> None:
+    data = colour_task(32, 3)
+    model = fresh()
+
+    def noisy(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return random_crop(images, 6, generator)
+
+    a = evaluate(model, data, augment=noisy)
+    b = evaluate(model, data, augment=noisy)
+    c = evaluate(model, data, augment=noisy, generator=torch.Generator().manual_seed(9))
+    assert a == b
+    assert a.loss != c.loss
+
+
+def _batch(seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (16, 3, 8, 10), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def test_random_flip_keeps_dtype_shape_and_is_seeded() -> None:
+    x = _batch()
+    out = random_flip(x, torch.Generator().manual_seed(1))
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    assert torch.equal(out, random_flip(x, torch.Generator().manual_seed(1)))
+    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, x, strict=True)]
+    same = [torch.equal(o, i) for o, i in zip(out, x, strict=True)]
+    assert all(f or s for f, s in zip(flipped, same, strict=True))
+    assert 0 < sum(flipped) < len(x)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_random_crop_equals_a_per_image_crop_of_the_padded_image(mode: str) -> None:
+    x, pad = _batch(), 3
+    out = random_crop(x, pad, torch.Generator().manual_seed(2), mode)
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    assert torch.equal(out, random_crop(x, pad, torch.Generator().manual_seed(2), mode))
+    offsets = torch.randint(0, 2 * pad + 1, (2, len(x)), generator=torch.Generator().manual_seed(2))
+    padded = nn.functional.pad(x, (pad,) * 4, mode="constant" if mode == "zeros" else mode)
+    for i in range(len(x)):
+        dy, dx = int(offsets[0, i]), int(offsets[1, i])
+        assert torch.equal(out[i], padded[i, :, dy : dy + 8, dx : dx + 10])
+    assert torch.equal(random_crop(x, 0, torch.Generator()), x)
+
+
+def test_alternating_flip_and_lookahead_train() -> None:
+    cfg = FAST.model_copy(update={"flip": "alternating", "lookahead": True, "crop_padding": 2,
+                                  "crop_mode": "reflect", "schedule": "cosine", "epochs": 4})
+    result = train(fresh(), colour_task(256, 0), cfg, eval_set=colour_task(64, 1), progress=False)
+    assert result.eval is not None and result.eval.accuracy > 0.9
+
+
+def test_fp32_and_progress_bar_paths(capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = FAST.model_copy(update={"precision": "fp32", "channels_last": False, "epochs": 1})
+    result = train(fresh(), colour_task(64, 0), cfg, progress=True)
+    assert result.steps == 2
+    assert "epoch 1/1" in capsys.readouterr().out
+
+
+def test_lr_schedules_warm_up_then_decay() -> None:
+    for schedule in ("onecycle", "cosine"):
+        cfg = TrainConfig(schedule=schedule, warmup=0.2, final_lr_fraction=0.1)
+        factors = [lr_factor(s, 100, cfg) for s in range(100)]
+        assert factors[0] == pytest.approx(0.2)
+        assert max(factors) == pytest.approx(1.0)
+        assert factors.index(max(factors)) == 20
+        assert factors[-1] == pytest.approx(0.1, abs=0.02)
+        assert all(a >= b for a, b in zip(factors[20:], factors[21:], strict=False))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [("lr", -1.0, "greater than 0"), ("schedule", "step", "'onecycle' or 'cosine'"),
+     ("epochs", 0, "greater than or equal to 1"), ("momentum", 1.0, "less than 1"),
+     ("batch_sise", 8, "Extra inputs are not permitted")],
+)
+def test_train_config_rejects_bad_values_naming_key_value_and_rule(field: str, value: object, allowed: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        TrainConfig.model_validate({field: value})
+    text = str(err.value)
+    assert field in text and repr(value).strip("'") in text and allowed in text
+
+
+def test_empty_training_set_is_an_error() -> None:
+    empty = colour_task(4, 0).subset(torch.arange(0))
+    with pytest.raises(ValueError, match="empty"):
+        train(fresh(), empty, FAST, progress=False)
