@@ -60,6 +60,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
           f"(fingerprint {manifest['fingerprint']}); per class: {counts}")
 
 
+def cmd_search_policy(args: argparse.Namespace) -> None:
+    from pipeline.search.policy_stage import search_policy_stage
+
+    params = load_params(args.params)
+    summary = search_policy_stage(params, args.sample, args.out, args.cache_dir, progress=not args.no_progress)
+    print(f"search_policy: {summary['sub_policies']} sub-policies from {summary['trials']} trials "
+          f"in {summary['wall_seconds'] / 60:.1f} min -> {args.out}/policy.json")
+
+
 def _add_params(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file (default: %(default)s)")
 
@@ -81,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="data/raw")
     p.add_argument("--out", default="data/sample")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("search-policy", help="DVC stage: Fast AutoAugment (or RandAugment) policy search")
+    _add_params(p)
+    p.add_argument("--sample", default="data/sample")
+    p.add_argument("--out", default="outputs/search_policy")
+    p.add_argument("--cache-dir", default=".autoaug/cache", help="trained child models, reused on resume")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_search_policy)
     return parser
 
 

@@ -39,6 +39,9 @@ def project(tmp_path: Path) -> Path:
     (proj / "pipeline").symlink_to(REPO / "pipeline")
     params = yaml.safe_load((proj / "params.yaml").read_text())
     params["sample"]["size"] = 15
+    # the smallest search that still exercises every code path
+    params["policy_search"].update(folds=2, trials_per_fold=2, top_n=1, startup_trials=1, n_sub=2, warm_start=1,
+                                   child_model="resnet20", child={"epochs": 1, "batch_size": 8})
     (proj / "params.yaml").write_text(yaml.safe_dump(params))
     _run(["git", "init", "-q"], proj)
     _run([str(BIN / "dvc"), "init", "-q"], proj)
@@ -46,18 +49,27 @@ def project(tmp_path: Path) -> Path:
     return proj
 
 
+def _set(project: Path, section: str, key: str, value: object) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params[section][key] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+
+
 def test_repro_reruns_only_what_changed(project: Path) -> None:
     dvc = str(BIN / "dvc")
     stages = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
-    first = _run([dvc, "repro", "sample"], project)
-    assert _ran(first) == {"sample"} <= stages
-    assert _ran(_run([dvc, "repro", "sample"], project)) == set()
+    assert _ran(_run([dvc, "repro"], project)) == stages
+    assert (project / "outputs" / "search_policy" / "policy.json").exists()
+    assert _ran(_run([dvc, "repro"], project)) == set()
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["sample"]["size"] = 12
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    assert _ran(_run([dvc, "repro", "sample"], project)) == {"sample"}
+    # a key only the search reads re-runs the search only
+    _set(project, "policy_search", "trials_per_fold", 3)
+    assert _ran(_run([dvc, "repro"], project)) == {"search_policy"}
 
-    # a data update (new images appended by ingest) re-runs the sample
+    # a sample key re-runs the sample and, since the sample changes, what depends on it
+    _set(project, "sample", "size", 12)
+    assert _ran(_run([dvc, "repro"], project)) == {"sample", "search_policy"}
+
+    # a data update (new images appended by ingest) re-runs the sample; an unchanged sample stops there
     _run([str(BIN / "autoaug"), "ingest", str(write_tree(project.parent / "more", 3, seed=7)), "--store", "data/raw"], project)
-    assert _ran(_run([dvc, "repro", "sample"], project)) == {"sample"}
+    assert "sample" in _ran(_run([dvc, "repro"], project))

@@ -94,7 +94,7 @@ def iter_tarball(path: Path, report: DecodeReport) -> Iterator[Record]:
     """Stream an image-folder tree out of a tar/tar.gz without extracting it to disk."""
     found: dict[str, dict[str, int]] = {}
     try:
-        tar = tarfile.open(path, "r:*")
+        tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by the `with` below
     except (tarfile.TarError, OSError) as exc:
         raise DataError(f"{path}: not a readable tar archive ({exc})") from exc
     with tar, tqdm(desc=f"read {path.name}", unit="img", leave=False, disable=None) as bar:

@@ -17,6 +17,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ class RawStore:
     def ingest(self, source: str, cache_dir: Path | None = None) -> IngestResult:
         """Add the new images of ``source``; nothing is written if it holds none or fails."""
         report = DecodeReport()
-        index = self.index() if self.exists() else {"format": STORE_FORMAT, "classes": [], "shards": []}
+        index: dict[str, Any] = self.index() if self.exists() else {"format": STORE_FORMAT, "classes": [], "shards": []}
         seen = self.known_ids()
         new: dict[str, list[tuple[str, str, np.ndarray]]] = defaultdict(list)
         duplicates = 0

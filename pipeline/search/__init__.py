@@ -1,0 +1,1 @@
+"""Searches: policy search (Fast AutoAugment), model search, study naming and warm start."""

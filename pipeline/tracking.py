@@ -1,0 +1,213 @@
+"""MLflow tracking: one experiment per stage, a parent run per stage execution, nested runs.
+
+Everything goes through an explicit ``MlflowClient`` (no fluent global state), so stages and
+tests can point at different stores. Runs are tagged with the data fingerprint, the study name,
+the git commit and the DVC stage, so a served policy or model traces back to its data.
+
+Interruptions: a stage run is found again by its ``autoaug.resume_key`` tag and reused while it
+is unfinished, and child runs are keyed by a tag (e.g. the Optuna trial number), so a stage that
+is killed and restarted continues its runs instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+RESUME_KEY = "autoaug.resume_key"
+PARENT = "mlflow.parentRunId"
+MAX_PARAM_CHARS = 6000
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _quiet_mlflow() -> None:
+    # MLflow's alembic migrations and telemetry are noise in a stage's output.
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    import logging
+
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking", "mlflow.store"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _ensure_sqlite_dir(uri: str) -> None:
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if str(path) not in ("", ":memory:"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+
+class Tracker:
+    """Connection to an MLflow tracking store, with the project's naming conventions."""
+
+    def __init__(self, uri: str, prefix: str = "autoaug") -> None:
+        _quiet_mlflow()
+        from mlflow import MlflowClient
+
+        _ensure_sqlite_dir(uri)
+        self.uri = uri
+        self.prefix = prefix
+        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - any failure here means "unreachable" to the user
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"tracking.mlflow_uri = {uri!r}: cannot reach the MLflow store ({first})") from None
+
+    def experiment_id(self, stage: str) -> str:
+        name = f"{self.prefix}-{stage}"
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return str(exp.experiment_id)
+        return str(self.client.create_experiment(name))
+
+    @contextlib.contextmanager
+    def stage_run(self, stage: str, *, resume_key: str, tags: Mapping[str, Any] | None = None,
+                  params: Mapping[str, Any] | None = None) -> Iterator[RunLogger]:
+        """The parent run of one stage execution; an unfinished run with the same key is resumed."""
+        exp_id = self.experiment_id(stage)
+        tags = {RESUME_KEY: resume_key, "autoaug.dvc_stage": stage, **(tags or {})}
+        commit = git_commit()
+        if commit:
+            tags.setdefault("mlflow.source.git.commit", commit)
+        unfinished = self.client.search_runs(
+            [exp_id], filter_string=f"tags.`{RESUME_KEY}` = '{resume_key}' and attributes.status != 'FINISHED'",
+            max_results=10, order_by=["attributes.start_time DESC"],
+        )
+        found = [r for r in unfinished if PARENT not in r.data.tags]
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            resumed = True
+        else:
+            run_id = self.client.create_run(exp_id, tags={k: str(v) for k, v in tags.items()}, run_name=stage).info.run_id
+            resumed = False
+        logger = RunLogger(self, exp_id, run_id, resumed=resumed)
+        if params and not resumed:
+            logger.log_params(params)
+        try:
+            yield logger
+        except KeyboardInterrupt:
+            self.client.set_terminated(run_id, status="KILLED")
+            raise
+        except BaseException:
+            self.client.set_terminated(run_id, status="FAILED")
+            raise
+        self.client.set_terminated(run_id, status="FINISHED")
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params as dotted keys; values JSON-encoded when not scalar, cut to MLflow's limit."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            out[name] = text[:MAX_PARAM_CHARS]
+    return out
+
+
+class RunLogger:
+    """Logging into one run (and creating nested runs below it)."""
+
+    def __init__(self, tracker: Tracker, experiment_id: str, run_id: str, *, resumed: bool = False) -> None:
+        self.tracker = tracker
+        self.client = tracker.client
+        self.experiment_id = experiment_id
+        self.run_id = run_id
+        self.resumed = resumed
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params
+        items = [Param(k, v) for k, v in flatten(params).items() if k not in existing]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if items:
+            self.client.log_batch(self.run_id, metrics=items)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, dict(data), artifact_file)
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / Path(artifact_file).name
+            path.write_bytes(data)
+            parent = str(Path(artifact_file).parent)
+            self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
+
+    def children(self, key_tag: str) -> dict[str, str]:
+        """Existing nested runs of this run, by the value of ``key_tag``."""
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT}` = '{self.run_id}'",
+                                       max_results=5000)
+        return {r.data.tags[key_tag]: r.info.run_id for r in runs if key_tag in r.data.tags}
+
+    def child(self, name: str, *, key_tag: str, key: str, tags: Mapping[str, Any] | None = None) -> RunLogger:
+        """The nested run keyed ``key_tag=key``, created if it does not exist yet."""
+        existing = self.children(key_tag).get(key)
+        if existing:
+            return RunLogger(self.tracker, self.experiment_id, existing, resumed=True)
+        all_tags = {PARENT: self.run_id, key_tag: key, **(tags or {})}
+        run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in all_tags.items()}, run_name=name)
+        return RunLogger(self.tracker, self.experiment_id, run.info.run_id)
+
+    def log_finished_child(
+        self, name: str, *, key_tag: str, key: str, params: Mapping[str, Any], metrics: Mapping[str, float],
+        tags: Mapping[str, Any] | None = None, dicts: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> str:
+        """One finished nested run written in a single batch (+ small JSON artifacts)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        all_tags = {PARENT: self.run_id, key_tag: key, **(tags or {})}
+        run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in all_tags.items()}, run_name=name)
+        run_id = run.info.run_id
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            params=[Param(k, v) for k, v in flatten(params).items()],
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            tags=[RunTag("autoaug.kind", "trial")],
+        )
+        for artifact_file, data in (dicts or {}).items():
+            self.client.log_dict(run_id, dict(data), artifact_file)
+        self.client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+import pipeline.search.policy as search
+from pipeline.augment import Policy
+from pipeline.config import Params, parse_params
+from pipeline.errors import ConfigError
+from pipeline.search.folds import stratified_splits
+from pipeline.search.policy import (
+    merge_policies,
+    policy_from_params,
+    randaugment_policy,
+    suggest_policy,
+)
+from pipeline.search.policy_stage import search_policy_stage
+from pipeline.tracking import Tracker
+
+from .conftest import tiny_sample
+
+
+def test_splits_are_stratified_disjoint_and_cover_the_sample() -> None:
+    data = tiny_sample(n_per_class=50)
+    splits = stratified_splits(data, folds=3, held_out=0.4, seed=0)
+    assert len(splits) == 3
+    for d_m, d_a in splits:
+        assert set(d_m.tolist()).isdisjoint(d_a.tolist())
+        assert len(d_m) + len(d_a) == len(data)
+        assert torch.bincount(data.labels[d_a]).tolist() == [20, 20, 20]
+    assert set(splits[0][1].tolist()) != set(splits[1][1].tolist())
+
+
+def test_trial_params_round_trip_to_the_same_policy() -> None:
+    cfg = parse_params({"policy_search": {"n_sub": 4, "ops_per_sub": 2}}).policy_search
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    trial = study.ask()
+    policy = suggest_policy(trial, cfg)
+    assert len(policy) == 4 and all(len(sp) == 2 for sp in policy.sub_policies)
+    assert policy_from_params(trial.params, cfg) == policy
+
+
+def test_merge_drops_duplicate_sub_policies() -> None:
+    a = Policy([[("Invert", 0.5, 0.1)], [("Rotate", 0.2, 0.3)]])
+    b = Policy([[("Rotate", 0.2, 0.3)], [("Color", 0.9, 0.9)]])
+    merged = merge_policies([a, b])
+    assert [sp.ops[0].op for sp in merged.sub_policies] == ["Invert", "Rotate", "Color"]
+
+
+def test_randaugment_policy_enumerates_every_sequence() -> None:
+    policy = randaugment_policy(2, 0.5, ["Invert", "Rotate", "Color", "Identity"])
+    assert len(policy) == 9
+    assert all(c.probability == 1.0 and c.magnitude == 0.5 for sp in policy.sub_policies for c in sp.ops)
+
+
+def _runs(params: Params) -> list:
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+    return tracker.client.search_runs([tracker.experiment_id("search_policy")], max_results=1000)
+
+
+def test_stage_writes_policy_and_logs_nested_runs(tmp_path: Path, sample_dir: Path, params: Params) -> None:
+    summary = search_policy_stage(params, sample_dir, tmp_path / "out", tmp_path / "cache", progress=False)
+    policy = Policy.from_json((tmp_path / "out" / "policy.json").read_text())
+    assert 1 <= len(policy) <= 2 * 2 * 3
+    assert summary["trials"] == 10 and json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
+    for name in ("grid.png", "history.png", "importances.png"):
+        assert (tmp_path / "out" / name).read_bytes()[:4] == b"\x89PNG"
+    runs = _runs(params)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent_id = parents[0].info.run_id
+    folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    assert len(folds) == 2
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in {f.info.run_id for f in folds}]
+    assert len(trials) == 10
+    assert all(r.data.tags["autoaug.fingerprint"] == summary["fingerprint"] for r in trials)
+    assert {"op_0_0", "prob_0_0", "mag_0_0"} <= set(trials[0].data.params)
+
+
+def test_interrupted_stage_resumes_without_losing_or_duplicating(
+    tmp_path: Path, sample_dir: Path, params: Params, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_evaluate = search.evaluate
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1 + 3 + 1:  # clean score of fold 0, three trials, then Ctrl-C
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(search, "evaluate", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        search_policy_stage(params, sample_dir, tmp_path / "out", tmp_path / "cache", progress=False)
+    killed = [r for r in _runs(params) if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.status for r in killed] == ["KILLED"]
+    logged_before = [r for r in _runs(params) if r.data.tags.get("autoaug.trial") is not None]
+    assert len(logged_before) == 3  # finished trials were logged even though the stage died
+
+    trained = {"n": 0}
+    real_train = search.train
+
+    def counting_train(*args, **kwargs):
+        trained["n"] += 1
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(search, "evaluate", real_evaluate)
+    monkeypatch.setattr(search, "train", counting_train)
+    summary = search_policy_stage(params, sample_dir, tmp_path / "out", tmp_path / "cache", progress=False)
+    assert summary["trials"] == 10
+    assert trained["n"] == 1  # fold 0's child came from the cache; only fold 1 trained
+    runs = _runs(params)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    trial_keys = [(r.data.tags["optuna.study"], r.data.tags["autoaug.trial"]) for r in runs if "autoaug.trial" in r.data.tags]
+    assert len(trial_keys) == len(set(trial_keys)) == 10
+
+
+def test_new_data_warm_starts_from_the_prior_study(tmp_path: Path, params: Params) -> None:
+    from pipeline.data import write_sample
+
+    first, second = tiny_sample(seed=0), tiny_sample(seed=1)
+    write_sample(first, tmp_path / "s1", seed=0, pool=first)
+    write_sample(second, tmp_path / "s2", seed=0, pool=second)
+    search_policy_stage(params, tmp_path / "s1", tmp_path / "o1", tmp_path / "cache", progress=False)
+    summary = search_policy_stage(params, tmp_path / "s2", tmp_path / "o2", tmp_path / "cache", progress=False)
+    assert summary["warm_started_trials"] == 2 * min(params.policy_search.warm_start, 5)
+    storage = optuna.storages.RDBStorage(params.tracking.optuna_storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    assert len(names) == 4  # two splits x two data versions
+    new = optuna.load_study(study_name=[n for n in names if summary["fingerprint"] in n][0], storage=storage)
+    assert new.trials[0].user_attrs.get("warm_start_from")
+
+
+def test_randaugment_method_runs_through_the_same_stage(tmp_path: Path, sample_dir: Path, params: Params) -> None:
+    cfg = params.policy_search.model_copy(update={"method": "randaugment"})
+    cfg.randaugment = cfg.randaugment.model_copy(update={"trials": 2, "epochs": 1})
+    params = params.model_copy(update={"policy_search": cfg})
+    summary = search_policy_stage(params, sample_dir, tmp_path / "out", None, progress=False)
+    policy = Policy.from_json((tmp_path / "out" / "policy.json").read_text())
+    assert summary["trials"] == 2 and policy.metadata["randaugment"]["num_ops"] in (1, 2)
+
+
+@pytest.mark.parametrize(
+    "section,fragment",
+    [
+        ({"folds": 1}, "policy_search.folds = 1"),
+        ({"held_out": 1.0}, "policy_search.held_out = 1.0"),
+        ({"n_sub": 300}, "n_sub = 300 sub-policies cannot be distinct"),
+        ({"ops": ["Blur"]}, "unknown op 'Blur'"),
+        ({"top_n": 50, "trials_per_fold": 10}, "top_n = 50 exceeds trials_per_fold = 10"),
+    ],
+)
+def test_impossible_params_are_rejected(section: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        parse_params({"policy_search": section})
+
+
+def test_unreachable_storage_fails_before_any_training(
+    tmp_path: Path, sample_dir: Path, params: Params, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(search, "train", lambda *a, **k: pytest.fail("trained before checking storage"))
+    bad = params.model_copy(update={"tracking": params.tracking.model_copy(
+        update={"optuna_storage": "postgresql://nobody@127.0.0.1:1/none"})})
+    with pytest.raises(ConfigError, match="tracking.optuna_storage"):
+        search_policy_stage(bad, sample_dir, tmp_path / "out", None, progress=False)
