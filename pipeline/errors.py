@@ -8,6 +8,12 @@ everything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type), for one-line user errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class AutoaugError(Exception):
     """Base class for errors caused by user input rather than by a bug."""
 

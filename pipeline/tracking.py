@@ -21,7 +21,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, first_line
+from pipeline.files import ensure_sqlite_dir
 
 RESUME_KEY = "autoaug.resume_key"
 PARENT = "mlflow.parentRunId"
@@ -46,13 +47,6 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _ensure_sqlite_dir(uri: str) -> None:
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        if str(path) not in ("", ":memory:"):
-            path.parent.mkdir(parents=True, exist_ok=True)
-
-
 class Tracker:
     """Connection to an MLflow tracking store, with the project's naming conventions."""
 
@@ -60,15 +54,14 @@ class Tracker:
         _quiet_mlflow()
         from mlflow import MlflowClient
 
-        _ensure_sqlite_dir(uri)
+        ensure_sqlite_dir(uri)
         self.uri = uri
         self.prefix = prefix
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         try:
             self.client.search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - any failure here means "unreachable" to the user
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"tracking.mlflow_uri = {uri!r}: cannot reach the MLflow store ({first})") from None
+            raise ConfigError(f"tracking.mlflow_uri = {uri!r}: cannot reach the MLflow store ({first_line(exc)})") from None
 
     def experiment_id(self, stage: str) -> str:
         name = f"{self.prefix}-{stage}"

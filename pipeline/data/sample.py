@@ -17,6 +17,7 @@ import torch
 
 from pipeline.data.imageset import ImageSet
 from pipeline.errors import DataError
+from pipeline.files import write_text_atomic
 
 
 def image_score(image_id: str, seed: int) -> int:
@@ -94,9 +95,7 @@ def write_sample(sample: ImageSet, out_dir: str | os.PathLike[str], *, seed: int
         "labels": sample.labels.tolist(),
     }
     sample.save(out / "images.pt")
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out / "manifest.json")
+    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 

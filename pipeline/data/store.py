@@ -26,6 +26,7 @@ from pipeline.data.decode import DecodeReport, content_id
 from pipeline.data.imageset import ImageSet, concat
 from pipeline.data.sources import SPLITS, iter_source
 from pipeline.errors import DataError
+from pipeline.files import write_text_atomic
 
 STORE_FORMAT = 1
 INDEX = "store.json"
@@ -158,9 +159,7 @@ class RawStore:
             "shards": shards,
             "fingerprint": hashlib.blake2b("|".join(all_ids).encode(), digest_size=8).hexdigest(),
         }
-        tmp_index = self.root / f".{INDEX}.tmp"
-        tmp_index.write_text(json.dumps(new_index, indent=2) + "\n")
-        os.replace(tmp_index, self.index_path)
+        write_text_atomic(self.index_path, json.dumps(new_index, indent=2) + "\n")
 
     def _remove_orphans(self) -> None:
         named = {s["file"] for s in self.index()["shards"]} if self.exists() else set()

@@ -14,6 +14,7 @@ import torch
 from pipeline.augment import policy_grid
 from pipeline.config import Params
 from pipeline.data import ImageSet, read_manifest
+from pipeline.files import write_text_atomic
 from pipeline.search.policy import STAGE, SearchResult, run_search, search_space
 from pipeline.search.studies import completed, open_storage, space_hash, study_name
 from pipeline.tracking import RunLogger, Tracker
@@ -21,12 +22,6 @@ from pipeline.tracking import RunLogger, Tracker
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def plot_history(studies: list) -> Any:
@@ -118,8 +113,8 @@ def search_policy_stage(params: Params, sample_dir: str | os.PathLike[str], out_
         result = run_search(sample, fingerprint, cfg, storage, run, device=device,
                             cache=Path(cache_dir) / STAGE if cache_dir else None, progress=progress)
         policy_path = out / "policy.json"
-        policy_path.write_text(result.policy.to_json() + "\n")
-        _write_json(out / "summary.json", result.summary)
+        write_text_atomic(policy_path, result.policy.to_json() + "\n")
+        write_text_atomic(out / "summary.json", json.dumps(result.summary, indent=2) + "\n")
         preview = sample.subset(torch.arange(0, len(sample), max(1, len(sample) // 8))[:8])
         png = policy_grid(result.policy, preview.images, n_draws=7, generator=torch.Generator().manual_seed(0),
                           path=out / "grid.png")

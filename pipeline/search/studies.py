@@ -11,13 +11,13 @@ import hashlib
 import json
 import logging
 import warnings
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, first_line
+from pipeline.files import ensure_sqlite_dir
 
 
 def space_hash(space: Any) -> str:
@@ -39,10 +39,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if str(path) and str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_sqlite_dir(url)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -51,8 +48,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             _fast_sqlite(storage)
         storage.get_all_studies()
     except Exception as exc:  # noqa: BLE001 - connection, driver or URL errors all mean "unusable"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"tracking.optuna_storage = {url!r}: cannot open the study storage ({first[:200]})") from None
+        raise ConfigError(
+            f"tracking.optuna_storage = {url!r}: cannot open the study storage ({first_line(exc)[:200]})"
+        ) from None
     return storage
 
 
