@@ -39,7 +39,7 @@ test: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check pipeline service tests bench
-	$(BIN)/mypy pipeline service
+	$(BIN)/mypy pipeline service bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -93,7 +93,7 @@ def main() -> None:
         print(f"{name:12s} {statistics.mean(accs):7.4f} {std:7.4f}  {' '.join(f'{a:.4f}' for a in accs)}")
     means = {n: statistics.mean(a) for n, a in results.items()}
     peers = [means[n] for n in ("randaugment", "autoaugment") if n in means]
-    fields = {f"{n}_acc": v for n, v in means.items()}
+    fields: dict[str, object] = {f"{n}_acc": v for n, v in means.items()}
     if "found" in means and peers:
         fields["found_minus_best_peer"] = means["found"] - max(peers)
     fields.update(model=params.child_model, epochs=recipe.epochs, seeds=len(seeds),

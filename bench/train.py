@@ -3,9 +3,15 @@
 Peer (same model, same initial weights, same batch size, same optimiser, same machine, same
 run): a torchvision-style Dataset of PIL images with RandomCrop(32, padding=4),
 RandomHorizontalFlip, ToTensor, Normalize, a DataLoader with 2 workers, fp32, NCHW.
-Ours: `pipeline.train.train` (uint8 tensors in memory, batched flip/crop, bf16 autocast,
-channels_last). Both are timed in windows of `--window-steps` SGD steps after warm-up;
+Ours: `pipeline.train.train` (uint8 tensors in memory, batched flip/crop, channels_last, bf16
+autocast where the CPU has native bf16, else fp32). Both are timed in windows of `--window-steps` SGD steps after warm-up;
 the figure is the median images/s over the windows.
+
+Roofline, in the same run: training FLOPs per image (torch's FlopCounterMode over a forward and
+backward pass) times images/s gives each side's GFLOP/s, set against the best GFLOP/s of a
+2048x2048 matmul in the trainer's precision. `ceiling_ratio` is the ratio a trainer running at
+100 % of that peak would reach against the measured peer: where it is below a target ratio, no
+data-pipeline change can reach the target on this CPU.
 
     python bench/train.py --data /work/shared/datasets/cifar10-jpg.tar.gz
 """
@@ -20,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,7 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import base_parser, machine, median, result_line  # noqa: E402
 from pipeline.data import ImageSet, load_data, stable_sample  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
-from pipeline.train import CIFAR_MEAN, CIFAR_STD, EpochMetrics, TrainConfig, train  # noqa: E402
+from pipeline.train import (  # noqa: E402
+    CIFAR_MEAN,
+    CIFAR_STD,
+    EpochMetrics,
+    TrainConfig,
+    cpu_has_fast_bf16,
+    train,
+)
 
 
 class PILDataset(Dataset):
@@ -97,6 +111,31 @@ def trainer_windows(model_name: str, data: ImageSet, cfg: TrainConfig, windows: 
     return rates
 
 
+def train_flops_per_image(model_name: str) -> float:
+    """FLOPs of one training step per image (forward + backward), counted by torch's FlopCounterMode
+    (convolutions and matmuls; the memory-bound BN/activation work is not counted)."""
+    torch.manual_seed(0)
+    model = build_model(model_name).train()
+    x = torch.randn(2, 3, 32, 32)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x).sum().backward()
+    return counter.get_total_flops() / len(x)
+
+
+def matmul_peak_gflops(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 8) -> float:
+    """Best-of GFLOP/s of a large square matmul on this CPU with torch's threads: what the
+    convolutions could reach at best (oneDNN convolutions are GEMM-like)."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--model", default="airbench94", help="baseline name (pipeline.models.BASELINES)")
@@ -112,9 +151,21 @@ def main() -> None:
     ours = trainer_windows(args.model, data, cfg, windows, steps)
     peer = peer_windows(args.model, data, cfg, warmup=2, windows=windows, steps=steps)
     ours_med, peer_med = median(ours), median(peer)
+    # Roofline: the trainer's precision and the peer's fp32, each against this CPU's matmul peak.
+    flops = train_flops_per_image(args.model)
+    ours_dtype = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    peak_ours, peak_fp32 = matmul_peak_gflops(ours_dtype), matmul_peak_gflops(torch.float32)
+    ours_gflops, peer_gflops = ours_med * flops / 1e9, peer_med * flops / 1e9
+    print(f"training GFLOP/image {flops / 1e9:.3f}; matmul peak fp32 {peak_fp32:.0f} GFLOP/s"
+          + (f", bf16 {peak_ours:.0f} GFLOP/s" if ours_dtype == torch.bfloat16 else " (no native bf16)"))
+    print(f"trainer {ours_gflops:.0f} GFLOP/s ({ours_gflops / peak_ours:.0%} of its peak), "
+          f"peer {peer_gflops:.0f} GFLOP/s ({peer_gflops / peak_fp32:.0%} of the fp32 peak); "
+          f"a trainer at 100% of its peak would be {peak_ours / peer_gflops:.2f}x the peer", flush=True)
     print(result_line(bench="train", model=args.model, batch=cfg.batch_size, windows=windows,
                       window_steps=steps, trainer_img_s=round(ours_med), peer_img_s=round(peer_med),
-                      ratio=round(ours_med / peer_med, 2), machine=machine()))
+                      ratio=round(ours_med / peer_med, 2), trainer_dtype=str(ours_dtype).removeprefix("torch."),
+                      trainer_peak_frac=round(ours_gflops / peak_ours, 2),
+                      ceiling_ratio=round(peak_ours / peer_gflops, 2), machine=machine()))
 
 
 if __name__ == "__main__":

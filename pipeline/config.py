@@ -98,7 +98,9 @@ class TrainConfig(StrictModel):
     tta: bool = Field(default=False, description="evaluate with horizontal-flip test-time augmentation")
     eval_every: int = Field(default=1, ge=0, description="evaluate eval_set every N epochs (0 = only after the last)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
-        default="auto", description="auto = bf16 autocast on CPU, fp16 AMP (bf16 where supported) on CUDA"
+        default="auto",
+        description="auto = bf16 autocast on CPUs with native bf16 (AVX-512 BF16 / AMX), else fp32; "
+        "bf16 (fp16 without bf16 support) AMP on CUDA",
     )
     channels_last: bool = True
     data_init: bool = Field(default=True, description="let a model initialise itself from data (airbench whitening)")

@@ -4,7 +4,8 @@ Why it is fast on a CPU and on a GPU alike:
 - the whole training set sits on the device as uint8 tensors; a batch is an index slice of a
   per-epoch permutation, so there is no Dataset, no PIL and no DataLoader worker;
 - flip, crop and the optional augmentation policy run batched on the uint8 batch;
-- bf16 autocast + channels_last on CPU (oneDNN bf16 convolutions), AMP on CUDA.
+- channels_last on CPU, with bf16 autocast where the CPU runs bf16 natively (AVX-512 BF16 or
+  AMX; fp32 elsewhere, where bf16 would be ~16x slower), AMP on CUDA.
 
 Randomness is drawn from CPU ``torch.Generator``s seeded from ``seed`` and moved to the
 device, so the same seed gives the same batches and augmentations on CPU and CUDA.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,6 +38,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
+    "cpu_has_fast_bf16",
     "evaluate",
     "normalise",
     "random_crop",
@@ -153,17 +156,41 @@ def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torc
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16, AMX).
+
+    Without it PyTorch falls back to reference bf16 kernels: on an AVX2-only CPU an
+    airbench step under bf16 autocast runs ~16x slower than in fp32 (BENCHMARKS.md).
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+_warned_slow_bf16 = False
+
+
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32."""
+    global _warned_slow_bf16
     if precision == "fp32":
         return None
     if precision == "bf16":
+        if device.type == "cpu" and not _warned_slow_bf16 and not cpu_has_fast_bf16():
+            _warned_slow_bf16 = True
+            warnings.warn(
+                "precision=bf16 on a CPU without native bf16 (no AVX-512 BF16 / AMX): PyTorch "
+                "falls back to slow reference kernels; precision=auto picks fp32 here",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16
     if device.type == "cuda":  # auto
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16
+    return torch.bfloat16 if cpu_has_fast_bf16() else None
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
