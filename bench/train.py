@@ -39,7 +39,7 @@ from pipeline.train import (  # noqa: E402
     CIFAR_STD,
     EpochMetrics,
     TrainConfig,
-    cpu_has_fast_bf16,
+    autocast_dtype,
     train,
 )
 
@@ -153,11 +153,12 @@ def main() -> None:
     ours_med, peer_med = median(ours), median(peer)
     # Roofline: the trainer's precision and the peer's fp32, each against this CPU's matmul peak.
     flops = train_flops_per_image(args.model)
-    ours_dtype = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-    peak_ours, peak_fp32 = matmul_peak_gflops(ours_dtype), matmul_peak_gflops(torch.float32)
+    ours_dtype = autocast_dtype(cfg.precision, torch.device("cpu")) or torch.float32
+    peak_fp32 = matmul_peak_gflops(torch.float32)
+    peak_ours = peak_fp32 if ours_dtype == torch.float32 else matmul_peak_gflops(ours_dtype)
     ours_gflops, peer_gflops = ours_med * flops / 1e9, peer_med * flops / 1e9
     print(f"training GFLOP/image {flops / 1e9:.3f}; matmul peak fp32 {peak_fp32:.0f} GFLOP/s"
-          + (f", bf16 {peak_ours:.0f} GFLOP/s" if ours_dtype == torch.bfloat16 else " (no native bf16)"))
+          + (f", {ours_dtype} {peak_ours:.0f} GFLOP/s" if ours_dtype != torch.float32 else " (trainer in fp32)"))
     print(f"trainer {ours_gflops:.0f} GFLOP/s ({ours_gflops / peak_ours:.0%} of its peak), "
           f"peer {peer_gflops:.0f} GFLOP/s ({peer_gflops / peak_fp32:.0%} of the fp32 peak); "
           f"a trainer at 100% of its peak would be {peak_ours / peer_gflops:.2f}x the peer", flush=True)

@@ -38,6 +38,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
+    "autocast_dtype",
     "cpu_has_fast_bf16",
     "evaluate",
     "normalise",
@@ -171,8 +172,9 @@ def cpu_has_fast_bf16() -> bool:
 _warned_slow_bf16 = False
 
 
-def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``train``/``evaluate`` use for ``precision`` on ``device``, or None for
+    plain fp32."""
     global _warned_slow_bf16
     if precision == "fp32":
         return None
@@ -233,7 +235,7 @@ def evaluate(
     dev = torch.device(device) if device is not None else (param.device if param is not None else torch.device("cpu"))
     model.to(dev)
     channels_last = _uses_channels_last(model)
-    dtype = _autocast_dtype(precision, dev)
+    dtype = autocast_dtype(precision, dev)
     if augment is not None and generator is None:
         generator = torch.Generator().manual_seed(0)
     was_training = model.training
@@ -376,7 +378,7 @@ def train(
     model.to(dev)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    dtype = _autocast_dtype(cfg.precision, dev)
+    dtype = autocast_dtype(cfg.precision, dev)
     scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
 
     images = train_set.images.to(dev)

@@ -267,8 +267,8 @@ def test_auto_precision_uses_bf16_on_cpu_only_where_it_is_native(
     # Without AVX-512 BF16 / AMX, bf16 convolutions fall back to slow reference kernels.
     monkeypatch.setattr(train_module, "cpu_has_fast_bf16", lambda: native_bf16)
     cpu = torch.device("cpu")
-    assert train_module._autocast_dtype("auto", cpu) == (torch.bfloat16 if native_bf16 else None)
-    assert train_module._autocast_dtype("fp32", cpu) is None
+    assert train_module.autocast_dtype("auto", cpu) == (torch.bfloat16 if native_bf16 else None)
+    assert train_module.autocast_dtype("fp32", cpu) is None
 
 
 def test_explicit_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -276,7 +276,7 @@ def test_explicit_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch: pyte
     monkeypatch.setattr(train_module, "_warned_slow_bf16", False)
     cpu = torch.device("cpu")
     with pytest.warns(RuntimeWarning, match="without native bf16"):
-        assert train_module._autocast_dtype("bf16", cpu) == torch.bfloat16
+        assert train_module.autocast_dtype("bf16", cpu) == torch.bfloat16
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert train_module._autocast_dtype("bf16", cpu) == torch.bfloat16
+        assert train_module.autocast_dtype("bf16", cpu) == torch.bfloat16
