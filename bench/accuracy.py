@@ -1,8 +1,9 @@
 """Accuracy per CPU-minute: train on the real CIFAR-10 train split, score the 10,000 test images.
 
-Settings (targets from the project brief, on 2 CPU cores):
-    10k  the stable 10k sample, flip+crop only   >= 82 % test accuracy within  5 training minutes
-    50k  all 50k training images                 >= 90 % test accuracy within 20 training minutes
+Settings (targets from the project brief, on 2 CPU cores unless named otherwise):
+    10k      the stable 10k sample, flip+crop only   >= 82 % test accuracy within  5 training minutes
+    50k      all 50k training images                 >= 90 % test accuracy within 20 training minutes
+    50k-gpu  all 50k training images, on an H100     >= 94 % test accuracy within  1 training minute
 
 Sample settings also score a validation split: training images outside the sample (stratified,
 `--val-size`, default 10,000), so settings can be chosen without looking at the test set.
@@ -42,7 +43,7 @@ def airbench_recipe(batch_size: int, **overrides: Any) -> TrainConfig:
         batch_size=batch_size, lr=1.5 * batch_size / 1024, momentum=0.85, nesterov=True,
         weight_decay=1.33e-3, bias_lr_scale=64.0, label_smoothing=0.2, schedule="onecycle",
         warmup=0.23, final_lr_fraction=0.07, flip="alternating", crop_padding=2,
-        crop_mode="reflect", lookahead=True, tta=True, eval_every=0,
+        crop_mode="reflect", lookahead=True, tta=True, tta_translate=True, eval_every=0,
     )
     params.update(overrides)
     return TrainConfig(**params)
@@ -64,6 +65,9 @@ SETTINGS = {
                    crop_padding=2),
     "50k": Setting(sample=None, model="airbench94", epochs=10, batch_size=512, budget_min=20, target=0.90,
                    crop_padding=2),
+    # The GPU target (an H100): airbench94's own schedule, batch 1024, ~10 epochs, flip+translate TTA.
+    "50k-gpu": Setting(sample=None, model="airbench94", epochs=10, batch_size=1024, budget_min=1, target=0.94,
+                       crop_padding=2),
 }
 
 
@@ -84,16 +88,22 @@ def run_seed(setting: Setting, cfg: TrainConfig, train_set: ImageSet, test_set: 
     cpu_min = (time.process_time() - cpu_start) / 60 / torch.get_num_threads()
     start = time.perf_counter()
     plain = evaluate(model, test_set)
-    tta = evaluate(model, test_set, tta_flip=True)
+    flip = evaluate(model, test_set, tta_flip=True)
+    translate = evaluate(model, test_set, tta_flip=True, tta_translate=True)
     eval_s = time.perf_counter() - start
-    val = evaluate(model, val_set, tta_flip=cfg.tta).accuracy if val_set is not None else float("nan")
-    row = {"seed": seed, "minutes": train_min, "cpu_minutes": cpu_min, "acc": tta.accuracy if cfg.tta else plain.accuracy,
-           "acc_no_tta": plain.accuracy, "acc_tta": tta.accuracy, "val_acc": val, "eval_s": eval_s,
-           "img_s": result.images_per_s}
+    headline = translate if cfg.tta and cfg.tta_translate else flip if cfg.tta else plain
+    val_flip = val_translate = float("nan")
+    if val_set is not None:
+        val_flip = evaluate(model, val_set, tta_flip=True).accuracy
+        val_translate = evaluate(model, val_set, tta_flip=True, tta_translate=True).accuracy
+    row = {"seed": seed, "minutes": train_min, "cpu_minutes": cpu_min, "acc": headline.accuracy,
+           "acc_no_tta": plain.accuracy, "acc_flip": flip.accuracy, "acc_translate": translate.accuracy,
+           "val_acc": val_translate if cfg.tta_translate else val_flip, "val_flip": val_flip,
+           "val_translate": val_translate, "eval_s": eval_s, "img_s": result.images_per_s}
     print(f"  seed {seed}: {train_min:.2f} min training, {cpu_min:.2f} CPU-min/thread "
-          f"({result.images_per_s:.0f} img/s), "
-          f"test acc {plain.accuracy:.4f} (flip-TTA {tta.accuracy:.4f}), validation acc {val:.4f}, "
-          f"eval {eval_s:.1f}s", flush=True)
+          f"({result.images_per_s:.0f} img/s), test acc {plain.accuracy:.4f} (flip-TTA {flip.accuracy:.4f}, "
+          f"flip+translate-TTA {translate.accuracy:.4f}), validation acc flip-TTA {val_flip:.4f} "
+          f"flip+translate-TTA {val_translate:.4f}, test eval {eval_s:.1f}s", flush=True)
     return row
 
 
@@ -104,6 +114,9 @@ def main() -> None:
     parser.add_argument("--model", help="override the setting's model (a BASELINES name)")
     parser.add_argument("--epochs", type=int, help="override the setting's epochs")
     parser.add_argument("--batch-size", type=int, help="override the setting's batch size")
+    parser.add_argument("--tta", choices=["flip", "translate"], default="translate",
+                        help="the headline accuracy's test-time augmentation: flip, or flip + 1-pixel "
+                             "translations (airbench's level 2); both are printed either way")
     parser.add_argument("--val-size", type=int, default=10_000,
                         help="sample settings: also score this many training images outside the sample "
                              "(a validation split for choosing settings; 0 = off)")
@@ -131,21 +144,26 @@ def main() -> None:
         if val_set is not None:
             val_set = val_set.subset(torch.randperm(len(val_set), generator=pick)[:1000])
         epochs, seeds = 1, seeds[:1]
-    cfg = airbench_recipe(batch_size, epochs=epochs, crop_padding=setting.crop_padding)
+    cfg = airbench_recipe(batch_size, epochs=epochs, crop_padding=setting.crop_padding,
+                          tta_translate=args.tta == "translate")
     probe = build_model(model_name)
     params, macs = count_params(probe), count_macs(probe)
     print(f"setting={args.setting} model={model_name} params={params} MACs={macs} "
           f"train={len(train_set)} test={len(test_set)} epochs={epochs}", flush=True)
     print(f"config: {cfg.model_dump()}", flush=True)
 
+    if torch.cuda.is_available():
+        # Untimed warm-up (CUDA context, kernel selection), as airbench does before its timed runs.
+        torch.backends.cudnn.benchmark = True
+        train(build_model(model_name), train_set, cfg.model_copy(update={"epochs": 1}), progress=False)
     rows = [run_seed(setting, cfg, train_set, test_set, seed, model_name, val_set) for seed in seeds]
-    print("| setting | model | params | epochs | seed | minutes | CPU-min/thread | accuracy (flip-TTA) "
-          "| accuracy (no TTA) | validation |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| setting | model | params | epochs | seed | minutes | CPU-min/thread | accuracy (flip+translate TTA) "
+          "| accuracy (flip TTA) | accuracy (no TTA) | validation (flip+translate) | validation (flip) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {args.setting} | {model_name} | {params / 1e6:.2f} M | {epochs} | {r['seed']} | "
-              f"{r['minutes']:.2f} | {r['cpu_minutes']:.2f} | {r['acc']:.4f} | {r['acc_no_tta']:.4f} | "
-              f"{r['val_acc']:.4f} |")
+              f"{r['minutes']:.2f} | {r['cpu_minutes']:.2f} | {r['acc_translate']:.4f} | {r['acc_flip']:.4f} | "
+              f"{r['acc_no_tta']:.4f} | {r['val_translate']:.4f} | {r['val_flip']:.4f} |")
     accs = [r["acc"] for r in rows]
     minutes = [r["minutes"] for r in rows]
     passed = min(accs) >= setting.target and max(minutes) <= setting.budget_min
@@ -155,6 +173,7 @@ def main() -> None:
         acc_min=round(min(accs), 4), acc_max=round(max(accs), 4),
         minutes_median=round(median(minutes), 2), minutes_max=round(max(minutes), 2),
         cpu_minutes_median=round(median([r["cpu_minutes"] for r in rows]), 2),
+        acc_flip_median=round(median([r["acc_flip"] for r in rows]), 4), tta=args.tta,
         val_acc_median=round(median([r["val_acc"] for r in rows]), 4),
         budget_min=setting.budget_min, target=setting.target, met=passed, machine=machine(),
     ))

@@ -96,6 +96,9 @@ class TrainConfig(StrictModel):
     crop_mode: Literal["zeros", "reflect"] = "zeros"
     lookahead: bool = Field(default=False, description="airbench-style lookahead/EMA of the weights in the last 70 %")
     tta: bool = Field(default=False, description="evaluate with horizontal-flip test-time augmentation")
+    tta_translate: bool = Field(
+        default=False, description="also average 1-pixel translations at evaluation (airbench's TTA level 2)"
+    )
     eval_every: int = Field(default=1, ge=0, description="evaluate eval_set every N epochs (0 = only after the last)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         default="auto",

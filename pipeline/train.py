@@ -211,6 +211,21 @@ def _uses_channels_last(model: nn.Module) -> bool:
 # ------------------------------------------------------------------ evaluation
 
 
+def _tta_logits(model: nn.Module, inputs: torch.Tensor, flip: bool) -> torch.Tensor:
+    logits = model(inputs).float()
+    return 0.5 * (logits + model(inputs.flip(-1)).float()) if flip else logits
+
+
+def _shift(inputs: torch.Tensor, pixels: int, channels_last: bool) -> torch.Tensor:
+    """Translate a float batch by ``pixels`` along both axes (reflect-padded, same size):
+    positive moves the content down-right."""
+    p = abs(pixels)
+    h, w = inputs.shape[-2:]
+    start = 0 if pixels > 0 else 2 * p
+    out = F.pad(inputs, (p,) * 4, mode="reflect")[..., start : start + h, start : start + w]
+    return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -219,6 +234,7 @@ def evaluate(
     augment: BatchTransform | None = None,
     generator: torch.Generator | None = None,
     tta_flip: bool = False,
+    tta_translate: bool = False,
     device: str | torch.device | None = None,
     batch_size: int = 1000,
     precision: str = "auto",
@@ -228,7 +244,9 @@ def evaluate(
     ``augment`` is applied to each uint8 batch first (the policy search scores a policy by
     the accuracy of a model on augmented held-out data); ``generator`` defaults to seed 0 so
     two calls score the same augmented images. ``tta_flip`` averages the logits of each
-    image and its mirror.
+    image and its mirror. ``tta_translate`` (airbench's second TTA level) also scores each
+    view shifted one pixel up-left and one down-right (reflect padding) and weighs the
+    unshifted view 1/2 and each shifted one 1/4: 2x (3x with flip) the evaluation cost.
     """
     # Default: where the model already is (train() leaves it on its device).
     param = next(model.parameters(), None)
@@ -251,9 +269,12 @@ def evaluate(
                 images = augment(images, generator)
             inputs = normalise(images, channels_last)
             with _autocast(dev, dtype):
-                logits = model(inputs).float()
-                if tta_flip:
-                    logits = 0.5 * (logits + model(inputs.flip(-1)).float())
+                logits = _tta_logits(model, inputs, tta_flip)
+                if tta_translate:
+                    logits = 0.5 * logits + 0.25 * (
+                        _tta_logits(model, _shift(inputs, -1, channels_last), tta_flip)
+                        + _tta_logits(model, _shift(inputs, 1, channels_last), tta_flip)
+                    )
             total_loss += F.cross_entropy(logits, labels, reduction="sum")
             correct += (logits.argmax(1) == labels).sum()
     finally:
@@ -461,7 +482,10 @@ def train(
                 evaluated = None
                 last = epoch == cfg.epochs
                 if eval_set is not None and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
-                    evaluated = evaluate(model, eval_set, tta_flip=cfg.tta, device=dev, precision=cfg.precision)
+                    evaluated = evaluate(
+                        model, eval_set, tta_flip=cfg.tta, tta_translate=cfg.tta_translate, device=dev,
+                        precision=cfg.precision,
+                    )
                     result.eval = evaluated
                     model.train()
                 metrics = EpochMetrics(

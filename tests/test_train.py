@@ -173,6 +173,29 @@ def test_evaluate_with_flip_tta_averages_the_mirrored_logits() -> None:
     assert tta.n == plain.n == 40
 
 
+@pytest.mark.parametrize("flip", [False, True])
+def test_evaluate_with_translate_tta_weighs_the_shifted_views_a_quarter_each(flip: bool) -> None:
+    data = colour_task(40, 4)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))  # not shift-invariant
+    got = evaluate(model, data, tta_flip=flip, tta_translate=True, precision="fp32", batch_size=16)
+    x = normalise(data.images, channels_last=False)
+    # Reference: shift by indexing a reflect-padded copy, written independently of _shift.
+    padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    up_left, down_right = padded[..., 2:18, 2:18], padded[..., 0:16, 0:16]
+    assert torch.equal(down_right[..., 1:, 1:], x[..., :-1, :-1])  # content moved down-right
+
+    def view(v: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model(v) + model(v.flip(-1))) if flip else model(v)
+
+    with torch.no_grad():
+        logits = 0.5 * view(x) + 0.25 * (view(up_left) + view(down_right))
+    assert got.loss == pytest.approx(nn.functional.cross_entropy(logits, data.labels).item(), rel=1e-5)
+    assert got.accuracy == pytest.approx((logits.argmax(1) == data.labels).float().mean().item())
+    plain = evaluate(model, data, tta_flip=flip, precision="fp32", batch_size=16)
+    assert got.loss != pytest.approx(plain.loss, rel=1e-5)
+
+
 def test_evaluate_with_augment_is_repeatable() -> None:
     data = colour_task(32, 3)
     model = fresh()
