@@ -91,15 +91,16 @@ def run_seed(setting: Setting, cfg: TrainConfig, train_set: ImageSet, test_set: 
     flip = evaluate(model, test_set, tta_flip=True)
     translate = evaluate(model, test_set, tta_flip=True, tta_translate=True)
     eval_s = time.perf_counter() - start
-    headline = translate if cfg.tta and cfg.tta_translate else flip if cfg.tta else plain
     val_flip = val_translate = float("nan")
     if val_set is not None:
         val_flip = evaluate(model, val_set, tta_flip=True).accuracy
         val_translate = evaluate(model, val_set, tta_flip=True, tta_translate=True).accuracy
-    row = {"seed": seed, "minutes": train_min, "cpu_minutes": cpu_min, "acc": headline.accuracy,
-           "acc_no_tta": plain.accuracy, "acc_flip": flip.accuracy, "acc_translate": translate.accuracy,
-           "val_acc": val_translate if cfg.tta_translate else val_flip, "val_flip": val_flip,
+    row = {"seed": seed, "minutes": train_min, "cpu_minutes": cpu_min, "acc_no_tta": plain.accuracy,
+           "acc_flip": flip.accuracy, "acc_translate": translate.accuracy, "val_flip": val_flip,
            "val_translate": val_translate, "eval_s": eval_s, "img_s": result.images_per_s}
+    # The headline (test and validation) is the recipe's TTA level; the recipe always uses TTA.
+    level = "translate" if cfg.tta_translate else "flip"
+    row["acc"], row["val_acc"] = row[f"acc_{level}"], row[f"val_{level}"]
     print(f"  seed {seed}: {train_min:.2f} min training, {cpu_min:.2f} CPU-min/thread "
           f"({result.images_per_s:.0f} img/s), test acc {plain.accuracy:.4f} (flip-TTA {flip.accuracy:.4f}, "
           f"flip+translate-TTA {translate.accuracy:.4f}), validation acc flip-TTA {val_flip:.4f} "
