@@ -20,33 +20,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import base_parser, machine, median, result_line  # noqa: E402
-from pipeline.data import ImageSet, load_data, stable_sample  # noqa: E402
+from pipeline.config import airbench_recipe  # noqa: E402
+from pipeline.data import ImageSet, holdout_split, load_data, stable_sample  # noqa: E402
+from pipeline.device import pick_device  # noqa: E402
 from pipeline.models import build_model, count_macs, count_params  # noqa: E402
 from pipeline.train import EpochMetrics, TrainConfig, evaluate, train  # noqa: E402
-
-
-def airbench_recipe(batch_size: int, **overrides: Any) -> TrainConfig:
-    """airbench94's hyper-parameters in the trainer's (mean-loss) parametrisation.
-
-    airbench94 states lr 11.5 and weight decay 0.0153 'per 1024 examples' for a summed loss
-    with momentum 0.85; for a mean loss that is a peak lr of 1.5 * batch/1024 and an L2
-    coefficient of 1.33e-3; BN biases get 64x the lr.
-    """
-    params: dict[str, Any] = dict(
-        batch_size=batch_size, lr=1.5 * batch_size / 1024, momentum=0.85, nesterov=True,
-        weight_decay=1.33e-3, bias_lr_scale=64.0, label_smoothing=0.2, schedule="onecycle",
-        warmup=0.23, final_lr_fraction=0.07, flip="alternating", crop_padding=2,
-        crop_mode="reflect", lookahead=True, tta=True, tta_translate=True, eval_every=0,
-    )
-    params.update(overrides)
-    return TrainConfig(**params)
 
 
 @dataclass(frozen=True)
@@ -79,7 +63,7 @@ def _report(m: EpochMetrics) -> None:
 def run_seed(setting: Setting, cfg: TrainConfig, train_set: ImageSet, test_set: ImageSet, seed: int,
              model_name: str, val_set: ImageSet | None = None) -> dict[str, float]:
     torch.manual_seed(seed)
-    model = build_model(model_name)
+    model = build_model(model_name, seed=seed)
     start, cpu_start = time.perf_counter(), time.process_time()
     result = train(model, train_set, cfg, seed=seed, progress=False, callback=_report)
     train_min = (time.perf_counter() - start) / 60  # includes whitening init and setup
@@ -135,9 +119,8 @@ def main() -> None:
         pool = train_set
         train_set = stable_sample(pool, setting.sample, seed=0)
         # Validation: training images outside the sample, so choices need not be made on test.
-        sampled = set(train_set.ids)
-        rest = pool.subset(torch.tensor([i for i, x in enumerate(pool.ids) if x not in sampled], dtype=torch.long))
-        val_set = stable_sample(rest, min(args.val_size, len(rest)), seed=1) if args.val_size and len(rest) else None
+        holdout = holdout_split(pool, train_set, args.val_size, seed=1)
+        val_set = holdout if len(holdout) else None
     if args.quick:  # smoke run: a slice of the data, one epoch, one seed
         pick = torch.Generator().manual_seed(0)  # the splits are ordered by class: draw at random
         train_set = train_set.subset(torch.randperm(len(train_set), generator=pick)[:2048])
@@ -153,7 +136,7 @@ def main() -> None:
           f"train={len(train_set)} test={len(test_set)} epochs={epochs}", flush=True)
     print(f"config: {cfg.model_dump()}", flush=True)
 
-    if torch.cuda.is_available():
+    if pick_device().type == "cuda":
         # Untimed warm-up (CUDA context, kernel selection), as airbench does before its timed runs.
         torch.backends.cudnn.benchmark = True
         train(build_model(model_name), train_set, cfg.model_copy(update={"epochs": 1}), progress=False)

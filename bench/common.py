@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from pipeline.train import cpu_has_fast_bf16
+from pipeline.device import cpu_has_fast_bf16
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

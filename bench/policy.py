@@ -22,6 +22,7 @@ from bench.common import base_parser, machine, result_line
 from pipeline.augment import load_policy
 from pipeline.config import load_params
 from pipeline.data import load_data, stable_sample
+from pipeline.device import pick_device
 from pipeline.models import build_model
 from pipeline.train import evaluate, train
 
@@ -35,7 +36,7 @@ class PerImage:
     def __init__(self, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.transform = transform
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -63,7 +64,7 @@ def main() -> None:
     test = sets["test"]
     if args.quick:
         test = test.subset(torch.arange(0, len(test), 10))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device()
     sample, test = sample.to(device), test.to(device)
     variants: dict[str, Callable | None] = {
         "flipcrop": None,
@@ -77,7 +78,7 @@ def main() -> None:
     minutes: dict[str, list[float]] = {}
     for name in chosen:
         for seed in seeds:
-            model = build_model(params.child_model, num_classes=len(sample.classes))
+            model = build_model(params.child_model, num_classes=len(sample.classes), seed=seed)
             t0 = time.perf_counter()
             train(model, sample, recipe, augment=variants[name], device=device, seed=seed, progress=False)
             secs = time.perf_counter() - t0

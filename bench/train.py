@@ -33,15 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import base_parser, machine, median, result_line  # noqa: E402
 from pipeline.data import ImageSet, load_data, stable_sample  # noqa: E402
+from pipeline.device import autocast_dtype  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
-from pipeline.train import (  # noqa: E402
-    CIFAR_MEAN,
-    CIFAR_STD,
-    EpochMetrics,
-    TrainConfig,
-    autocast_dtype,
-    train,
-)
+from pipeline.train import CIFAR_MEAN, CIFAR_STD, EpochMetrics, TrainConfig, train  # noqa: E402
 
 
 class PILDataset(Dataset):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from pipeline.config import DEFAULT_PARAMS, load_params
 from pipeline.errors import AutoaugError
@@ -19,54 +18,73 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def _track_with_dvc(path: Path) -> str | None:
-    """`dvc add` the raw store when the working directory is a DVC project, so every data
-    version is recorded (data/raw.dvc goes into git). Returns a note for the user."""
-    root = Path.cwd()
-    if not (root / ".dvc").is_dir():
-        return None
-    try:
-        rel = path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return f"{path} is outside the DVC project at {root}; not tracked"
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        repo.add(str(rel))
-    return f"tracked with DVC: commit {rel}.dvc to record this data version"
-
-
 def cmd_ingest(args: argparse.Namespace) -> None:
-    from pipeline.data import RawStore
+    from pipeline.stages.ingest import ingest
 
-    store = RawStore(args.store)
-    result = store.ingest(args.source, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    result, note = ingest(args.source, args.store, cache_dir=args.cache_dir, dvc=not args.no_dvc)
     print(f"ingest {args.source} -> {args.store}: {result.summary()}")
-    if not args.no_dvc:
-        note = _track_with_dvc(Path(args.store))
-        if note:
-            print(note)
+    if note:
+        print(note)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from pipeline.data import RawStore, stable_sample, write_sample
+    from pipeline.stages.sample import sample_stage
 
-    params = load_params(args.params)
-    pool = RawStore(args.store).split("train")
-    sample = stable_sample(pool, params.sample.size, params.sample.seed)
-    manifest = write_sample(sample, args.out, seed=params.sample.seed, pool=pool)
+    manifest = sample_stage(load_params(args.params), args.store, args.out)
     counts = ", ".join(f"{c} {n}" for c, n in manifest["class_counts"].items())
     print(f"sample: {manifest['size']} of {manifest['pool_size']} images -> {args.out} "
           f"(fingerprint {manifest['fingerprint']}); per class: {counts}")
 
 
 def cmd_search_policy(args: argparse.Namespace) -> None:
-    from pipeline.search.policy_stage import search_policy_stage
+    from pipeline.stages.search_policy import search_policy_stage
 
     params = load_params(args.params)
     summary = search_policy_stage(params, args.sample, args.out, args.cache_dir, progress=not args.no_progress)
     print(f"search_policy: {summary['sub_policies']} sub-policies from {summary['trials']} trials "
           f"in {summary['wall_seconds'] / 60:.1f} min -> {args.out}/policy.json")
+
+
+def cmd_search_model(args: argparse.Namespace) -> None:
+    from pipeline.stages.search_model import search_model_stage
+
+    summary = search_model_stage(load_params(args.params), args.sample, args.policy, args.out, args.cache_dir,
+                                 progress=not args.no_progress)
+    print(f"search_model: {summary['pareto_size']} Pareto-optimal of {summary['trials']} trials in "
+          f"{summary['wall_seconds'] / 60:.1f} min; chosen: trial {summary['chosen_trial']}, "
+          f"{summary['chosen_params']} parameters, validation accuracy {summary['chosen_accuracy']:.4f}")
+
+
+def cmd_retrain(args: argparse.Namespace) -> None:
+    from pipeline.stages.retrain import retrain_stage
+
+    metrics = retrain_stage(load_params(args.params), args.store, args.chosen, args.policy, args.out,
+                            progress=not args.no_progress)
+    print(f"retrain: test accuracy {metrics['test_accuracy']:.4f} ({metrics['tta']} TTA), "
+          f"{metrics['params']} parameters, {metrics['train_minutes']:.1f} training minutes; "
+          f"registered {metrics['registered_model']} version {metrics['model_version']}")
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    from pipeline.stages.publish import publish_stage
+
+    decision = publish_stage(load_params(args.params), args.retrain, args.policy, args.published, args.out)
+    print(f"publish: {decision['reason']}")
+
+
+def cmd_history(args: argparse.Namespace) -> None:
+    from pipeline.history import data_versions, format_table
+    from pipeline.tracking import Tracker
+
+    params = load_params(args.params)
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+    print(format_table([v.row() for v in data_versions(tracker)]))
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from service.app import serve
+
+    serve(args.host, args.port, args.published, args.mlflow_ui_url)
 
 
 def _add_params(p: argparse.ArgumentParser) -> None:
@@ -98,6 +116,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=".autoaug/cache", help="trained child models, reused on resume")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_search_policy)
+
+    p = sub.add_parser("search-model", help="DVC stage: multi-objective architecture search (accuracy vs size)")
+    _add_params(p)
+    p.add_argument("--sample", default="data/sample")
+    p.add_argument("--policy", default="outputs/search_policy/policy.json")
+    p.add_argument("--out", default="outputs/search_model")
+    p.add_argument("--cache-dir", default=".autoaug/cache", help="trained reference models, reused on re-runs")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_search_model)
+
+    p = sub.add_parser("retrain", help="DVC stage: train the chosen model on all training images")
+    _add_params(p)
+    p.add_argument("--store", default="data/raw")
+    p.add_argument("--chosen", default="outputs/search_model/chosen.json")
+    p.add_argument("--policy", default="outputs/search_policy/policy.json")
+    p.add_argument("--out", default="outputs/retrain")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("publish", help="DVC stage: promote the model if it beats the champion; write published/")
+    _add_params(p)
+    p.add_argument("--retrain", default="outputs/retrain")
+    p.add_argument("--policy", default="outputs/search_policy", help="the search_policy stage's output folder")
+    p.add_argument("--published", default="published")
+    p.add_argument("--out", default="outputs/publish")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("history", help="one line per data version: scores, champion, MLflow run ids")
+    _add_params(p)
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("serve", help="HTTP service: the published policy and champion (FastAPI on uvicorn)")
+    p.add_argument("--host", default=None, help="default: $AUTOAUG_HOST or 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default: $AUTOAUG_PORT or 8000")
+    p.add_argument("--published", "--published-dir", dest="published", default=None,
+                   help="what `publish` writes (default: $AUTOAUG_PUBLISHED_DIR or published)")
+    p.add_argument("--mlflow-ui-url", default=None, help="MLflow UI base URL for links to runs ($AUTOAUG_MLFLOW_UI_URL)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

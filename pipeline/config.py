@@ -8,11 +8,12 @@ pydantic's report into one line per problem: the key, the value and what is allo
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
 
@@ -38,6 +39,8 @@ class TrackingConfig(StrictModel):
     mlflow_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI")
     optuna_storage: str = Field("sqlite:///optuna.db", description="Optuna RDB storage URL")
     experiment_prefix: str = Field("autoaug", min_length=1)
+    registered_model: str = Field("autoaug-classifier", min_length=1,
+                                  description="MLflow registered model of the retrained models (@champion alias)")
 
 
 
@@ -109,6 +112,49 @@ class TrainConfig(StrictModel):
     data_init: bool = Field(default=True, description="let a model initialise itself from data (airbench whitening)")
 
 
+def _airbench_fields(batch_size: int) -> dict[str, Any]:
+    """airbench94's hyper-parameters in the trainer's (mean-loss) parametrisation.
+
+    airbench94 states lr 11.5 and weight decay 0.0153 'per 1024 examples' for a summed loss
+    with momentum 0.85; for a mean loss that is a peak lr of 1.5 * batch/1024 and an L2
+    coefficient of 1.33e-3; BN biases get 64x the lr.
+    """
+    return dict(
+        batch_size=batch_size, lr=1.5 * batch_size / 1024, momentum=0.85, nesterov=True,
+        weight_decay=1.33e-3, bias_lr_scale=64.0, label_smoothing=0.2, schedule="onecycle",
+        warmup=0.23, final_lr_fraction=0.07, flip="alternating", crop_padding=2,
+        crop_mode="reflect", lookahead=True, tta=True, tta_translate=True, eval_every=0,
+    )
+
+
+def airbench_recipe(batch_size: int, **overrides: Any) -> TrainConfig:
+    """airbench94's recipe at ``batch_size`` (the learning rate scales with it), with
+    ``overrides`` (any TrainConfig field) on top. The accuracy benchmark and the policy
+    search's child recipe both start from it."""
+    return TrainConfig(**{**_airbench_fields(batch_size), **overrides})
+
+
+# The policy search's child: airbench's recipe with the usual 4-pixel crop, scored once per
+# epoch without test-time augmentation (the search compares children, it does not report them).
+CHILD_BATCH_SIZE = 256
+CHILD_OVERRIDES: dict[str, Any] = {"epochs": 10, "crop_padding": 4, "tta": False, "tta_translate": False,
+                                   "eval_every": 1}
+
+
+def _child_fields(given: Mapping[Any, Any]) -> dict[Any, Any]:
+    """The child recipe's fields with the ``given`` ones on top: ``airbench_recipe(batch_size,
+    **CHILD_OVERRIDES, **given)``, so the learning rate follows ``batch_size`` unless ``lr`` is
+    given. A batch size that is not a positive integer is kept as given, for TrainConfig to
+    report with its key."""
+    batch_size = given.get("batch_size", CHILD_BATCH_SIZE)
+    valid = isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0
+    return {**_airbench_fields(batch_size if valid else CHILD_BATCH_SIZE), **CHILD_OVERRIDES, **given}
+
+
+# Fast AutoAugment's ops: the op table (pipeline.augment.ops.OPS) without Identity, in its order.
+# Written out rather than imported so that reading params.yaml does not import torch (the CLI
+# answers in a fraction of a second) and the stages' code deps stay narrow; a test keeps the two
+# lists equal.
 FAA_OPS = (
     "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "AutoContrast", "Invert", "Equalize",
     "Solarize", "Posterize", "Contrast", "Color", "Brightness", "Sharpness", "Cutout", "SamplePairing",
@@ -145,8 +191,19 @@ class PolicySearchConfig(StrictModel):
     seed: int = Field(0, ge=0)
     eval_seed: int = Field(0, ge=0, description="fixed seed of the augmentation of D_A, so scores compare")
     child_model: str = Field("airbench_half", description="network of the child models (a baseline name)")
-    child: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=8), description="child training recipe")
+    child: TrainConfig = Field(
+        default_factory=lambda: airbench_recipe(CHILD_BATCH_SIZE, **CHILD_OVERRIDES),
+        description="child training recipe: airbench's (config.airbench_recipe) at batch 256, 10 epochs, "
+        "crop 4, no TTA; the keys given replace its values (lr follows batch_size unless given)",
+    )
     randaugment: RandAugmentSearchConfig = Field(default_factory=RandAugmentSearchConfig)
+
+    @field_validator("child", mode="before")
+    @classmethod
+    def _child_over_the_recipe(cls, value: Any) -> Any:
+        """A partial child section (``{epochs: 4}``) means the recipe with those keys changed, not
+        TrainConfig's generic defaults for the rest."""
+        return _child_fields(value) if isinstance(value, Mapping) else value
 
     @model_validator(mode="after")
     def _check_combinations(self) -> PolicySearchConfig:
@@ -164,8 +221,96 @@ class PolicySearchConfig(StrictModel):
         return self
 
 
+class ChooseConfig(StrictModel):
+    """Which Pareto member becomes the model (search_model's chosen.json)."""
+
+    rule: Literal["most_accurate", "smallest_within", "under_budget"] = Field(
+        "smallest_within", description="most_accurate | smallest_within (X points of the best or of a "
+        "reference) | under_budget (most accurate with at most budget_params)")
+    within_points: float = Field(1.0, ge=0, le=100, description="smallest_within: accuracy points allowed below")
+    reference: str | None = Field(None, description="smallest_within: compare with this reference model "
+                                  "(e.g. mobilenetv2) instead of the best found")
+    budget_params: int | None = Field(None, gt=0, description="under_budget: parameter budget")
+
+    @property
+    def name(self) -> str:
+        return self.rule if self.rule != "smallest_within" or not self.reference else f"within_{self.reference}"
+
+    @model_validator(mode="after")
+    def _check(self) -> ChooseConfig:
+        if self.rule == "under_budget" and self.budget_params is None:
+            raise ValueError("rule = under_budget needs budget_params")
+        return self
+
+
+def _space_recipe(**overrides: Any) -> TrainConfig:
+    """The recipe for search-space networks (plain BN nets, not airbench's): SGD + nesterov,
+    one-cycle, label smoothing 0.1; lr 0.2 at batch 256."""
+    fields: dict[str, Any] = dict(epochs=4, batch_size=256, lr=0.2, momentum=0.9, weight_decay=5e-4,
+                                  label_smoothing=0.1, warmup=0.15, crop_padding=4, flip="random", eval_every=1)
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+class ModelSearchConfig(StrictModel):
+    """Multi-objective architecture search over the 7-block space (stage search_model)."""
+
+    trials: int = Field(24, ge=1, description="candidates trained (over-budget ones are not trained)")
+    sampler: Literal["tpe", "nsga2"] = Field("tpe", description="Optuna's multi-objective TPE or NSGA-II")
+    objectives: list[Literal["accuracy", "params", "macs"]] = Field(
+        default_factory=lambda: ["accuracy", "params"],  # type: ignore[arg-type]  # literals, as listed
+        description="accuracy first; macs optional")
+    max_params: int | None = Field(1_000_000, gt=0, description="parameter budget (an Optuna constraint)")
+    max_macs: int | None = Field(None, gt=0, description="MACs budget per image (an Optuna constraint)")
+    train_images: int = Field(4000, ge=10, description="search-split images each candidate trains on")
+    val_images: int = Field(2000, ge=10, description="validation images each candidate is scored on")
+    held_out: float = Field(0.4, gt=0, lt=1, description="validation share of the sample (as the policy search)")
+    augment: Literal["policy", "flipcrop"] = Field("policy", description="train candidates with the found policy")
+    startup_trials: int = Field(8, ge=0, description="random trials before TPE models the front")
+    warm_start: int = Field(5, ge=0, description="Pareto members of the prior study re-trained first")
+    references: list[str] = Field(default_factory=lambda: ["resnet20", "mobilenetv2"],
+                                  description="baselines trained with the same recipe, drawn on the Pareto plot")
+    seed: int = Field(0, ge=0)
+    recipe: TrainConfig = Field(default_factory=_space_recipe, description="short schedule per candidate")
+    choose: ChooseConfig = Field(default_factory=ChooseConfig)
+
+    def rules(self) -> list[ChooseConfig]:
+        """The chosen rule plus the three standard ones, for the Pareto plot."""
+        rules = {self.choose.name: self.choose}
+        for rule in (ChooseConfig(rule="most_accurate"), ChooseConfig(rule="smallest_within")):
+            rules.setdefault(rule.name, rule)
+        return list(rules.values())
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSearchConfig:
+        if not self.objectives or self.objectives[0] != "accuracy" or len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives = {self.objectives}: start with accuracy, then params and/or macs, "
+                             "each once")
+        if self.choose.reference is not None and self.choose.reference not in self.references:
+            raise ValueError(f"choose.reference = {self.choose.reference!r} must be one of references "
+                             f"{self.references}")
+        return self
+
+
+class RetrainConfig(StrictModel):
+    """Training the chosen model on every training image (stage retrain)."""
+
+    augment: Literal["policy", "flipcrop"] = Field("policy", description="train with the found policy")
+    seed: int = Field(0, ge=0)
+    recipe: TrainConfig = Field(default_factory=lambda: _space_recipe(epochs=15, eval_every=0, tta=True),
+                                description="the long schedule; tta = flip test-time augmentation")
+
+
+class PublishConfig(StrictModel):
+    """Promotion to the registry's @champion alias (stage publish)."""
+
+    margin: float = Field(0.0, ge=0, le=1, description="test accuracy the new model must beat the champion by")
+
+
 class Params(StrictModel):
     sample: SampleConfig = Field(default_factory=SampleConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
     policy_search: PolicySearchConfig = Field(default_factory=PolicySearchConfig)
+    model_search: ModelSearchConfig = Field(default_factory=ModelSearchConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

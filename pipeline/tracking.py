@@ -17,7 +17,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,9 @@ from pipeline.errors import ConfigError, first_line
 from pipeline.files import ensure_sqlite_dir
 
 RESUME_KEY = "autoaug.resume_key"
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
+CHAMPION = "champion"
 PARENT = "mlflow.parentRunId"
 MAX_PARAM_CHARS = 6000
 
@@ -47,6 +50,22 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _check_server(uri: str) -> None:
+    """An http(s) tracking server answers its health endpoint within seconds, or the URI is
+    reported at once (MLflow's own client retries with back-off for about four minutes)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
+            pass
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(f"tracking.mlflow_uri = {uri!r}: cannot reach the MLflow server ({reason})") from None
+
+
 class Tracker:
     """Connection to an MLflow tracking store, with the project's naming conventions."""
 
@@ -55,6 +74,7 @@ class Tracker:
         from mlflow import MlflowClient
 
         ensure_sqlite_dir(uri)
+        _check_server(uri)
         self.uri = uri
         self.prefix = prefix
         self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -64,11 +84,27 @@ class Tracker:
             raise ConfigError(f"tracking.mlflow_uri = {uri!r}: cannot reach the MLflow store ({first_line(exc)})") from None
 
     def experiment_id(self, stage: str) -> str:
+        """The stage's experiment, created on first use. Tagged as model development so the
+        MLflow 3 UI opens it on its training runs, not on the (empty) GenAI overview."""
         name = f"{self.prefix}-{stage}"
         exp = self.client.get_experiment_by_name(name)
-        if exp is not None:
-            return str(exp.experiment_id)
-        return str(self.client.create_experiment(name))
+        if exp is None:
+            return str(self.client.create_experiment(name, tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT}))
+        if exp.tags.get(EXPERIMENT_KIND) != MODEL_DEVELOPMENT:  # made by an older version
+            self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
+        return str(exp.experiment_id)
+
+    def champion(self, model_name: str) -> Any | None:
+        """The registered model's version under the ``champion`` alias, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(model_name, CHAMPION)
+        except MlflowException:  # no such model or no such alias yet
+            return None
+
+    def promote(self, model_name: str, version: str) -> None:
+        self.client.set_registered_model_alias(model_name, CHAMPION, version)
 
     @contextlib.contextmanager
     def stage_run(self, stage: str, *, resume_key: str, tags: Mapping[str, Any] | None = None,
@@ -183,24 +219,61 @@ class RunLogger:
     def log_finished_child(
         self, name: str, *, key_tag: str, key: str, params: Mapping[str, Any], metrics: Mapping[str, float],
         tags: Mapping[str, Any] | None = None, dicts: Mapping[str, Mapping[str, Any]] | None = None,
+        curves: Mapping[str, Sequence[float]] | None = None,
     ) -> str:
-        """One finished nested run written in a single batch (+ small JSON artifacts)."""
+        """One finished nested run written in a single batch (+ small JSON artifacts).
+
+        ``curves`` are per-epoch series (e.g. a candidate's validation accuracy), logged as
+        metric histories with the epoch as step so the MLflow UI draws them."""
         from mlflow.entities import Metric, Param, RunTag
 
         all_tags = {PARENT: self.run_id, key_tag: key, **(tags or {})}
         run = self.client.create_run(self.experiment_id, tags={k: str(v) for k, v in all_tags.items()}, run_name=name)
         run_id = run.info.run_id
         now = int(time.time() * 1000)
+        series = [Metric(k, float(v), now, step) for k, values in (curves or {}).items()
+                  for step, v in enumerate(values, start=1)]
         self.client.log_batch(
             run_id,
             params=[Param(k, v) for k, v in flatten(params).items()],
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()] + series,
             tags=[RunTag("autoaug.kind", "trial")],
         )
         for artifact_file, data in (dicts or {}).items():
             self.client.log_dict(run_id, dict(data), artifact_file)
         self.client.set_terminated(run_id, status="FINISHED")
         return run_id
+
+    def log_model(self, model: Any, *, name: str, example: Any, registered_model: str | None = None,
+                  tags: Mapping[str, Any] | None = None) -> str | None:
+        """Log ``model`` (an ``nn.Module`` taking float images in [0, 1]) with MLflow's PyTorch
+        flavour and register it as a new version of ``registered_model``; returns the version.
+
+        Format: ``pt2`` (``torch.export``), chosen on purpose: it loads back without autoaug's
+        code (``mlflow.pytorch.load_model`` in a plain environment), unlike ``pickle``. It
+        needs an example input, which also fixes the signature; batch size > 1 keeps the
+        batch dimension dynamic."""
+        import mlflow
+        import mlflow.pytorch
+
+        mlflow.set_tracking_uri(self.tracker.uri)
+        mlflow.set_registry_uri(self.tracker.uri)
+        example_np = example.float().div(255).numpy() if hasattr(example, "numpy") else example
+        with mlflow.start_run(run_id=self.run_id):
+            # Requirements given, not inferred: inference re-imports the model in a subprocess
+            # (~15 s) and a pt2 program needs nothing but torch.
+            import torch
+
+            info = mlflow.pytorch.log_model(model, name=name, input_example=example_np, serialization_format="pt2",
+                                            registered_model_name=registered_model, await_registration_for=0,
+                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        # start_run's context ends the run; the stage run's own context sets its final status.
+        self.client.update_run(self.run_id, status="RUNNING")
+        version = getattr(info, "registered_model_version", None)
+        if registered_model is not None and version is not None:
+            for key, value in (tags or {}).items():
+                self.client.set_model_version_tag(registered_model, str(version), key, str(value))
+        return str(version) if version is not None else None
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)

@@ -13,21 +13,27 @@ device, so the same seed gives the same batches and augmentations on CPU and CUD
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from pipeline.augment.batch import BatchTransform
 from pipeline.config import TrainConfig
 from pipeline.data import ImageSet
+from pipeline.device import (
+    autocast,
+    autocast_dtype,
+    cpu_has_fast_bf16,
+    model_device,
+    parameter_device,
+)
 
 __all__ = [
     "CIFAR_MEAN",
@@ -50,12 +56,6 @@ __all__ = [
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 _WHITENING_IMAGES = 5000  # images used by models that initialise from data (airbench whitening)
-
-
-class BatchTransform(Protocol):
-    """Augmentation contract: uint8 [N,3,H,W] on any device + CPU generator -> uint8 [N,3,H,W]."""
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
 
 
 class TrainingDivergedError(RuntimeError):
@@ -81,6 +81,7 @@ class EvalResult:
     loss: float
     accuracy: float
     n: int
+    predictions: torch.Tensor | None = None  # [n] predicted classes (CPU), with keep_predictions
 
 
 @dataclass(frozen=True)
@@ -145,60 +146,7 @@ def normalise(images: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
-# ------------------------------------------------------------------ device / precision
-
-
-def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    param = next(model.parameters(), None)
-    if param is not None and param.device.type != "cpu":
-        return param.device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16, AMX).
-
-    Without it PyTorch falls back to reference bf16 kernels: on an AVX2-only CPU an
-    airbench step under bf16 autocast runs ~16x slower than in fp32 (BENCHMARKS.md).
-    """
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return False
-
-
-_warned_slow_bf16 = False
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype ``train``/``evaluate`` use for ``precision`` on ``device``, or None for
-    plain fp32."""
-    global _warned_slow_bf16
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        if device.type == "cpu" and not _warned_slow_bf16 and not cpu_has_fast_bf16():
-            _warned_slow_bf16 = True
-            warnings.warn(
-                "precision=bf16 on a CPU without native bf16 (no AVX-512 BF16 / AMX): PyTorch "
-                "falls back to slow reference kernels; precision=auto picks fp32 here",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":  # auto
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else None
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+# ------------------------------------------------------------------ evaluation
 
 
 def _uses_channels_last(model: nn.Module) -> bool:
@@ -206,9 +154,6 @@ def _uses_channels_last(model: nn.Module) -> bool:
         if p.dim() == 4:
             return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
     return False
-
-
-# ------------------------------------------------------------------ evaluation
 
 
 def _tta_logits(model: nn.Module, inputs: torch.Tensor, flip: bool) -> torch.Tensor:
@@ -238,6 +183,7 @@ def evaluate(
     device: str | torch.device | None = None,
     batch_size: int = 1000,
     precision: str = "auto",
+    keep_predictions: bool = False,
 ) -> EvalResult:
     """Cross-entropy and accuracy of ``model`` on ``data`` (eval mode, no label smoothing).
 
@@ -248,9 +194,8 @@ def evaluate(
     view shifted one pixel up-left and one down-right (reflect padding) and weighs the
     unshifted view 1/2 and each shifted one 1/4: 2x (3x with flip) the evaluation cost.
     """
-    # Default: where the model already is (train() leaves it on its device).
-    param = next(model.parameters(), None)
-    dev = torch.device(device) if device is not None else (param.device if param is not None else torch.device("cpu"))
+    # Default: where the model already is (train() leaves it on its device), never elsewhere.
+    dev = torch.device(device) if device is not None else parameter_device(model)
     model.to(dev)
     channels_last = _uses_channels_last(model)
     dtype = autocast_dtype(precision, dev)
@@ -260,6 +205,7 @@ def evaluate(
     model.eval()
     total_loss = torch.zeros((), device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)
+    kept: list[torch.Tensor] = []
     try:
         for start in range(0, len(data), batch_size):
             images = data.images[start : start + batch_size].to(dev, non_blocking=True)
@@ -268,7 +214,7 @@ def evaluate(
                 assert generator is not None
                 images = augment(images, generator)
             inputs = normalise(images, channels_last)
-            with _autocast(dev, dtype):
+            with autocast(dev, dtype):
                 logits = _tta_logits(model, inputs, tta_flip)
                 if tta_translate:
                     logits = 0.5 * logits + 0.25 * (
@@ -276,11 +222,16 @@ def evaluate(
                         + _tta_logits(model, _shift(inputs, 1, channels_last), tta_flip)
                     )
             total_loss += F.cross_entropy(logits, labels, reduction="sum")
-            correct += (logits.argmax(1) == labels).sum()
+            predicted = logits.argmax(1)
+            correct += (predicted == labels).sum()
+            if keep_predictions:
+                kept.append(predicted.cpu())
     finally:
         model.train(was_training)
     n = len(data)
-    return EvalResult(loss=total_loss.item() / max(n, 1), accuracy=correct.item() / max(n, 1), n=n)
+    predictions = torch.cat(kept) if keep_predictions and kept else None
+    return EvalResult(loss=total_loss.item() / max(n, 1), accuracy=correct.item() / max(n, 1), n=n,
+                      predictions=predictions)
 
 
 # ------------------------------------------------------------------ optimisation pieces
@@ -357,19 +308,182 @@ class _Lookahead:
 # ------------------------------------------------------------------ training
 
 
-def _flip_batch(
-    images: torch.Tensor, idx: torch.Tensor, epoch: int, cfg: TrainConfig, flip_bits: torch.Tensor | None,
-    generator: torch.Generator,
-) -> torch.Tensor:
+@dataclass
+class _Run:
+    """What one training run holds and advances: the model and its optimiser, the data on the
+    device, the generators, the step count and the progress bar.
+
+    ``_Run.start`` builds it; ``_train_step`` and ``_train_epoch`` only advance it. Random draws
+    come in a fixed order: the flip bits at the start, then per step the permutation (once per
+    epoch), flip and crop on ``batch_rng``, and the augmentation on ``augment_rng`` (its own
+    generator, so adding a policy does not change which batches are drawn).
+    """
+
+    model: nn.Module
+    cfg: TrainConfig
+    device: torch.device
+    dtype: torch.dtype | None  # autocast dtype; None = fp32
+    images: torch.Tensor  # uint8 [N, 3, H, W] on the device
+    labels: torch.Tensor
+    batch_size: int
+    steps_per_epoch: int
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    lookahead: _Lookahead | None
+    augment: BatchTransform | None
+    batch_rng: torch.Generator
+    augment_rng: torch.Generator
+    flip_bits: torch.Tensor | None  # alternating flip: the images mirrored on even epochs
+    bar: tqdm
+    progress: bool
+    step: int = 0  # SGD steps taken
+    train_seconds: float = 0.0  # training time so far, evaluation excluded
+
+    @classmethod
+    def start(
+        cls, model: nn.Module, train_set: ImageSet, cfg: TrainConfig, device: torch.device,
+        dtype: torch.dtype | None, *, augment: BatchTransform | None, seed: int, progress: bool,
+    ) -> _Run:
+        """Move the model and the data to ``device``, draw the flip bits, let the model
+        initialise itself from the data, and build the optimiser."""
+        model.to(device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        images = train_set.images.to(device)
+        n = len(images)
+        batch_size = min(cfg.batch_size, n)
+        steps_per_epoch = n // batch_size  # drop the ragged last batch: constant batch statistics
+        batch_rng = torch.Generator().manual_seed(seed)
+        flip_bits = (torch.rand(n, generator=batch_rng) < 0.5).to(device) if cfg.flip == "alternating" else None
+        init_from_data = getattr(model, "init_from_data", None)
+        if cfg.data_init and callable(init_from_data):
+            init_from_data(normalise(images[:_WHITENING_IMAGES], channels_last=False))
+        optimizer = torch.optim.SGD(_param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        return cls(
+            model=model, cfg=cfg, device=device, dtype=dtype, images=images, labels=train_set.labels.to(device),
+            batch_size=batch_size, steps_per_epoch=steps_per_epoch, optimizer=optimizer,
+            scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+            lookahead=_Lookahead(model) if cfg.lookahead else None, augment=augment, batch_rng=batch_rng,
+            augment_rng=torch.Generator().manual_seed(seed + 1_000_003), flip_bits=flip_bits,
+            bar=tqdm(total=steps_per_epoch * cfg.epochs, disable=not progress, unit="step", dynamic_ncols=True,
+                     leave=False),
+            progress=progress,
+        )
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.epochs
+
+    @property
+    def check_every(self) -> int:
+        """Steps between finite-loss checks: a check waits for the device, cheap only on a CPU."""
+        return 1 if self.device.type == "cpu" else 20
+
+
+@dataclass
+class _EpochTally:
+    """Running sums of one epoch, kept on the device so a step never waits for it."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    finite: torch.Tensor
+    images: int = 0
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> _EpochTally:
+        return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long),
+                   torch.ones((), device=device, dtype=torch.bool))
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.finite &= torch.isfinite(loss)
+        self.loss_sum += loss * len(labels)
+        self.correct += (logits.argmax(1) == labels).sum()
+        self.images += len(labels)
+
+
+def _augmented_batch(run: _Run, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+    """The uint8 images at ``idx``, flipped, cropped, then augmented."""
+    cfg = run.cfg
+    images = run.images[idx]
     if cfg.flip == "random":
-        return random_flip(images, generator)
-    if cfg.flip == "alternating":
+        images = random_flip(images, run.batch_rng)
+    elif cfg.flip == "alternating":
         # A fixed random half is mirrored on even epochs, the other half on odd ones: every
         # image is seen both ways in any two consecutive epochs (airbench's alternating flip).
-        assert flip_bits is not None
-        mask = flip_bits[idx] ^ bool(epoch % 2)
-        return torch.where(mask.view(-1, 1, 1, 1), images.flip(-1), images)
-    return images
+        assert run.flip_bits is not None
+        mask = run.flip_bits[idx] ^ bool(epoch % 2)
+        images = torch.where(mask.view(-1, 1, 1, 1), images.flip(-1), images)
+    images = random_crop(images, cfg.crop_padding, run.batch_rng, cfg.crop_mode)
+    return run.augment(images, run.augment_rng) if run.augment is not None else images
+
+
+def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step at the scheduled learning rate; returns the (detached) loss and logits."""
+    cfg = run.cfg
+    factor = lr_factor(run.step, run.total_steps, cfg)
+    for group in run.optimizer.param_groups:
+        group["lr"] = cfg.lr * factor * group["lr_scale"]
+    with autocast(run.device, run.dtype):
+        logits = run.model(normalise(images, cfg.channels_last)).float()
+    loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.step += 1
+    return loss.detach(), logits.detach()
+
+
+def _train_epoch(run: _Run, epoch: int) -> EpochMetrics:
+    """One pass over a fresh permutation of the training set (``epoch`` is 1-based).
+
+    Raises ``TrainingDivergedError`` on a non-finite loss. The metrics carry no evaluation:
+    ``train`` adds it, outside the timed part.
+    """
+    tally = _EpochTally.zeros(run.device)
+    start = time.perf_counter()
+    order = torch.randperm(len(run.images), generator=run.batch_rng).to(run.device)
+    for batch_index in range(run.steps_per_epoch):
+        idx = order[batch_index * run.batch_size : (batch_index + 1) * run.batch_size]
+        labels = run.labels[idx]
+        loss, logits = _train_step(run, _augmented_batch(run, idx, epoch), labels)
+        tally.add(loss, logits, labels)
+        last = batch_index == run.steps_per_epoch - 1
+        if (run.step % run.check_every == 0 or last) and not tally.finite:
+            raise TrainingDivergedError(epoch, run.step, loss.item())
+        if run.lookahead is not None:
+            run.lookahead.step(run.step, run.total_steps)
+        if run.progress and (run.step % 10 == 0 or last):
+            run.bar.set_postfix(
+                epoch=epoch,
+                loss=f"{tally.loss_sum.item() / tally.images:.3f}",
+                acc=f"{tally.correct.item() / tally.images:.3f}",
+                img_s=f"{tally.images / (time.perf_counter() - start):.0f}",
+            )
+        run.bar.update(1)
+    if run.lookahead is not None:
+        run.lookahead.sync()
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    seconds = time.perf_counter() - start
+    run.train_seconds += seconds
+    return EpochMetrics(
+        epoch=epoch,
+        epochs=run.cfg.epochs,
+        train_loss=tally.loss_sum.item() / tally.images,
+        train_accuracy=tally.correct.item() / tally.images,
+        eval_loss=None,
+        eval_accuracy=None,
+        images_per_s=tally.images / seconds,
+        lr=run.optimizer.param_groups[0]["lr"],
+        elapsed_s=run.train_seconds,
+    )
+
+
+def _evaluates_after(epoch: int, cfg: TrainConfig) -> bool:
+    """Whether ``train`` scores the eval set after ``epoch``: every ``eval_every`` epochs, and
+    always after the last."""
+    return epoch == cfg.epochs or bool(cfg.eval_every and epoch % cfg.eval_every == 0)
 
 
 def train(
@@ -391,118 +505,30 @@ def train(
     epoch ``callback`` receives an ``EpochMetrics``; it may raise ``StopTraining`` to end
     early or anything else (``optuna.TrialPruned``) to abort. A non-finite loss raises
     ``TrainingDivergedError``. Same seed, same data and same initial weights give the same
-    trained weights (on CPU, also in a fresh process).
+    trained weights (on CPU, also in a fresh process). ``device``: see ``model_device``.
     """
     if len(train_set) == 0:
         raise ValueError("train: the training set is empty")
-    dev = _resolve_device(model, device)
-    model.to(dev)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    dtype = autocast_dtype(cfg.precision, dev)
-    scaler = torch.amp.GradScaler(dev.type, enabled=dtype == torch.float16)
-
-    images = train_set.images.to(dev)
-    labels = train_set.labels.to(dev)
-    n = len(images)
-    batch_size = min(cfg.batch_size, n)
-    steps_per_epoch = n // batch_size  # drop the ragged last batch: constant batch statistics
-    total_steps = steps_per_epoch * cfg.epochs
-
-    batch_rng = torch.Generator().manual_seed(seed)  # permutation, flip and crop draws
-    augment_rng = torch.Generator().manual_seed(seed + 1_000_003)  # independent policy draws
-    flip_bits = (torch.rand(n, generator=batch_rng) < 0.5).to(dev) if cfg.flip == "alternating" else None
-
-    init_from_data = getattr(model, "init_from_data", None)
-    if cfg.data_init and callable(init_from_data):
-        init_from_data(normalise(images[:_WHITENING_IMAGES], channels_last=False))
-
-    groups = _param_groups(model, cfg)
-    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-    lookahead = _Lookahead(model) if cfg.lookahead else None
+    dev = model_device(model, device)
+    run = _Run.start(model, train_set, cfg, dev, autocast_dtype(cfg.precision, dev), augment=augment, seed=seed,
+                     progress=progress)
     result = TrainResult(model=model)
-    check_every = 1 if dev.type == "cpu" else 20  # a finite-check syncs; cheap only on CPU
-
-    bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True, leave=False)
-    step = 0
     # Model-internal randomness (dropout) comes from the global RNG: seed it, then restore it.
-    fork_devices = [dev.index or 0] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         model.train()
         try:
             for epoch in range(1, cfg.epochs + 1):
-                loss_sum = torch.zeros((), device=dev)
-                correct = torch.zeros((), device=dev, dtype=torch.long)
-                finite = torch.ones((), device=dev, dtype=torch.bool)
-                epoch_start = time.perf_counter()
-                order = torch.randperm(n, generator=batch_rng).to(dev)
-                for batch_index in range(steps_per_epoch):
-                    idx = order[batch_index * batch_size : (batch_index + 1) * batch_size]
-                    x = _flip_batch(images[idx], idx, epoch, cfg, flip_bits, batch_rng)
-                    x = random_crop(x, cfg.crop_padding, batch_rng, cfg.crop_mode)
-                    if augment is not None:
-                        x = augment(x, augment_rng)
-                    y = labels[idx]
-                    factor = lr_factor(step, total_steps, cfg)
-                    for group in optimizer.param_groups:
-                        group["lr"] = cfg.lr * factor * group["lr_scale"]
-                    with _autocast(dev, dtype):
-                        logits = model(normalise(x, cfg.channels_last)).float()
-                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    step += 1
-                    detached = loss.detach()
-                    finite &= torch.isfinite(detached)
-                    if (step % check_every == 0 or batch_index == steps_per_epoch - 1) and not finite:
-                        raise TrainingDivergedError(epoch, step, detached.item())
-                    loss_sum += detached * len(y)
-                    correct += (logits.detach().argmax(1) == y).sum()
-                    if lookahead is not None:
-                        lookahead.step(step, total_steps)
-                    if progress and (step % 10 == 0 or batch_index == steps_per_epoch - 1):
-                        seen = (batch_index + 1) * batch_size
-                        bar.set_postfix(
-                            epoch=epoch,
-                            loss=f"{loss_sum.item() / seen:.3f}",
-                            acc=f"{correct.item() / seen:.3f}",
-                            img_s=f"{seen / (time.perf_counter() - epoch_start):.0f}",
-                        )
-                    bar.update(1)
-                if lookahead is not None:
-                    lookahead.sync()
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                epoch_seconds = time.perf_counter() - epoch_start
-                result.train_seconds += epoch_seconds
-                seen = steps_per_epoch * batch_size
-                evaluated = None
-                last = epoch == cfg.epochs
-                if eval_set is not None and (last or (cfg.eval_every and epoch % cfg.eval_every == 0)):
-                    evaluated = evaluate(
-                        model, eval_set, tta_flip=cfg.tta, tta_translate=cfg.tta_translate, device=dev,
-                        precision=cfg.precision,
-                    )
-                    result.eval = evaluated
+                metrics = _train_epoch(run, epoch)
+                if eval_set is not None and _evaluates_after(epoch, cfg):
+                    result.eval = evaluate(model, eval_set, tta_flip=cfg.tta, tta_translate=cfg.tta_translate,
+                                           device=dev, precision=cfg.precision)
                     model.train()
-                metrics = EpochMetrics(
-                    epoch=epoch,
-                    epochs=cfg.epochs,
-                    train_loss=loss_sum.item() / seen,
-                    train_accuracy=correct.item() / seen,
-                    eval_loss=evaluated.loss if evaluated else None,
-                    eval_accuracy=evaluated.accuracy if evaluated else None,
-                    images_per_s=seen / epoch_seconds,
-                    lr=optimizer.param_groups[0]["lr"],
-                    elapsed_s=result.train_seconds,
-                )
+                    metrics = replace(metrics, eval_loss=result.eval.loss, eval_accuracy=result.eval.accuracy)
                 result.history.append(metrics)
                 if progress:
-                    extra = f" eval_acc={evaluated.accuracy:.4f}" if evaluated else ""
-                    bar.write(
+                    extra = f" eval_acc={metrics.eval_accuracy:.4f}" if metrics.eval_accuracy is not None else ""
+                    run.bar.write(
                         f"epoch {epoch}/{cfg.epochs} loss={metrics.train_loss:.4f} "
                         f"acc={metrics.train_accuracy:.4f}{extra} img/s={metrics.images_per_s:.0f}"
                     )
@@ -511,9 +537,10 @@ def train(
         except StopTraining:
             result.stopped_early = True
         finally:
-            bar.close()
-    result.steps = step
-    done = sum(1 for _ in result.history) * steps_per_epoch * batch_size
+            run.bar.close()
+    result.steps = run.step
+    result.train_seconds = run.train_seconds
+    done = len(result.history) * run.steps_per_epoch * run.batch_size
     result.images_per_s = done / result.train_seconds if result.train_seconds else 0.0
     model.eval()
     return result

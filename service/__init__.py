@@ -1,0 +1,1 @@
+"""FastAPI service: serves the published policy and champion model (``service.app.create_app``)."""

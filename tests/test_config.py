@@ -5,7 +5,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import Params, load_params, parse_params
+from pipeline.augment import OPS
+from pipeline.config import (
+    CHILD_OVERRIDES,
+    FAA_OPS,
+    Params,
+    PolicySearchConfig,
+    TrainConfig,
+    airbench_recipe,
+    load_params,
+    parse_params,
+)
 from pipeline.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,3 +63,44 @@ def test_every_dvc_param_key_exists_in_the_schema() -> None:
             for part in key.split("."):
                 assert isinstance(node, dict) and part in node, f"stage {name}: unknown param {key}"
                 node = node[part]
+
+
+# The child recipe params.yaml spelled out before it named airbench_recipe instead.
+EXPLICIT_CHILD = {
+    "epochs": 10, "batch_size": 256, "lr": 0.375, "momentum": 0.85, "weight_decay": 0.00133,
+    "bias_lr_scale": 64, "label_smoothing": 0.2, "warmup": 0.23, "final_lr_fraction": 0.07,
+    "flip": "alternating", "crop_padding": 4, "crop_mode": "reflect", "lookahead": True,
+}
+
+
+def test_the_child_recipe_is_airbench_and_equals_what_params_yaml_spelled_out() -> None:
+    recipe = airbench_recipe(256, **CHILD_OVERRIDES)
+    assert TrainConfig(**EXPLICIT_CHILD) == recipe  # the unlisted keys were TrainConfig defaults
+    assert load_params(REPO / "params.yaml").policy_search.child == recipe
+    assert PolicySearchConfig().child == recipe
+    assert parse_params({"policy_search": {"child": EXPLICIT_CHILD}}).policy_search.child == recipe
+
+
+def test_a_partial_child_section_changes_only_its_keys_of_the_recipe() -> None:
+    child = parse_params({"policy_search": {"child": {"epochs": 3}}}).policy_search.child
+    assert child == airbench_recipe(256, **{**CHILD_OVERRIDES, "epochs": 3})
+    # The learning rate follows the batch size (airbench's rule) unless it is given.
+    assert parse_params({"policy_search": {"child": {"batch_size": 512}}}).policy_search.child.lr == 0.75
+    assert parse_params({"policy_search": {"child": {"batch_size": 512, "lr": 0.1}}}).policy_search.child.lr == 0.1
+
+
+def test_a_bad_child_key_is_reported_with_its_path() -> None:
+    with pytest.raises(ConfigError, match=r"policy_search\.child\.batch_size = -3"):
+        parse_params({"policy_search": {"child": {"batch_size": -3}}})
+    with pytest.raises(ConfigError, match=r"policy_search\.child\.epoch: unknown key"):
+        parse_params({"policy_search": {"child": {"epoch": 3}}})
+
+
+def test_the_searchable_ops_are_the_op_table_without_identity_in_its_order() -> None:
+    # config.py writes the list out (reading params must not import torch); this keeps it true.
+    assert tuple(name for name in OPS if name != "Identity") == FAA_OPS
+    assert "Identity" in OPS
+    assert PolicySearchConfig().ops == list(FAA_OPS)
+    assert PolicySearchConfig(ops=["Identity", "Invert", "Rotate"]).ops == ["Identity", "Invert", "Rotate"]
+    with pytest.raises(ValueError, match="unknown op 'Blur'"):
+        PolicySearchConfig(ops=["Blur"])

@@ -3,7 +3,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import optuna
@@ -12,7 +11,6 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-import pipeline.train as train_module
 from pipeline.data import ImageSet
 from pipeline.train import (
     EpochMetrics,
@@ -281,25 +279,3 @@ def test_empty_training_set_is_an_error() -> None:
     empty = colour_task(4, 0).subset(torch.arange(0))
     with pytest.raises(ValueError, match="empty"):
         train(fresh(), empty, FAST, progress=False)
-
-
-@pytest.mark.parametrize("native_bf16", [True, False])
-def test_auto_precision_uses_bf16_on_cpu_only_where_it_is_native(
-    monkeypatch: pytest.MonkeyPatch, native_bf16: bool
-) -> None:
-    # Without AVX-512 BF16 / AMX, bf16 convolutions fall back to slow reference kernels.
-    monkeypatch.setattr(train_module, "cpu_has_fast_bf16", lambda: native_bf16)
-    cpu = torch.device("cpu")
-    assert train_module.autocast_dtype("auto", cpu) == (torch.bfloat16 if native_bf16 else None)
-    assert train_module.autocast_dtype("fp32", cpu) is None
-
-
-def test_explicit_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train_module, "cpu_has_fast_bf16", lambda: False)
-    monkeypatch.setattr(train_module, "_warned_slow_bf16", False)
-    cpu = torch.device("cpu")
-    with pytest.warns(RuntimeWarning, match="without native bf16"):
-        assert train_module.autocast_dtype("bf16", cpu) == torch.bfloat16
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert train_module.autocast_dtype("bf16", cpu) == torch.bfloat16

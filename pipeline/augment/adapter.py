@@ -7,7 +7,6 @@ from typing import TypeVar
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.transforms.v2 import functional as tvf
 
 from pipeline.augment.batch import BatchTransform
 
@@ -31,6 +30,10 @@ class ImageTransform:
 
     def __call__(self, image: ImageT) -> ImageT:
         if isinstance(image, Image.Image):
+            # torchvision is imported where it is used, as in importers.py: importing the op
+            # table (pipeline.config does, to validate params.yaml) should not load it.
+            from torchvision.transforms.v2 import functional as tvf
+
             rgb = image if image.mode == "RGB" else image.convert("RGB")
             batch = tvf.pil_to_tensor(rgb).unsqueeze(0)
             out = tvf.to_pil_image(self.transform(batch, self.generator)[0])

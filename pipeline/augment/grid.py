@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision.utils import make_grid
 
 from pipeline.augment.batch import BatchTransform, check_batch, default_generator
+from pipeline.files import write_bytes_atomic
 
 
 def policy_grid(
@@ -28,6 +28,8 @@ def policy_grid(
     images: a few uint8 [N, 3, H, W] images; each pixel is drawn ``scale`` x ``scale`` (nearest)
     so 32-px images are readable.  Returns the PNG bytes and also writes them to ``path``.
     """
+    from torchvision.utils import make_grid  # imported where used: see adapter.py
+
     check_batch(images)
     if n_draws < 1 or scale < 1:
         raise ValueError(f"n_draws and scale must be >= 1, got {n_draws} and {scale}")
@@ -40,5 +42,5 @@ def policy_grid(
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
     png = buffer.getvalue()
     if path is not None:
-        Path(path).write_bytes(png)
+        write_bytes_atomic(path, png)
     return png

@@ -128,10 +128,6 @@ TRIVIALAUGMENT_OPS: OpTable = _torchvision_space(
 """torchvision TrivialAugmentWide's space; translation in pixels (up to 32), as torchvision."""
 
 
-def op_names(table: OpTable = OPS) -> list[str]:
-    return list(table)
-
-
 def apply_op(
     images: Tensor,
     name: str,

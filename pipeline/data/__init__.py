@@ -1,4 +1,4 @@
-"""Data: sources, the raw store, the in-memory ImageSet and stable sampling."""
+"""Data: sources, the raw store, the in-memory ImageSet, stable sampling and the holdout split."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from pathlib import Path
 
 from pipeline.data.decode import DecodeReport
 from pipeline.data.imageset import ImageSet, concat
-from pipeline.data.sample import fingerprint, read_manifest, stable_sample, write_sample
+from pipeline.data.sample import (
+    fingerprint,
+    holdout_split,
+    read_manifest,
+    stable_sample,
+    write_sample,
+)
 from pipeline.data.sources import SPLITS, iter_source
 from pipeline.data.store import RawStore
 from pipeline.errors import DataError
@@ -18,6 +24,7 @@ __all__ = [
     "RawStore",
     "concat",
     "fingerprint",
+    "holdout_split",
     "load_data",
     "read_manifest",
     "stable_sample",

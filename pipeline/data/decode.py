@@ -12,7 +12,6 @@ Files PIL cannot decode are reported as corrupt and skipped by the caller.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass, field
 
@@ -20,7 +19,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.data.imageset import IMAGE_SIZE
+from pipeline.hashing import digest
 
+CONTENT_ID_SIZE = 8  # bytes: a content id is 16 hex characters in every store, sample and manifest
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 
 
@@ -100,4 +101,4 @@ def content_id(pixels: np.ndarray) -> str:
     Hashing pixels rather than file bytes makes the id independent of file name and container,
     so ingesting the same data twice (or from a tarball and from a folder) changes nothing.
     """
-    return hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=8).hexdigest()
+    return digest(np.ascontiguousarray(pixels).tobytes(), CONTENT_ID_SIZE)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from pipeline.errors import DataError
+from pipeline.files import atomic_path
 
 IMAGE_SIZE = 32
 
@@ -61,18 +62,15 @@ class ImageSet:
         """Write to ``path`` atomically (a reader never sees a half-written file)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(
-            {
-                "format": 1,
-                "images": self.images.cpu().contiguous(),
-                "labels": self.labels.cpu(),
-                "classes": list(self.classes),
-                "ids": list(self.ids),
-            },
-            tmp,
-        )
-        os.replace(tmp, path)
+        blob = {
+            "format": 1,
+            "images": self.images.cpu().contiguous(),
+            "labels": self.labels.cpu(),
+            "classes": list(self.classes),
+            "ids": list(self.ids),
+        }
+        with atomic_path(path) as tmp:
+            torch.save(blob, tmp)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ImageSet:

@@ -4,13 +4,14 @@ Each image gets a score from a seeded hash of its content id; each class keeps t
 the lowest scores. Membership therefore depends on content, not position: when images are
 appended, an old member leaves only if a new image of its class scores lower, so most of the
 previous sample survives (about ``1 / (1 + growth)`` of it) and searches can warm-start.
+The validation split (``holdout_split``) is drawn the same way from the images outside it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -18,11 +19,16 @@ import torch
 from pipeline.data.imageset import ImageSet
 from pipeline.errors import DataError
 from pipeline.files import write_text_atomic
+from pipeline.hashing import digest, int_digest
+
+# Digest sizes are part of what is persisted: changing one changes every sample and study name.
+SCORE_SIZE = 8  # bytes of an image's rank: which images a sample holds
+FINGERPRINT_SIZE = 8  # bytes of a sample fingerprint (manifest.json, study names)
 
 
 def image_score(image_id: str, seed: int) -> int:
     """Deterministic pseudo-random rank of an image, independent of its position."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{image_id}".encode(), digest_size=8).digest(), "big")
+    return int_digest(f"{seed}:{image_id}", SCORE_SIZE)
 
 
 def class_quotas(available: list[int], size: int) -> list[int]:
@@ -72,10 +78,23 @@ def stable_sample(train: ImageSet, size: int, seed: int = 0) -> ImageSet:
 def fingerprint(data: ImageSet) -> str:
     """Hash of the (id, label) pairs, order-free: the identity of a sample for studies and runs."""
     pairs = sorted(zip(data.ids, data.labels.tolist(), strict=True))
-    h = hashlib.blake2b(digest_size=8)
-    for image_id, label in pairs:
-        h.update(f"{image_id}:{label};".encode())
-    return h.hexdigest()
+    return digest("".join(f"{image_id}:{label};" for image_id, label in pairs), FINGERPRINT_SIZE)
+
+
+def holdout_split(train: ImageSet, exclude: ImageSet | Collection[str], size: int, seed: int) -> ImageSet:
+    """Up to ``size`` images of ``train`` outside ``exclude`` (the sample, or its ids), stratified:
+    a validation split, so settings are chosen without looking at the test set.
+
+    Drawn like the sample (``stable_sample`` over the remaining images, with its own ``seed``),
+    so it is as stable as the sample when data is appended. Smaller than ``size`` when fewer
+    images remain, empty when none do (or ``size`` is 0).
+    """
+    if size < 0:
+        raise DataError(f"holdout size must be 0 or more, got {size}")
+    excluded = set(exclude.ids if isinstance(exclude, ImageSet) else exclude)
+    rest = train.subset(torch.tensor([i for i, x in enumerate(train.ids) if x not in excluded], dtype=torch.long))
+    take = min(size, len(rest))
+    return stable_sample(rest, take, seed) if take else rest.subset(torch.arange(0))
 
 
 def write_sample(sample: ImageSet, out_dir: str | os.PathLike[str], *, seed: int, pool: ImageSet) -> dict:

@@ -11,7 +11,6 @@ Every reader yields ``(split, class_name, name, pixels)`` with pixels already 32
 
 from __future__ import annotations
 
-import os
 import pickle
 import tarfile
 import urllib.request
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from pipeline.data.decode import IMAGE_SUFFIXES, DecodeReport, decode_image
 from pipeline.errors import DataError
+from pipeline.files import atomic_path
 
 SPLITS = ("train", "test")
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -163,13 +163,18 @@ def iter_cifar_python(path: Path, report: DecodeReport) -> Iterator[Record]:
 
 
 def download_cifar10(cache_dir: Path) -> Path:
-    """Download the official archive once into ``cache_dir`` and verify its checksum."""
-    import hashlib
+    """Download the official archive once into ``cache_dir`` and verify its checksum.
+
+    The archive only takes its name once complete and verified, so an interrupted or corrupt
+    download is never mistaken for a cached copy.
+    """
+    import hashlib  # md5: the checksum the archive is published with, not one of our hashes
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / "cifar-10-python.tar.gz"
-    if not target.exists():
-        tmp = target.with_suffix(".part")
+    if target.exists():
+        return target
+    with atomic_path(target) as tmp:
         try:
             with urllib.request.urlopen(CIFAR10_URL, timeout=60) as resp, open(tmp, "wb") as out:
                 total = int(resp.headers.get("Content-Length") or 0) or None
@@ -184,9 +189,7 @@ def download_cifar10(cache_dir: Path) -> Path:
             ) from exc
         digest = hashlib.md5(tmp.read_bytes()).hexdigest()
         if digest != CIFAR10_MD5:
-            tmp.unlink(missing_ok=True)
             raise DataError(f"downloaded CIFAR-10 archive has md5 {digest}, expected {CIFAR10_MD5}")
-        os.replace(tmp, target)
     return target
 
 

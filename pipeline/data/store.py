@@ -1,7 +1,7 @@
 """The raw store: every ingested image, once, as uint8 shards plus an index.
 
 Layout of ``data/raw/`` (the folder DVC tracks):
-    store.json                  classes, shard list, per-split counts, a fingerprint
+    store.json                  classes, shard list, per-split counts, a content hash
     shards/<split>-<digest>.npz images [n, 32, 32, 3] uint8, labels int16, ids (16-char hex)
 An ingest appends one shard per split holding only images whose content id is new, so
 ingesting the same data twice changes nothing, and a data update is an appended shard.
@@ -11,7 +11,6 @@ shard that no index names (left by an interrupted ingest) is removed by the next
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import defaultdict
@@ -26,10 +25,18 @@ from pipeline.data.decode import DecodeReport, content_id
 from pipeline.data.imageset import ImageSet, concat
 from pipeline.data.sources import SPLITS, iter_source
 from pipeline.errors import DataError
-from pipeline.files import write_text_atomic
+from pipeline.files import atomic_path, write_text_atomic
+from pipeline.hashing import digest
 
 STORE_FORMAT = 1
 INDEX = "store.json"
+SHARD_DIGEST_SIZE = 6  # bytes of the shard-name hash: part of every existing shard's file name
+CONTENT_HASH_SIZE = 8
+
+
+def _content_hash(shards: list[dict[str, Any]]) -> str:
+    """Hash of the sorted shard file names (each names the hash of its image ids)."""
+    return digest("|".join(sorted(s["file"] for s in shards)), CONTENT_HASH_SIZE)
 
 
 @dataclass
@@ -67,9 +74,14 @@ class RawStore:
             raise DataError(f"{self.index_path}: unsupported store format {index.get('format')!r}")
         return index
 
-    @property
-    def classes(self) -> list[str]:
-        return list(self.index()["classes"])
+    def content_hash(self) -> str:
+        """The identity of the store's content: a hash of its shard names, which are hashes of
+        their image ids. Equal stores give equal hashes; every ingest that adds images changes it.
+
+        store.json records it as ``content_hash`` (``fingerprint`` before; the value is the
+        same), but it is recomputed from the shard list, so a store of any age answers.
+        """
+        return _content_hash(self.index()["shards"])
 
     def split(self, split: str) -> ImageSet:
         """All images of ``split`` in ingest order."""
@@ -140,24 +152,20 @@ class RawStore:
             if not rows:
                 continue
             ids = np.array([cid for cid, _, _ in rows], dtype="S16")
-            digest = hashlib.blake2b(ids.tobytes(), digest_size=6).hexdigest()
-            name = f"{split}-{digest}.npz"
-            tmp = shard_dir / f".{name}.tmp"
-            with open(tmp, "wb") as fh:
+            name = f"{split}-{digest(ids.tobytes(), SHARD_DIGEST_SIZE)}.npz"
+            with atomic_path(shard_dir / name) as tmp:
                 np.savez(
-                    fh,
+                    tmp,
                     images=np.stack([p for _, _, p in rows]),
                     labels=np.array([label_of[label] for _, label, _ in rows], dtype=np.int16),
                     ids=ids,
                 )
-            os.replace(tmp, shard_dir / name)
             shards.append({"file": name, "split": split, "count": len(rows)})
-        all_ids = sorted(s["file"] for s in shards)
         new_index = {
             "format": STORE_FORMAT,
             "classes": classes,
             "shards": shards,
-            "fingerprint": hashlib.blake2b("|".join(all_ids).encode(), digest_size=8).hexdigest(),
+            "content_hash": _content_hash(shards),
         }
         write_text_atomic(self.index_path, json.dumps(new_index, indent=2) + "\n")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from pipeline.models.baselines import AirbenchNet, ResNet20
@@ -35,13 +36,27 @@ BASELINES: dict[str, Callable[[int], nn.Module]] = {
 """Reference networks by name; ``build_model(name)`` builds them."""
 
 
-def build_model(cfg_or_name: dict[str, Any] | str, num_classes: int = 10) -> nn.Module:
-    """A fresh network from a search-space config (dict) or a baseline name."""
-    if isinstance(cfg_or_name, str):
-        if cfg_or_name not in BASELINES:
-            raise ModelConfigError(f"model: unknown baseline {cfg_or_name!r}; known: {sorted(BASELINES)}")
-        return BASELINES[cfg_or_name](num_classes)
-    return SpaceNet(cfg_or_name, num_classes)
+def build_model(cfg_or_name: dict[str, Any] | str, num_classes: int = 10, *, seed: int | None = None) -> nn.Module:
+    """A fresh network from a search-space config (dict) or a baseline name.
+
+    ``seed``: initialise the weights from ``torch.manual_seed(seed)`` inside a forked RNG (the
+    caller's global RNG is left as it was), so the same seed gives the same initial weights in
+    any process. Without it the weights come from the global RNG, whose seed PyTorch draws at
+    random in every new process.
+    """
+    if isinstance(cfg_or_name, str) and cfg_or_name not in BASELINES:
+        raise ModelConfigError(f"model: unknown baseline {cfg_or_name!r}; known: {sorted(BASELINES)}")
+
+    def make() -> nn.Module:
+        if isinstance(cfg_or_name, str):
+            return BASELINES[cfg_or_name](num_classes)
+        return SpaceNet(cfg_or_name, num_classes)
+
+    if seed is None:
+        return make()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make()
 
 
 __all__ = [

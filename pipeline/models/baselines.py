@@ -39,8 +39,9 @@ class ResNet20(nn.Module):
 # few epochs, which is what a CPU time budget needs.
 
 
-class _GhostFreeBatchNorm(nn.BatchNorm2d):
-    """BatchNorm with a frozen scale (=1) and airbench's fast running-stat momentum."""
+class _FrozenScaleBatchNorm(nn.BatchNorm2d):
+    """airbench's BatchNorm: the scale is frozen at 1 (only the shift trains, at the high
+    bias learning rate) and the running statistics move fast (momentum 0.4)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__(channels, eps=1e-12, momentum=0.4)
@@ -61,10 +62,10 @@ class _ConvGroup(nn.Sequential):
         super().__init__(
             _DiracConv(in_channels, out_channels),
             nn.MaxPool2d(2),
-            _GhostFreeBatchNorm(out_channels),
+            _FrozenScaleBatchNorm(out_channels),
             nn.GELU(),
             _DiracConv(out_channels, out_channels),
-            _GhostFreeBatchNorm(out_channels),
+            _FrozenScaleBatchNorm(out_channels),
             nn.GELU(),
         )
 

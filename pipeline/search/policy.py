@@ -15,32 +15,29 @@ D_A, as in the RandAugment paper's grid search.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import torch
-from tqdm.auto import tqdm
+from optuna.trial import FrozenTrial
 
-from pipeline.augment import Policy
+from pipeline.augment import BatchTransform, Policy
 from pipeline.config import PolicySearchConfig, TrainConfig
 from pipeline.data import ImageSet
+from pipeline.files import atomic_path
+from pipeline.hashing import json_digest
 from pipeline.models import build_model
 from pipeline.search.folds import stratified_splits
-from pipeline.search.studies import completed, prior_study, space_hash, study_name, warm_start
+from pipeline.search.runner import PreparedPart, SearchOutcome, StudyRunner
 from pipeline.tracking import RunLogger
-from pipeline.train import evaluate, train
+from pipeline.train import EvalResult, evaluate, train
 
 STAGE = "search_policy"
-TRIAL_TAG = "autoaug.trial"
-FOLD_TAG = "autoaug.fold"
 
 
 # ------------------------------------------------------------------ candidates
@@ -60,7 +57,7 @@ def suggest_policy(trial: optuna.Trial, cfg: PolicySearchConfig) -> Policy:
     return Policy(subs)
 
 
-def policy_from_params(params: dict[str, Any], cfg: PolicySearchConfig) -> Policy:
+def policy_from_params(params: Mapping[str, Any], cfg: PolicySearchConfig) -> Policy:
     return Policy(
         [
             [(params[f"op_{i}_{j}"], params[f"prob_{i}_{j}"], params[f"mag_{i}_{j}"]) for j in range(cfg.ops_per_sub)]
@@ -69,8 +66,11 @@ def policy_from_params(params: dict[str, Any], cfg: PolicySearchConfig) -> Polic
     )
 
 
-def randaugment_policy(num_ops: int, magnitude: float, ops: list[str]) -> Policy:
-    """RandAugment(N, M) on the FAA op table as an explicit policy (every N-op sequence)."""
+def uniform_policy(num_ops: int, magnitude: float, ops: list[str]) -> Policy:
+    """RandAugment(N, M) on the FAA op table as an explicit policy: every N-op sequence at
+    probability 1 and magnitude M, so one sub-policy drawn uniformly per image is exactly
+    RandAugment's "N ops drawn uniformly". (``pipeline.augment.RandAugment`` is torchvision's
+    RandAugment on its own op table; this is the search's baseline on the FAA table.)"""
     names = [op for op in ops if op != "Identity"]
     return Policy([[(op, 1.0, magnitude) for op in seq] for seq in itertools.product(names, repeat=num_ops)],
                   metadata={"randaugment": {"num_ops": num_ops, "magnitude": magnitude}})
@@ -89,29 +89,14 @@ def merge_policies(policies: list[Policy], decimals: int = 4) -> Policy:
     return Policy(subs)
 
 
-def search_space(cfg: PolicySearchConfig) -> dict[str, Any]:
-    """What defines the study's space (its hash is part of the study name)."""
-    if cfg.method == "faa":
-        return {"method": "faa", "n_sub": cfg.n_sub, "ops_per_sub": cfg.ops_per_sub, "ops": sorted(cfg.ops),
-                "objective": cfg.objective, "held_out": cfg.held_out, "folds": cfg.folds,
-                "child_model": cfg.child_model, "child": cfg.child.model_dump()}
-    return {"method": "randaugment", "max_ops": cfg.randaugment.max_ops, "ops": sorted(cfg.ops),
-            "held_out": cfg.held_out, "child_model": cfg.child_model,
-            "child": cfg.child.model_copy(update={"epochs": cfg.randaugment.epochs}).model_dump()}
-
-
 # ------------------------------------------------------------------ children
 
 
-def _cache_key(*parts: Any) -> str:
-    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=8).hexdigest()
-
-
 def train_child(train_set: ImageSet, model_name: str, recipe: TrainConfig, *, seed: int, device: torch.device,
-                cache: Path | None, key: str, augment: Callable | None = None,
+                cache: Path | None, key: str, augment: BatchTransform | None = None,
                 progress: bool = True) -> tuple[torch.nn.Module, float]:
     """Train (or load from ``cache``) a child; returns it and the training seconds (0 if cached)."""
-    model = build_model(model_name, num_classes=len(train_set.classes))
+    model = build_model(model_name, num_classes=len(train_set.classes), seed=seed)
     path = cache / f"{key}.pt" if cache else None
     if path is not None and path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -121,189 +106,216 @@ def train_child(train_set: ImageSet, model_name: str, recipe: TrainConfig, *, se
     seconds = time.perf_counter() - t0
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(model.state_dict(), tmp)
     return model, seconds
 
 
-# ------------------------------------------------------------------ result
+def _score(result: EvalResult, objective: str) -> float:
+    return float(result.accuracy if objective == "accuracy" else result.loss)
+
+
+# ------------------------------------------------------------------ methods
+
+
+class _PolicyMethod:
+    """What both policy searches share: stage, folds, trial runs, the study identity."""
+
+    stage = STAGE
+    objective_names = ["score"]
+
+    def __init__(self, cfg: PolicySearchConfig, sample: ImageSet, fingerprint: str, *, device: torch.device,
+                 cache: Path | None = None, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.sample = sample
+        self.fingerprint = fingerprint
+        self.device = device
+        self.cache = cache
+        self.progress = progress
+        self._splits: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def split(self, k: int) -> tuple[ImageSet, ImageSet]:
+        """(D_M, D_A) of split ``k``, on the device."""
+        if self._splits is None:
+            self._splits = stratified_splits(self.sample, self.cfg.folds, self.cfg.held_out, self.cfg.seed)
+        d_m, d_a = self._splits[k]
+        return self.sample.subset(d_m).to(self.device), self.sample.subset(d_a).to(self.device)
+
+    def sampler(self, part: int, salt: int = 0) -> optuna.samplers.BaseSampler:
+        # multivariate + group: the op, probability and magnitude of a slot are modelled jointly.
+        return optuna.samplers.TPESampler(seed=self.cfg.seed + part + salt, n_startup_trials=self.cfg.startup_trials,
+                                          multivariate=True, group=True)
+
+    def trial_params(self, part: int, trial: FrozenTrial) -> dict[str, Any]:
+        return {**trial.params, "fold": part}
+
+    def counts(self, trial: FrozenTrial) -> bool:
+        return True
+
+    def trial_artifacts(self, trial: FrozenTrial) -> dict[str, Mapping[str, Any]]:
+        return {"policy.json": self.decode(trial.params).to_dict()}
+
+    def space(self) -> dict[str, Any]:
+        return self.space_of(self.cfg)
+
+    @classmethod
+    def space_of(cls, cfg: PolicySearchConfig) -> dict[str, Any]:
+        """What defines the study's space, from the config alone (the stage names its MLflow
+        run after it before anything is loaded)."""
+        raise NotImplementedError
+
+    def decode(self, params: Mapping[str, Any]) -> Policy:
+        raise NotImplementedError
+
+
+class FastAutoAugment(_PolicyMethod):
+    """FAA: one child per split trained once on D_M; a trial scores a candidate policy by the
+    child's accuracy (or loss) on D_A augmented by it, with a fixed augmentation seed."""
+
+    label = "faa"
+
+    @property
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
+        return ["maximize" if self.cfg.objective == "accuracy" else "minimize"]
+
+    @property
+    def trials_per_part(self) -> int:
+        return self.cfg.trials_per_fold
+
+    @classmethod
+    def space_of(cls, cfg: PolicySearchConfig) -> dict[str, Any]:
+        return {"method": "faa", "n_sub": cfg.n_sub, "ops_per_sub": cfg.ops_per_sub, "ops": sorted(cfg.ops),
+                "objective": cfg.objective, "held_out": cfg.held_out, "folds": cfg.folds,
+                "child_model": cfg.child_model, "child": cfg.child.model_dump()}
+
+    def parts(self) -> list[str | None]:
+        return [f"fold{k}" for k in range(self.cfg.folds)]
+
+    def decode(self, params: Mapping[str, Any]) -> Policy:
+        return policy_from_params(params, self.cfg)
+
+    def prepare(self, part: int) -> PreparedPart:
+        """Train (or load) the split's child once; trials only evaluate it on augmented D_A."""
+        cfg = self.cfg
+        d_m, d_a = self.split(part)
+        key = json_digest([self.fingerprint, part, cfg.seed, cfg.held_out, cfg.folds, cfg.child_model,
+                           cfg.child.model_dump()])
+        child, seconds = train_child(d_m, cfg.child_model, cfg.child, seed=cfg.seed + part, device=self.device,
+                                     cache=self.cache, key=key, progress=self.progress)
+        clean = evaluate(child, d_a)
+
+        def objective(trial: optuna.Trial) -> float:
+            policy = suggest_policy(trial, cfg)
+            res = evaluate(child, d_a, augment=policy, generator=torch.Generator().manual_seed(cfg.eval_seed))
+            trial.set_user_attr("accuracy", res.accuracy)
+            trial.set_user_attr("loss", res.loss)
+            return _score(res, cfg.objective)
+
+        return PreparedPart(objective, {"child_clean_accuracy": clean.accuracy, "child_train_seconds": seconds})
+
+    def combine(self, ranked: list[list[FrozenTrial]], prepared: list[PreparedPart]) -> Policy:
+        """The ``top_n`` candidates of every split, merged without duplicates."""
+        return merge_policies([self.decode(t.params) for trials in ranked for t in trials[: self.cfg.top_n]])
+
+
+class RandAugmentSearch(_PolicyMethod):
+    """The cheap baseline: each trial trains a child with RandAugment(N, M) on the FAA op table
+    and is scored on clean D_A, as in the RandAugment paper's grid search."""
+
+    label = "randaugment"
+
+    @property
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
+        return ["maximize"]
+
+    @property
+    def trials_per_part(self) -> int:
+        return self.cfg.randaugment.trials
+
+    @property
+    def recipe(self) -> TrainConfig:
+        return self.recipe_of(self.cfg)
+
+    @staticmethod
+    def recipe_of(cfg: PolicySearchConfig) -> TrainConfig:
+        return cfg.child.model_copy(update={"epochs": cfg.randaugment.epochs})
+
+    @classmethod
+    def space_of(cls, cfg: PolicySearchConfig) -> dict[str, Any]:
+        return {"method": "randaugment", "max_ops": cfg.randaugment.max_ops, "ops": sorted(cfg.ops),
+                "held_out": cfg.held_out, "child_model": cfg.child_model, "child": cls.recipe_of(cfg).model_dump()}
+
+    def parts(self) -> list[str | None]:
+        return ["fold0"]  # one split: every trial trains its own child
+
+    def decode(self, params: Mapping[str, Any]) -> Policy:
+        return uniform_policy(int(params["num_ops"]), float(params["magnitude"]), self.cfg.ops)
+
+    def prepare(self, part: int) -> PreparedPart:
+        d_m, d_a = self.split(part)
+
+        def objective(trial: optuna.Trial) -> float:
+            trial.suggest_int("num_ops", 1, self.cfg.randaugment.max_ops)
+            trial.suggest_float("magnitude", 0.0, 1.0)
+            child, _ = train_child(d_m, self.cfg.child_model, self.recipe, seed=self.cfg.seed, device=self.device,
+                                   cache=None, key="", augment=self.decode(trial.params), progress=False)
+            res = evaluate(child, d_a)
+            trial.set_user_attr("accuracy", res.accuracy)
+            trial.set_user_attr("loss", res.loss)
+            return res.accuracy
+
+        return PreparedPart(objective)
+
+    def combine(self, ranked: list[list[FrozenTrial]], prepared: list[PreparedPart]) -> Policy:
+        return self.decode(ranked[0][0].params)
+
+
+METHODS: dict[str, type[FastAutoAugment] | type[RandAugmentSearch]] = {"faa": FastAutoAugment, "randaugment": RandAugmentSearch}
+"""``policy_search.method`` -> the search: the one place the method name is looked up."""
+
+
+# ------------------------------------------------------------------ the search
 
 
 @dataclass
 class SearchResult:
     policy: Policy
-    studies: list[str]
-    summary: dict[str, Any] = field(default_factory=dict)
-    fold_studies: list[optuna.Study] = field(default_factory=list)
+    summary: dict[str, Any]
+    outcome: SearchOutcome
 
+    @property
+    def studies(self) -> list[str]:
+        return self.outcome.study_names
 
-def _score(result: Any, objective: str) -> float:
-    return float(result.accuracy if objective == "accuracy" else result.loss)
-
-
-def _sync_trials(study: optuna.Study, fold_run: RunLogger, fold: int,
-                 to_policy: Callable[[dict[str, Any]], Policy], tags: dict[str, str]) -> None:
-    """Give every finished trial its nested MLflow run, once (idempotent: safe after a restart)."""
-    logged = fold_run.children(TRIAL_TAG)
-    for t in completed(study):
-        if str(t.number) in logged or t.value is None:
-            continue
-        policy = to_policy(t.params)
-        metrics = {"score": t.value, **{k: v for k, v in t.user_attrs.items() if isinstance(v, (int, float))}}
-        fold_run.log_finished_child(
-            f"fold{fold}-trial{t.number:03d}", key_tag=TRIAL_TAG, key=str(t.number),
-            params={**t.params, "fold": fold}, metrics=metrics,
-            tags={**tags, "optuna.study": study.study_name, "optuna.trial": t.number},
-            dicts={"policy.json": policy.to_dict()},
-        )
-
-
-@dataclass
-class FoldTask:
-    """What one split contributes to the search: how to score a trial, how to read one back."""
-
-    objective: Callable[[optuna.Trial], float]
-    to_policy: Callable[[dict[str, Any]], Policy]
-    child_seconds: float = 0.0
-    clean_accuracy: float | None = None
-
-
-def faa_task(fingerprint: str, k: int, d_m: ImageSet, d_a: ImageSet, cfg: PolicySearchConfig, *,
-             device: torch.device, cache: Path | None, progress: bool) -> FoldTask:
-    """Train (or load) the split's child once; trials only evaluate it on augmented D_A."""
-    key = _cache_key(fingerprint, k, cfg.seed, cfg.held_out, cfg.folds, cfg.child_model, cfg.child.model_dump())
-    child, seconds = train_child(d_m, cfg.child_model, cfg.child, seed=cfg.seed + k, device=device,
-                                 cache=cache, key=key, progress=progress)
-    clean = evaluate(child, d_a)
-
-    def objective(trial: optuna.Trial) -> float:
-        policy = suggest_policy(trial, cfg)
-        res = evaluate(child, d_a, augment=policy, generator=torch.Generator().manual_seed(cfg.eval_seed))
-        trial.set_user_attr("accuracy", res.accuracy)
-        trial.set_user_attr("loss", res.loss)
-        return _score(res, cfg.objective)
-
-    return FoldTask(objective, lambda params: policy_from_params(params, cfg), seconds, clean.accuracy)
-
-
-def randaugment_task(d_m: ImageSet, d_a: ImageSet, cfg: PolicySearchConfig, *, device: torch.device) -> FoldTask:
-    """Each trial trains a child with RandAugment(N, M) and scores it on clean D_A."""
-    recipe = cfg.child.model_copy(update={"epochs": cfg.randaugment.epochs})
-
-    def to_policy(params: dict[str, Any]) -> Policy:
-        return randaugment_policy(int(params["num_ops"]), float(params["magnitude"]), cfg.ops)
-
-    def objective(trial: optuna.Trial) -> float:
-        trial.suggest_int("num_ops", 1, cfg.randaugment.max_ops)
-        trial.suggest_float("magnitude", 0.0, 1.0)
-        child, _ = train_child(d_m, cfg.child_model, recipe, seed=cfg.seed, device=device, cache=None,
-                               key="", augment=to_policy(trial.params), progress=False)
-        res = evaluate(child, d_a)
-        trial.set_user_attr("accuracy", res.accuracy)
-        trial.set_user_attr("loss", res.loss)
-        return res.accuracy
-
-    return FoldTask(objective, to_policy)
-
-
-def _open_study(storage: optuna.storages.BaseStorage, name: str, cfg: PolicySearchConfig, k: int,
-                maximize: bool, prior: optuna.Study | None) -> tuple[optuna.Study, int]:
-    """Create or resume the split's study; warm-start a new one from ``prior``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # multivariate + group: the op, probability and magnitude of a slot are modelled jointly.
-        sampler = optuna.samplers.TPESampler(seed=cfg.seed + k, n_startup_trials=cfg.startup_trials,
-                                             multivariate=True, group=True)
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, load_if_exists=True,
-                                direction="maximize" if maximize else "minimize")
-    warm = 0
-    if prior is not None and cfg.warm_start:
-        warm = warm_start(study, prior, cfg.warm_start, maximize)
-        if warm:
-            study.set_user_attr("warm_started_from", prior.study_name)
-    return study, warm
+    @property
+    def fold_studies(self) -> list[optuna.Study]:
+        return self.outcome.studies
 
 
 def run_search(sample: ImageSet, fingerprint: str, cfg: PolicySearchConfig, storage: optuna.storages.BaseStorage,
                stage_run: RunLogger, *, device: torch.device, cache: Path | None = None,
                progress: bool = True, log_every: int = 10) -> SearchResult:
     """The whole search; resumable: finished trials live in ``storage``, children in ``cache``."""
-    space = search_space(cfg)
-    shash = space_hash(space)
-    splits = stratified_splits(sample, cfg.folds, cfg.held_out, cfg.seed)
-    maximize = cfg.method == "randaugment" or cfg.objective == "accuracy"
-    n_trials = cfg.trials_per_fold if cfg.method == "faa" else cfg.randaugment.trials
-    n_folds = cfg.folds if cfg.method == "faa" else 1
-    tags = {"autoaug.fingerprint": fingerprint}
-    picked: list[Policy] = []
-    studies: list[optuna.Study] = []
-    tasks: list[FoldTask] = []
-    warm = 0
-    t_start = time.perf_counter()
-    bar = tqdm(total=n_folds * n_trials, desc=f"{STAGE} ({cfg.method})", unit="trial", disable=not progress)
-    try:
-        for k in range(n_folds):
-            d_m, d_a = sample.subset(splits[k][0]).to(device), sample.subset(splits[k][1]).to(device)
-            name = study_name(STAGE, shash, fingerprint, f"fold{k}")
-            fold_run = stage_run.child(f"fold{k}", key_tag=FOLD_TAG, key=str(k), tags={**tags, "optuna.study": name})
-            prior = prior_study(storage, STAGE, shash, fingerprint, f"fold{k}")
-            study, n_warm = _open_study(storage, name, cfg, k, maximize, prior)
-            warm += n_warm
-            studies.append(study)
-            done = len(completed(study))
-            bar.update(min(done, n_trials))
-            if cfg.method == "faa":
-                task = faa_task(fingerprint, k, d_m, d_a, cfg, device=device, cache=cache, progress=progress)
-                fold_run.log_metrics({"child_clean_accuracy": task.clean_accuracy or 0.0,
-                                      "child_train_seconds": task.child_seconds})
-            else:
-                task = randaugment_task(d_m, d_a, cfg, device=device)
-            tasks.append(task)
-            _optimise(study, task, fold_run, k, max(0, n_trials - done), bar, tags, log_every)
-            ranked = sorted(completed(study), key=lambda t: t.value or 0.0, reverse=maximize)
-            picked.extend(task.to_policy(t.params) for t in ranked[: cfg.top_n if cfg.method == "faa" else 1])
-            fold_run.log_metrics({"best_score": ranked[0].value or 0.0, "trials": len(ranked)})
-            fold_run.finish()
-    finally:
-        bar.close()
-    policy = picked[0] if cfg.method == "randaugment" else merge_policies(picked)
-    cleans = [t.clean_accuracy for t in tasks if t.clean_accuracy is not None]
+    method = METHODS[cfg.method](cfg, sample, fingerprint, device=device, cache=cache, progress=progress)
+    runner = StudyRunner(method, storage, fingerprint, stage_run, warm_start=cfg.warm_start, progress=progress,
+                         log_every=log_every)
+    outcome = runner.run()
+    policy: Policy = outcome.result
+    parts = [o.prepared.metrics for o in outcome.parts]
+    cleans = [m["child_clean_accuracy"] for m in parts if "child_clean_accuracy" in m]
     summary = {
         "method": cfg.method,
         "fingerprint": fingerprint,
-        "space_hash": shash,
-        "folds": n_folds,
-        "trials": sum(len(completed(s)) for s in studies),
-        "warm_started_trials": warm,
+        "space_hash": runner.space_hash,
+        "folds": len(outcome.parts),
+        "trials": outcome.trials,
+        "warm_started_trials": outcome.warm_started,
         "sub_policies": len(policy),
-        "best_score_mean": sum(s.best_value for s in studies) / len(studies),
+        "best_score_mean": sum(s.best_value for s in outcome.studies) / len(outcome.studies),
         "child_clean_accuracy_mean": sum(cleans) / len(cleans) if cleans else None,
-        "child_train_seconds": sum(t.child_seconds for t in tasks),
-        "wall_seconds": time.perf_counter() - t_start,
+        "child_train_seconds": sum(m.get("child_train_seconds", 0.0) for m in parts),
+        "wall_seconds": outcome.wall_seconds,
     }
     metadata = {**policy.metadata, "stage": STAGE, "method": cfg.method, "fingerprint": fingerprint,
-                "studies": [s.study_name for s in studies]}
-    return SearchResult(policy=Policy(policy.sub_policies, metadata=metadata),
-                        studies=[s.study_name for s in studies], summary=summary, fold_studies=studies)
-
-
-def _optimise(study: optuna.Study, task: FoldTask, fold_run: RunLogger, k: int, n_trials: int, bar: tqdm,
-              tags: dict[str, str], log_every: int) -> None:
-    """Run ``n_trials`` more trials; finished trials reach MLflow every ``log_every`` and on exit."""
-    since_sync = 0
-
-    def on_trial(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-        nonlocal since_sync
-        bar.update()
-        bar.set_postfix(best=f"{study.best_value:.4f}")
-        since_sync += 1
-        if since_sync >= log_every:
-            _sync_trials(study, fold_run, k, task.to_policy, tags)
-            since_sync = 0
-
-    try:
-        if n_trials:
-            study.optimize(task.objective, n_trials=n_trials, callbacks=[on_trial])
-    finally:
-        _sync_trials(study, fold_run, k, task.to_policy, tags)
+                "studies": outcome.study_names}
+    return SearchResult(Policy(policy.sub_policies, metadata=metadata), summary, outcome)

@@ -7,10 +7,10 @@ hash by re-evaluating that study's best configurations first (``enqueue_trial``)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -18,12 +18,13 @@ from optuna.trial import TrialState
 
 from pipeline.errors import ConfigError, first_line
 from pipeline.files import ensure_sqlite_dir
+from pipeline.hashing import json_digest
 
 
 def space_hash(space: Any) -> str:
-    """A short, order-independent hash of a JSON-serialisable search-space description."""
-    text = json.dumps(space, sort_keys=True, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
+    """A short, order-independent hash of a JSON-serialisable search-space description
+    (8 hex characters: part of every study name, so its size is part of the format)."""
+    return json_digest(space, size=4)
 
 
 def study_name(stage: str, space: str, fingerprint: str, part: str | None = None) -> str:
@@ -93,19 +94,51 @@ def prior_study(storage: optuna.storages.BaseStorage, stage: str, space: str, fi
     return optuna.load_study(study_name=max(candidates)[1], storage=storage)
 
 
-def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int, maximize: bool = True) -> int:
+def _dominates(a: Sequence[float], b: Sequence[float], signs: Sequence[int]) -> bool:
+    """``a`` is at least as good as ``b`` everywhere and better somewhere (``signs``: +1 maximise)."""
+    better = False
+    for x, y, sign in zip(a, b, signs, strict=True):
+        if sign * x < sign * y:
+            return False
+        better |= sign * x > sign * y
+    return better
+
+
+def rank_trials(trials: Sequence[optuna.trial.FrozenTrial],
+                directions: Sequence[optuna.study.StudyDirection]) -> list[optuna.trial.FrozenTrial]:
+    """Finished trials, best first.
+
+    One objective: by value (stable: ties keep trial order). Several: by Pareto front (the
+    non-dominated trials first, then those only they dominate, ...), then by the first
+    objective within a front. Multi-objective trials have no single ``value`` to sort by.
+    """
+    signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in directions]
+    scored = [t for t in trials if t.values is not None]
+    if len(signs) == 1:
+        return sorted(scored, key=lambda t: t.values[0], reverse=signs[0] > 0)
+    ranked: list[optuna.trial.FrozenTrial] = []
+    remaining = list(scored)
+    while remaining:
+        front = [t for t in remaining
+                 if not any(_dominates(o.values, t.values, signs) for o in remaining if o is not t)]
+        front.sort(key=lambda t: signs[0] * t.values[0], reverse=True)
+        ranked.extend(front)
+        remaining = [t for t in remaining if all(t is not f for f in front)]
+    return ranked
+
+
+def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int) -> int:
     """Enqueue the ``top_k`` best configurations of ``prior``; returns how many were enqueued.
 
-    Only done once per study (a study that already has trials was warm-started or has its own
-    history), so a resumed stage does not enqueue them again.
+    Works for any number of objectives (``rank_trials``). Only done once per study (a study
+    that already has trials was warm-started or has its own history), so a resumed stage does
+    not enqueue them again.
     """
     if study.get_trials(deepcopy=False):
         return 0
-    trials = [t for t in completed(prior) if t.value is not None]
-    trials.sort(key=lambda t: t.value if t.value is not None else 0.0, reverse=maximize)
     seen: set[str] = set()
     n = 0
-    for t in trials:
+    for t in rank_trials(completed(prior), prior.directions):
         key = json.dumps(t.params, sort_keys=True)
         if key in seen:
             continue

@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.data import ImageSet, fingerprint, read_manifest, stable_sample, write_sample
+from pipeline.data import (
+    ImageSet,
+    fingerprint,
+    holdout_split,
+    read_manifest,
+    stable_sample,
+    write_sample,
+)
 from pipeline.data.sample import class_quotas
 from pipeline.errors import DataError
 
@@ -72,3 +79,25 @@ def test_write_sample_manifest_round_trip(tmp_path: Path) -> None:
     loaded = ImageSet.load(tmp_path / "s" / "images.pt")
     assert loaded.ids == sample.ids and torch.equal(loaded.images, sample.images)
     assert manifest["fingerprint"] == fingerprint(loaded)
+
+
+def test_holdout_split_is_stratified_outside_the_sample_and_stable() -> None:
+    pool = _pool([300, 300, 300])
+    sample = stable_sample(pool, 300)
+    holdout = holdout_split(pool, sample, 150, seed=1)
+    assert len(holdout) == 150 and set(holdout.class_counts().values()) == {50}
+    assert not set(holdout.ids) & set(sample.ids)
+    assert holdout_split(pool, set(sample.ids), 150, seed=1).ids == holdout.ids  # ids or the set itself
+    shuffled = pool.subset(torch.randperm(len(pool), generator=torch.Generator().manual_seed(1)))
+    assert set(holdout_split(shuffled, sample, 150, seed=1).ids) == set(holdout.ids)  # content, not position
+    assert set(holdout_split(pool, sample, 150, seed=2).ids) != set(holdout.ids)
+
+
+def test_holdout_split_takes_what_is_left_when_asked_for_more() -> None:
+    pool = _pool([30, 30])
+    sample = stable_sample(pool, 40)
+    assert sorted(holdout_split(pool, sample, 1000, seed=1).ids) == sorted(set(pool.ids) - set(sample.ids))
+    assert len(holdout_split(pool, pool, 10, seed=1)) == 0
+    assert len(holdout_split(pool, sample, 0, seed=1)) == 0
+    with pytest.raises(DataError, match="holdout size"):
+        holdout_split(pool, sample, -1, seed=1)

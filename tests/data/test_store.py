@@ -72,3 +72,17 @@ def test_orphan_shards_from_an_interrupted_ingest_are_removed(tmp_path: Path) ->
 def test_missing_store_has_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="autoaug ingest"):
         RawStore(tmp_path / "nothing").split("train")
+
+
+def test_content_hash_names_the_content_and_reads_stores_written_before_it_had_that_name(tmp_path: Path) -> None:
+    store = RawStore(tmp_path / "raw")
+    store.ingest(str(write_tree(tmp_path / "a", 2, seed=0)))
+    first = store.content_hash()
+    assert json.loads(store.index_path.read_text())["content_hash"] == first
+    # A store written before the rename recorded the same value as "fingerprint".
+    index = json.loads(store.index_path.read_text())
+    index["fingerprint"] = index.pop("content_hash")
+    store.index_path.write_text(json.dumps(index))
+    assert store.content_hash() == first
+    store.ingest(str(write_tree(tmp_path / "b", 1, seed=9)))
+    assert store.content_hash() != first

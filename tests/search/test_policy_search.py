@@ -15,10 +15,10 @@ from pipeline.search.folds import stratified_splits
 from pipeline.search.policy import (
     merge_policies,
     policy_from_params,
-    randaugment_policy,
     suggest_policy,
+    uniform_policy,
 )
-from pipeline.search.policy_stage import search_policy_stage
+from pipeline.stages.search_policy import search_policy_stage
 from pipeline.tracking import Tracker
 
 from .conftest import tiny_sample
@@ -51,8 +51,8 @@ def test_merge_drops_duplicate_sub_policies() -> None:
     assert [sp.ops[0].op for sp in merged.sub_policies] == ["Invert", "Rotate", "Color"]
 
 
-def test_randaugment_policy_enumerates_every_sequence() -> None:
-    policy = randaugment_policy(2, 0.5, ["Invert", "Rotate", "Color", "Identity"])
+def test_uniform_policy_enumerates_every_sequence() -> None:
+    policy = uniform_policy(2, 0.5, ["Invert", "Rotate", "Color", "Identity"])
     assert len(policy) == 9
     assert all(c.probability == 1.0 and c.magnitude == 0.5 for sp in policy.sub_policies for c in sp.ops)
 

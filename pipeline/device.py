@@ -1,0 +1,99 @@
+"""Where a computation runs and in what precision: the rules, defined once.
+
+Every stage, benchmark and the trainer ask here instead of testing ``torch.cuda.is_available()``
+themselves, so a new rule (another accelerator, a precision fallback) is one edit.
+
+- ``pick_device``: an explicit choice, else CUDA when there is one, else the CPU.
+- ``model_device``: for training, an explicit choice, else where the model already is when that
+  is an accelerator (a caller that moved it there meant it), else ``pick_device()``.
+- ``parameter_device``: where a model's parameters are; ``evaluate`` measures a model there
+  and never moves it to another device behind its caller's back.
+- ``autocast_dtype`` / ``autocast``: the mixed precision a ``precision`` setting means on a
+  device (bf16 on a CPU only where it runs natively).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "autocast",
+    "autocast_dtype",
+    "cpu_has_fast_bf16",
+    "model_device",
+    "parameter_device",
+    "pick_device",
+]
+
+
+def pick_device(preferred: str | torch.device | None = None) -> torch.device:
+    """``preferred`` when given, else CUDA when available, else the CPU."""
+    if preferred is not None:
+        return torch.device(preferred)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def parameter_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (the CPU for a model without parameters)."""
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def model_device(model: nn.Module, preferred: str | torch.device | None = None) -> torch.device:
+    """Where to train ``model``: ``preferred``, else its own device if that is not the CPU,
+    else ``pick_device()``. A freshly built model sits on the CPU, so by default it trains on
+    the GPU when there is one."""
+    if preferred is not None:
+        return torch.device(preferred)
+    here = parameter_device(model)
+    return here if here.type != "cpu" else pick_device()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16, AMX).
+
+    Without it PyTorch falls back to reference bf16 kernels: on an AVX2-only CPU an
+    airbench step under bf16 autocast runs ~16x slower than in fp32 (BENCHMARKS.md).
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+_warned_slow_bf16 = False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``train``/``evaluate`` use for ``precision`` on ``device``, or None for
+    plain fp32."""
+    global _warned_slow_bf16
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        if device.type == "cpu" and not _warned_slow_bf16 and not cpu_has_fast_bf16():
+            _warned_slow_bf16 = True
+            warnings.warn(
+                "precision=bf16 on a CPU without native bf16 (no AVX-512 BF16 / AMX): PyTorch "
+                "falls back to slow reference kernels; precision=auto picks fp32 here",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":  # auto
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` to ``dtype`` on ``device``; a no-op for ``dtype=None`` (fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)

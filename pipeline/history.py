@@ -1,0 +1,81 @@
+"""`autoaug history`: one line per data version, from what the pipeline recorded in MLflow.
+
+Every stage run is tagged with the sample fingerprint (the data version), so the runs of one
+data version line up across the stage experiments without any extra bookkeeping: the policy
+search's score, the model search's Pareto size, the retrain's test accuracy and size of the
+training set, and whether publish promoted it. The newest run of each stage per fingerprint
+is the one shown (a re-run after a params change replaces the earlier one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.tracking import Tracker
+
+FINGERPRINT = "autoaug.fingerprint"
+STAGES = ("search_policy", "search_model", "retrain", "publish")
+
+
+@dataclass
+class DataVersion:
+    fingerprint: str
+    started: float = 0.0  # ms since the epoch, of the first stage run
+    runs: dict[str, Any] = field(default_factory=dict)  # stage -> newest top-level run
+
+    def metric(self, stage: str, key: str) -> float | None:
+        run = self.runs.get(stage)
+        return run.data.metrics.get(key) if run is not None else None
+
+    def tag(self, stage: str, key: str) -> str | None:
+        run = self.runs.get(stage)
+        return run.data.tags.get(key) if run is not None else None
+
+    def row(self) -> dict[str, str]:
+        def num(value: float | None, fmt: str) -> str:
+            return "-" if value is None else format(value, fmt)
+
+        champion = self.tag("publish", "autoaug.champion")
+        return {
+            "date": datetime.fromtimestamp(self.started / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+            "fingerprint": self.fingerprint,
+            "train images": num(self.metric("retrain", "train_images"), ".0f"),
+            "policy score": num(self.metric("search_policy", "best_score_mean"), ".4f"),
+            "warm trials": num(self.metric("search_policy", "warm_started_trials"), ".0f"),
+            "pareto": num(self.metric("search_model", "pareto_size"), ".0f"),
+            "test acc": num(self.metric("retrain", "test_accuracy"), ".4f"),
+            "champion": {"True": "yes", "False": "no"}.get(champion or "", "-"),
+            "runs": " ".join(f"{stage}={run.info.run_id[:8]}" for stage, run in self.runs.items()),
+        }
+
+
+def data_versions(tracker: Tracker) -> list[DataVersion]:
+    """Every data version the tracking store knows, oldest first."""
+    versions: dict[str, DataVersion] = {}
+    for stage in STAGES:
+        exp = tracker.client.get_experiment_by_name(f"{tracker.prefix}-{stage}")
+        if exp is None:
+            continue
+        runs = tracker.client.search_runs([exp.experiment_id], max_results=5000,
+                                          order_by=["attributes.start_time ASC"])
+        for run in runs:
+            fp = run.data.tags.get(FINGERPRINT)
+            if not fp or "mlflow.parentRunId" in run.data.tags:
+                continue
+            version = versions.setdefault(fp, DataVersion(fp, started=run.info.start_time))
+            version.started = min(version.started, run.info.start_time)
+            version.runs[stage] = run  # ascending order: the newest wins
+    return sorted(versions.values(), key=lambda v: v.started)
+
+
+def format_table(rows: list[dict[str, str]]) -> str:
+    """Columns padded to their widest cell; the last column (run ids) left ragged."""
+    if not rows:
+        return "no data versions recorded yet: run `dvc repro` first"
+    keys = list(rows[0])
+    widths = {k: max(len(k), *(len(r[k]) for r in rows)) for k in keys[:-1]}
+    lines = ["  ".join(k.ljust(widths[k]) for k in keys[:-1]) + "  " + keys[-1]]
+    lines += ["  ".join(r[k].ljust(widths[k]) for k in keys[:-1]) + "  " + r[keys[-1]] for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,293 @@
+"""Multi-objective architecture search over the 7-block space, as a SearchMethod.
+
+A trial samples a configuration from ``pipeline.models.SPACE`` (every field categorical, so
+the space is static and TPE / NSGA-II model it directly), builds it, and, when it fits the
+parameter (and MACs) budget, trains it on the search split of the sample with the found
+policy for a short schedule and scores it on the validation split. Objectives: maximise
+validation accuracy, minimise parameters (and optionally MACs).
+
+Budgets are Optuna constraints, not score penalties: the objective records each budget's
+violation (``value - limit``; <= 0 is feasible) with ``Trial.set_constraint`` (Optuna 5's
+mechanism; TPE and NSGA-II read it), and an over-budget candidate is never trained (its
+accuracy is recorded as 0 and it is excluded from every ranking).
+
+The search split reuses the policy search's first fold (same held-out share and seed), so
+both searches see the same D_M / D_A partition of the sample.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+
+from pipeline.augment import BatchTransform
+from pipeline.config import ChooseConfig, ModelSearchConfig
+from pipeline.data import ImageSet, stable_sample
+from pipeline.errors import AutoaugError
+from pipeline.files import atomic_path
+from pipeline.hashing import json_digest
+from pipeline.models import (
+    SPACE,
+    build_model,
+    count_macs,
+    count_params,
+    suggest_config,
+    validate_config,
+)
+from pipeline.search.folds import stratified_splits
+from pipeline.search.runner import PreparedPart
+from pipeline.search.studies import rank_trials
+from pipeline.train import EpochMetrics, evaluate, train
+
+STAGE = "search_model"
+OBJECTIVES: dict[str, Literal["minimize", "maximize"]] = {"accuracy": "maximize", "params": "minimize",
+                                                          "macs": "minimize"}
+
+
+class NoFeasibleTrialError(AutoaugError):
+    """Every trial broke the parameter / MACs budget."""
+
+
+def feasible(trial: FrozenTrial) -> bool:
+    """Within every budget (what ``Trial.set_constraint`` recorded; none recorded = feasible)."""
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def config_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's parameters (``block3.kernel`` ...) read back as a validated configuration."""
+    cfg = {
+        "stem": {k: params[f"stem.{k}"] for k in SPACE["stem"]},
+        "blocks": [{k: params[f"block{i}.{k}"] for k in b} for i, b in enumerate(SPACE["blocks"])],
+        "head": {k: params[f"head.{k}"] for k in SPACE["head"]},
+    }
+    return validate_config(cfg)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A scored model: a search-space configuration or a reference baseline's name."""
+
+    config: dict[str, Any] | str
+    accuracy: float
+    params: int
+    macs: int
+    trial: int | None = None
+    train_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config, "accuracy": self.accuracy, "params": self.params, "macs": self.macs,
+                "trial": self.trial, "train_seconds": self.train_seconds}
+
+    @classmethod
+    def from_trial(cls, trial: FrozenTrial) -> Candidate:
+        attrs = trial.user_attrs
+        return cls(config_from_params(trial.params), float(attrs["accuracy"]), int(attrs["params"]),
+                   int(attrs["macs"]), trial.number, float(attrs.get("train_seconds", 0.0)))
+
+
+def choose(front: Sequence[Candidate], rule: ChooseConfig, references: Mapping[str, Candidate]) -> Candidate:
+    """The configuration a team asked for, from the feasible Pareto front.
+
+    most_accurate      the highest validation accuracy
+    smallest_within    the fewest parameters within ``within_points`` accuracy points of the
+                       best found (or of ``reference``: "as good as MobileNetV2 but smaller")
+    under_budget       the most accurate with at most ``budget_params`` parameters
+    """
+    if not front:
+        raise NoFeasibleTrialError("search_model: no feasible trial to choose from")
+    best = max(front, key=lambda c: (c.accuracy, -c.params))
+    if rule.rule == "most_accurate":
+        return best
+    if rule.rule == "smallest_within":
+        anchor = best.accuracy
+        if rule.reference is not None:
+            if rule.reference not in references:
+                raise AutoaugError(f"model_search.choose.reference = {rule.reference!r} is not among the "
+                                   f"trained references {sorted(references)}")
+            anchor = references[rule.reference].accuracy
+        close = [c for c in front if c.accuracy >= anchor - rule.within_points / 100]
+        return min(close, key=lambda c: (c.params, -c.accuracy)) if close else best
+    small = [c for c in front if rule.budget_params is not None and c.params <= rule.budget_params]
+    if not small:
+        raise NoFeasibleTrialError(
+            f"model_search.choose.budget_params = {rule.budget_params}: no Pareto member is that small "
+            f"(smallest: {min(c.params for c in front)} parameters); raise the budget or run more trials")
+    return max(small, key=lambda c: (c.accuracy, -c.params))
+
+
+class ModelSearch:
+    """The architecture search as a SearchMethod (one study, trials nested under the stage run)."""
+
+    stage = STAGE
+    label = "multi-objective"
+
+    def __init__(self, cfg: ModelSearchConfig, sample: ImageSet, *, policy: BatchTransform | None,
+                 device: torch.device, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.policy = policy
+        self.device = device
+        self.progress = progress
+        self.train_set, self.val_set = self.split(sample, cfg)
+
+    # ------------------------------------------------------------------ data
+
+    @staticmethod
+    def split(sample: ImageSet, cfg: ModelSearchConfig) -> tuple[ImageSet, ImageSet]:
+        """The policy search's first fold (D_M for training, D_A for validation), each cut to
+        the configured size by the same stable content-hash sampler as the sample itself."""
+        d_m, d_a = stratified_splits(sample, 2, cfg.held_out, cfg.seed)[0]
+        train_set, val_set = sample.subset(d_m), sample.subset(d_a)
+        if cfg.train_images < len(train_set):
+            train_set = stable_sample(train_set, cfg.train_images, cfg.seed)
+        if cfg.val_images < len(val_set):
+            val_set = stable_sample(val_set, cfg.val_images, cfg.seed)
+        return train_set, val_set
+
+    # ------------------------------------------------------------------ SearchMethod
+
+    @property
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
+        return [OBJECTIVES[o] for o in self.cfg.objectives]
+
+    @property
+    def objective_names(self) -> list[str]:
+        return list(self.cfg.objectives)
+
+    @property
+    def trials_per_part(self) -> int:
+        return self.cfg.trials
+
+    def space(self) -> dict[str, Any]:
+        return self.space_of(self.cfg)
+
+    @staticmethod
+    def space_of(cfg: ModelSearchConfig) -> dict[str, Any]:
+        """Everything that changes what a trial's values mean (budgets included: a trial's
+        feasibility is part of its record)."""
+        return {"space": SPACE, "objectives": cfg.objectives, "recipe": cfg.recipe.model_dump(),
+                "train_images": cfg.train_images, "val_images": cfg.val_images, "held_out": cfg.held_out,
+                "max_params": cfg.max_params, "max_macs": cfg.max_macs, "augment": cfg.augment}
+
+    def parts(self) -> list[str | None]:
+        return [None]
+
+    def sampler(self, part: int, salt: int = 0) -> optuna.samplers.BaseSampler:
+        seed = self.cfg.seed + salt
+        if self.cfg.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, self.cfg.startup_trials))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.cfg.startup_trials,
+                                          multivariate=True)
+
+    def decode(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return config_from_params(params)
+
+    def trial_params(self, part: int, trial: FrozenTrial) -> dict[str, Any]:
+        return dict(trial.params)
+
+    def counts(self, trial: FrozenTrial) -> bool:
+        """Only trained candidates use up ``trials``: an over-budget one costs a model build."""
+        return feasible(trial)
+
+    def trial_artifacts(self, trial: FrozenTrial) -> dict[str, Mapping[str, Any]]:
+        return {"config.json": self.decode(trial.params)}
+
+    def prepare(self, part: int) -> PreparedPart:
+        return PreparedPart(self.objective)
+
+    def objective(self, trial: optuna.Trial) -> tuple[float, ...]:
+        config = suggest_config(trial)
+        model = build_model(config, num_classes=len(self.train_set.classes), seed=self.cfg.seed + trial.number)
+        params = count_params(model)
+        violation = {"params": params - self.cfg.max_params if self.cfg.max_params else 0.0}
+        # Counting MACs runs the model (~1 s): skip it for a candidate the parameter budget
+        # already rules out, unless MACs are an objective.
+        need_macs = violation["params"] <= 0 or "macs" in self.cfg.objectives or self.cfg.max_macs
+        macs = count_macs(model) if need_macs else -1
+        if self.cfg.max_macs:
+            violation["macs"] = macs - self.cfg.max_macs
+        for key, value in violation.items():
+            trial.set_constraint(key, value)
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("macs", macs)
+        accuracy = 0.0
+        if all(v <= 0 for v in violation.values()):
+            accuracy, seconds, curve = self.fit(model, seed=self.cfg.seed + trial.number)
+            trial.set_user_attr("train_seconds", seconds)
+            trial.set_user_attr("curve.val_accuracy", curve)
+        else:
+            trial.set_user_attr("skipped", "over budget: not trained")
+        trial.set_user_attr("accuracy", accuracy)
+        values = {"accuracy": accuracy, "params": float(params), "macs": float(macs)}
+        return tuple(values[o] for o in self.cfg.objectives)
+
+    def fit(self, model: torch.nn.Module, seed: int) -> tuple[float, float, list[float]]:
+        """Train on the search split, score on the validation split: (accuracy, seconds, curve)."""
+        curve: list[float] = []
+
+        def record(m: EpochMetrics) -> None:
+            if m.eval_accuracy is not None:
+                curve.append(m.eval_accuracy)
+
+        t0 = time.perf_counter()
+        result = train(model, self.train_set, self.cfg.recipe, augment=self.policy if self.cfg.augment == "policy"
+                       else None, eval_set=self.val_set, device=self.device, seed=seed, callback=record,
+                       progress=False)
+        seconds = time.perf_counter() - t0
+        accuracy = result.eval.accuracy if result.eval is not None else evaluate(model, self.val_set).accuracy
+        return accuracy, seconds, curve
+
+    def combine(self, ranked: list[list[FrozenTrial]], prepared: list[PreparedPart]) -> list[Candidate]:
+        """The feasible Pareto front, most accurate first."""
+        trials = [t for t in ranked[0] if feasible(t)]
+        if not trials:
+            raise NoFeasibleTrialError(
+                f"search_model: none of {len(ranked[0])} trials fits the budget (max_params = "
+                f"{self.cfg.max_params}, max_macs = {self.cfg.max_macs}); raise model_search.max_params")
+        directions = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
+                      for d in self.directions]
+        front = pareto_front(trials, directions)
+        return [Candidate.from_trial(t) for t in front]
+
+    # ------------------------------------------------------------------ references
+
+    def reference(self, name: str, cache: Path | None, fingerprint: str) -> Candidate:
+        """A reference network trained and scored exactly like a candidate (cached by data and
+        recipe, so a re-run or a changed budget does not retrain it)."""
+        key = json_digest([STAGE, name, fingerprint, self.cfg.recipe.model_dump(), self.cfg.train_images,
+                           self.cfg.val_images, self.cfg.held_out, self.cfg.seed, self.cfg.augment])
+        path = cache / f"reference-{name}-{key}.json" if cache else None
+        if path is not None and path.exists():
+            import json
+
+            data = json.loads(path.read_text())
+            return Candidate(name, data["accuracy"], data["params"], data["macs"], None, data["train_seconds"])
+        model = build_model(name, num_classes=len(self.train_set.classes), seed=self.cfg.seed)
+        params, macs = count_params(model), count_macs(model)
+        accuracy, seconds, _ = self.fit(model, seed=self.cfg.seed)
+        found = Candidate(name, accuracy, params, macs, None, seconds)
+        if path is not None:
+            import json
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(found.to_dict()))
+        return found
+
+
+def pareto_front(trials: Sequence[FrozenTrial], directions: Sequence[optuna.study.StudyDirection]) -> list[FrozenTrial]:
+    """The non-dominated trials (the first front of ``rank_trials``), most accurate first."""
+    ranked = rank_trials(trials, directions)
+    signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in directions]
+
+    def dominated(t: FrozenTrial) -> bool:
+        return any(all(s * o <= s * v for s, o, v in zip(signs, t.values, other.values, strict=True))
+                   and other.values != t.values for other in ranked)
+
+    return [t for t in ranked if not dominated(t)]

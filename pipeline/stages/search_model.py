@@ -1,0 +1,75 @@
+"""The `search_model` stage: multi-objective architecture search on the sample with the found
+policy; writes pareto.json, chosen.json, the Pareto plot and a metrics file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Params
+from pipeline.device import pick_device
+from pipeline.files import write_text_atomic
+from pipeline.report import figures, plot_history, plot_pareto, save
+from pipeline.search.model import STAGE, Candidate, ModelSearch, choose
+from pipeline.search.runner import StudyRunner
+from pipeline.search.studies import space_hash, study_name
+from pipeline.stages.common import open_inputs, read_policy
+
+
+def search_model_stage(params: Params, sample_dir: str | os.PathLike[str], policy_path: str | os.PathLike[str],
+                       out_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = ".autoaug/cache",
+                       progress: bool = True) -> dict[str, Any]:
+    """Run the stage; returns the summary written to ``out_dir/metrics.json``."""
+    cfg = params.model_search
+    policy = read_policy(policy_path) if cfg.augment == "policy" else None
+    inputs = open_inputs(params, sample_dir)
+    fingerprint = inputs.fingerprint
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device()
+    identity = study_name(STAGE, space_hash(ModelSearch.space_of(cfg)), fingerprint)
+    policy_note = (policy.metadata.get("studies") if policy is not None else None) or []
+    tags = {"autoaug.fingerprint": fingerprint, "optuna.study": identity, "autoaug.device": device.type,
+            "autoaug.policy_studies": ",".join(policy_note)}
+    with inputs.tracker.stage_run(STAGE, resume_key=identity, tags=tags,
+                                  params={"model_search": cfg.model_dump(), "sample_size": len(inputs.sample)}) as run:
+        if run.resumed:
+            print(f"{STAGE}: resuming MLflow run {run.run_id} and its study")
+        method = ModelSearch(cfg, inputs.sample, policy=policy, device=device, progress=progress)
+        runner = StudyRunner(method, inputs.storage, fingerprint, run, warm_start=cfg.warm_start,
+                             progress=progress, log_every=1)
+        cache = Path(cache_dir) / STAGE if cache_dir else None
+        outcome = runner.run()  # first: an impossible budget fails before any reference trains
+        references = {name: method.reference(name, cache, fingerprint) for name in cfg.references}
+        front: list[Candidate] = outcome.result
+        picks = {rule.name: choose(front, rule, references) for rule in cfg.rules()}
+        chosen = picks[cfg.choose.name]
+        pareto = {"fingerprint": fingerprint, "study": outcome.study_names[0], "objectives": cfg.objectives,
+                  "max_params": cfg.max_params, "max_macs": cfg.max_macs,
+                  "front": [c.to_dict() for c in front],
+                  "references": {n: c.to_dict() for n, c in references.items()},
+                  "picks": {n: c.trial for n, c in picks.items()}}
+        chosen_doc = {**chosen.to_dict(), "rule": cfg.choose.model_dump(), "fingerprint": fingerprint,
+                      "study": outcome.study_names[0], "mlflow_run_id": run.run_id}
+        summary = {"fingerprint": fingerprint, "trials": outcome.trials, "trained_trials": runner.counted(outcome.studies[0]),
+                   "warm_started_trials": outcome.warm_started,
+                   "pareto_size": len(front), "chosen_trial": chosen.trial, "chosen_accuracy": chosen.accuracy,
+                   "chosen_params": chosen.params, "chosen_macs": chosen.macs, "best_accuracy": front[0].accuracy,
+                   **{f"{n}_accuracy": c.accuracy for n, c in references.items()},
+                   **{f"{n}_params": c.params for n, c in references.items()},
+                   "wall_seconds": outcome.wall_seconds, "mlflow_run_id": run.run_id}
+        write_text_atomic(out / "pareto.json", json.dumps(pareto, indent=1) + "\n")
+        write_text_atomic(out / "chosen.json", json.dumps(chosen_doc, indent=1) + "\n")
+        write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2) + "\n")
+        with figures():
+            save(plot_pareto(outcome.studies[0], front, references, picks, cfg.objectives),
+                 out / "pareto.png", run, "plots/pareto.png")
+            save(plot_history(outcome.studies, ylabel="validation accuracy", title="model search: accuracy by trial",
+                              objective=0), None, run, "plots/optimization_history.png")
+        run.log_dict(pareto, "pareto.json")
+        run.log_dict(chosen_doc, "chosen.json")
+        run.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and v is not None})
+        run.set_tags({"autoaug.studies": ",".join(outcome.study_names), "autoaug.chosen_trial": chosen.trial})
+    return summary

@@ -1,0 +1,59 @@
+"""Dependencies as ``Annotated`` aliases: routes declare what they need, not how to get it.
+
+FastAPI solves a dependency once per request, so every route that asks for ``SnapshotDep``
+(directly or through ``PolicyDep`` / ``ModelDep`` / ``ChampionDep``) sees one read of
+current.json: the policy and the model of one request come from the same pointer file.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from pipeline.artifacts import ModelRecord, PolicyRecord
+from service.published import Champion, Published, Snapshot
+from service.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_published(request: Request) -> Published:
+    published: Published = request.app.state.published
+    return published
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PublishedDep = Annotated[Published, Depends(get_published)]
+
+
+def get_snapshot(published: PublishedDep) -> Snapshot:
+    return published.snapshot()
+
+
+SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
+
+
+def get_current_policy(snapshot: SnapshotDep) -> PolicyRecord:
+    """The current policy (503 when none is published)."""
+    return snapshot.require_policy()
+
+
+def get_current_model(snapshot: SnapshotDep) -> ModelRecord:
+    """The current model's record (503 when none is published)."""
+    return snapshot.require_model()
+
+
+PolicyDep = Annotated[PolicyRecord, Depends(get_current_policy)]
+ModelDep = Annotated[ModelRecord, Depends(get_current_model)]
+
+
+def get_champion(published: PublishedDep, record: ModelDep) -> Champion:
+    """The current model loaded for inference (cached across requests by version)."""
+    return published.champion(record)
+
+
+ChampionDep = Annotated[Champion, Depends(get_champion)]

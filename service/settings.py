@@ -1,0 +1,80 @@
+"""Service settings: keyword arguments (CLI options) > ``AUTOAUG_*`` environment variables > defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+
+MiB = 1 << 20
+
+
+class Settings(BaseSettings):
+    """What ``autoaug serve`` reads; every field is also ``AUTOAUG_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTOAUG_", extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", min_length=1, description="interface to listen on (0.0.0.0: all)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    published_dir: Path = Field(Path("published"), description="what the publish stage writes")
+    mlflow_ui_url: str | None = Field(
+        None, description="base URL of the MLflow UI, for links to runs (e.g. http://localhost:5000)"
+    )
+    device: str = Field("cpu", description="torch device for inference: cpu, cuda, cuda:N or auto")
+    max_files: int = Field(16, ge=1, le=1024, description="most images in one /predict request")
+    max_file_bytes: int = Field(8 * MiB, ge=1, description="largest accepted upload, per file")
+    max_image_pixels: int = Field(
+        4096 * 4096, ge=1, description="largest accepted image (width x height) before decoding"
+    )
+    log_level: str = Field("info", pattern="^(critical|error|warning|info|debug|trace)$")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", value):
+            raise ValueError(f"expected cpu, cuda, cuda:N, mps or auto, got {value!r}")
+        return value
+
+    @field_validator("mlflow_ui_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s):// URL, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Whole request body: every file at its limit plus room for the multipart framing."""
+        return self.max_files * self.max_file_bytes + MiB
+
+    def torch_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from ``overrides`` (None means: not given), the environment and the defaults.
+
+    A bad value raises ConfigError with one line naming the setting, its env var and the problem.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        source = "option" if name in given else f"AUTOAUG_{name.upper()}"
+        value = given.get(name, error.get("input"))
+        raise ConfigError(f"serve: {name} ({source}) = {value!r}: {error['msg']}") from None

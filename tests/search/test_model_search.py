@@ -1,0 +1,518 @@
+"""The multi-objective architecture search: choose(), the Pareto front, and the stage end to end.
+
+Stage runs are tiny (60 generated images, 10 to train on, 10 to validate, one epoch of one
+step). The sampler seed is fixed and ``startup_trials`` covers every candidate, so the
+candidates are the TPE sampler's seeded random draws: with seed 4 and a 500k-parameter budget
+the first four draws are 410k (trained), 1.9M and 905k (over budget, never trained) and 233k
+(trained). The assertions do not depend on that order; it only keeps the runs short.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+from optuna.distributions import CategoricalDistribution
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+import pipeline.search.model as model_search
+from pipeline.augment import Policy
+from pipeline.config import ChooseConfig, Params, parse_params
+from pipeline.data import write_sample
+from pipeline.errors import AutoaugError, DataError
+from pipeline.models import (
+    SPACE,
+    ModelConfigError,
+    build_model,
+    count_params,
+    suggest_config,
+    validate_config,
+)
+from pipeline.search.model import (
+    Candidate,
+    ModelSearch,
+    NoFeasibleTrialError,
+    choose,
+    config_from_params,
+    pareto_front,
+)
+from pipeline.search.studies import rank_trials
+from pipeline.stages.search_model import search_model_stage
+from pipeline.tracking import Tracker
+
+from .conftest import tiny_sample
+
+MAX = StudyDirection.MAXIMIZE
+MIN = StudyDirection.MINIMIZE
+TRIAL_TAG = "autoaug.trial"
+PARENT = "mlflow.parentRunId"
+
+TINY_SEARCH: dict[str, Any] = {
+    "trials": 2, "seed": 4, "startup_trials": 50, "train_images": 10, "val_images": 10,
+    "max_params": 500_000, "references": [], "warm_start": 2,
+    "recipe": {"epochs": 1, "batch_size": 16},
+}
+
+
+def search_params(tmp: Path, mlflow_uri: str, **model_search_overrides: Any) -> Params:
+    return parse_params({
+        "model_search": {**TINY_SEARCH, **model_search_overrides},
+        "tracking": {"mlflow_uri": mlflow_uri, "experiment_prefix": f"test-{uuid.uuid4().hex[:8]}",
+                     "optuna_storage": f"sqlite:///{tmp}/optuna.db"},
+    })
+
+
+def write_policy(path: Path) -> Path:
+    path.write_text(Policy([[("Rotate", 0.5, 0.3)], [("Invert", 0.2, 0.0), ("Color", 0.9, 0.6)]]).to_json())
+    return path
+
+
+def write_tiny_sample(path: Path, seed: int = 0) -> Path:
+    data = tiny_sample(seed=seed)
+    write_sample(data, path, seed=0, pool=data)
+    return path
+
+
+def stage_runs(params: Params) -> list[Any]:
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+    return tracker.client.search_runs([tracker.experiment_id("search_model")], max_results=1000)
+
+
+def the_study(params: Params, fingerprint: str) -> optuna.Study:
+    storage = optuna.storages.RDBStorage(params.tracking.optuna_storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage) if fingerprint in s.study_name]
+    assert len(names) == 1, names
+    return optuna.load_study(study_name=names[0], storage=storage)
+
+
+def finished(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(states=(TrialState.COMPLETE,))
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def no_training(*args: Any, **kwargs: Any) -> None:
+    pytest.fail("a model was trained")
+
+
+# ------------------------------------------------------------------ configurations
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_config_from_params_round_trips_suggest_config(seed: int) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    trial = study.ask()
+    suggested = suggest_config(trial)
+    assert config_from_params(trial.params) == suggested
+    assert validate_config(suggested) is suggested
+    assert len(trial.params) == len(SPACE["stem"]) + sum(len(b) for b in SPACE["blocks"]) + len(SPACE["head"])
+
+
+def test_config_from_params_rejects_values_outside_the_space() -> None:
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    suggest_config(trial)
+    params = {**trial.params, "block3.kernel": 4}
+    with pytest.raises(ModelConfigError, match="block 3: kernel 4"):
+        config_from_params(params)
+
+
+# ------------------------------------------------------------------ choose()
+
+
+FRONT = [
+    Candidate("a", accuracy=0.80, params=900_000, macs=9, trial=0),
+    Candidate("b", accuracy=0.795, params=400_000, macs=4, trial=1),
+    Candidate("c", accuracy=0.78, params=100_000, macs=1, trial=2),
+    Candidate("d", accuracy=0.70, params=20_000, macs=1, trial=3),
+]
+REFERENCES = {"mobilenetv2": Candidate("mobilenetv2", accuracy=0.76, params=2_200_000, macs=90)}
+
+
+@pytest.mark.parametrize(
+    "rule,expected",
+    [
+        (ChooseConfig(rule="most_accurate"), "a"),
+        # within 1 point of the best (0.80): a and b qualify; b is smaller
+        (ChooseConfig(rule="smallest_within", within_points=1.0), "b"),
+        # within 2.5 points of the best: c (0.78) joins
+        (ChooseConfig(rule="smallest_within", within_points=2.5), "c"),
+        # within 0 points: only the best itself
+        (ChooseConfig(rule="smallest_within", within_points=0.0), "a"),
+        # within 1 point of MobileNetV2 (0.76): a, b and c qualify (d at 0.70 does not)
+        (ChooseConfig(rule="smallest_within", within_points=1.0, reference="mobilenetv2"), "c"),
+        # within 7 points of MobileNetV2: d (0.70 >= 0.69) qualifies and is the smallest
+        (ChooseConfig(rule="smallest_within", within_points=7.0, reference="mobilenetv2"), "d"),
+        (ChooseConfig(rule="under_budget", budget_params=500_000), "b"),
+        (ChooseConfig(rule="under_budget", budget_params=100_000), "c"),  # the budget is inclusive
+        (ChooseConfig(rule="under_budget", budget_params=99_999), "d"),
+        (ChooseConfig(rule="under_budget", budget_params=10_000_000), "a"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else f"{v.rule}-{v.within_points}-{v.reference}-{v.budget_params}",
+)
+def test_choose_applies_each_rule(rule: ChooseConfig, expected: str) -> None:
+    assert choose(FRONT, rule, REFERENCES).config == expected
+    assert choose(list(reversed(FRONT)), rule, REFERENCES).config == expected  # order does not matter
+
+
+def test_most_accurate_breaks_ties_by_size() -> None:
+    tied = [Candidate("big", 0.8, 500, 1), Candidate("small", 0.8, 100, 1), Candidate("worse", 0.7, 10, 1)]
+    assert choose(tied, ChooseConfig(rule="most_accurate"), {}).config == "small"
+
+
+def test_under_budget_with_nothing_small_enough_says_how_small_the_front_gets() -> None:
+    with pytest.raises(NoFeasibleTrialError, match=r"budget_params = 10000.*smallest: 20000 parameters"):
+        choose(FRONT, ChooseConfig(rule="under_budget", budget_params=10_000), REFERENCES)
+
+
+def test_smallest_within_an_untrained_reference_is_a_user_error() -> None:
+    rule = ChooseConfig(rule="smallest_within", reference="resnet20")
+    with pytest.raises(AutoaugError, match="resnet20"):
+        choose(FRONT, rule, REFERENCES)
+
+
+@pytest.mark.parametrize("rule", [ChooseConfig(rule="most_accurate"), ChooseConfig(rule="smallest_within"),
+                                  ChooseConfig(rule="under_budget", budget_params=10**9)])
+def test_choose_from_an_empty_front_raises(rule: ChooseConfig) -> None:
+    with pytest.raises(NoFeasibleTrialError):
+        choose([], rule, REFERENCES)
+
+
+# ------------------------------------------------------------------ Pareto front and ranking
+
+
+def frozen(number: int, values: list[float], *, constraints: dict[str, float] | None = None,
+           seed: int | None = None) -> FrozenTrial:
+    """A finished trial; with ``seed``, its params are a real configuration (for combine())."""
+    if seed is None:
+        params: dict[str, Any] = {"x": number}
+        distributions: dict[str, Any] = {"x": CategoricalDistribution(list(range(100)))}
+        user_attrs: dict[str, Any] = {}
+    else:
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed)).ask()
+        suggest_config(trial)
+        params, distributions = trial.params, trial.distributions
+        user_attrs = {"accuracy": values[0], "params": int(values[1]), "macs": 1}
+    t = optuna.trial.create_trial(values=values, params=params, distributions=distributions,
+                                  user_attrs=user_attrs, constraints=constraints)
+    t.number = number
+    return t
+
+
+def test_pareto_front_excludes_dominated_trials_most_accurate_first() -> None:
+    trials = [
+        frozen(0, [0.70, 500]),
+        frozen(1, [0.80, 1000]),
+        frozen(2, [0.70, 2000]),  # dominated by 0 (same accuracy, bigger) and by 1
+        frozen(3, [0.60, 100]),
+        frozen(4, [0.55, 150]),  # dominated by 3
+    ]
+    front = pareto_front(trials, [MAX, MIN])
+    assert [t.number for t in front] == [1, 0, 3]
+    ranked = rank_trials(trials, [MAX, MIN])
+    assert [t.number for t in ranked][:3] == [1, 0, 3]
+    assert {t.number for t in ranked[3:]} == {2, 4}
+
+
+def test_pareto_front_keeps_equal_trials_and_handles_a_third_objective() -> None:
+    trials = [frozen(0, [0.8, 100, 50]), frozen(1, [0.8, 100, 50]), frozen(2, [0.8, 100, 40]),
+              frozen(3, [0.9, 300, 60])]
+    front = pareto_front(trials, [MAX, MIN, MIN])
+    assert [t.number for t in front] == [3, 2]  # 2 dominates 0 and 1 on MACs
+    assert [t.number for t in pareto_front(trials[:2], [MAX, MIN, MIN])] == [0, 1]
+
+
+def test_rank_trials_with_one_objective_sorts_by_value() -> None:
+    trials = [frozen(0, [0.5]), frozen(1, [0.9]), frozen(2, [0.7])]
+    assert [t.number for t in rank_trials(trials, [MAX])] == [1, 2, 0]
+    assert [t.number for t in rank_trials(trials, [MIN])] == [0, 2, 1]
+
+
+def test_combine_ignores_over_budget_trials_even_when_they_would_dominate() -> None:
+    cfg = parse_params({"model_search": TINY_SEARCH}).model_search
+    method = ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"))
+    trials = [
+        frozen(0, [0.6, 300_000], constraints={"params": -200_000}, seed=0),
+        frozen(1, [0.99, 1000], constraints={"params": 1.0}, seed=1),  # infeasible: must not count
+        frozen(2, [0.5, 400_000], constraints={"params": -100_000}, seed=2),  # dominated by 0
+        frozen(3, [0.7, 450_000], constraints={"params": -50_000}, seed=3),
+    ]
+    front = method.combine([rank_trials(trials, [MAX, MIN])], [])
+    assert [c.trial for c in front] == [3, 0]
+    assert front[0].config == config_from_params(trials[3].params)
+    with pytest.raises(NoFeasibleTrialError, match="max_params = 500000"):
+        method.combine([[trials[1]]], [])
+
+
+# ------------------------------------------------------------------ the stage, end to end
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> dict[str, Any]:
+    """One real stage run (shared: the warm-start test continues from its study)."""
+    tmp = tmp_path_factory.mktemp("model-search")
+    params = search_params(tmp, mlflow_uri, references=["resnet20"])
+    sample = write_tiny_sample(tmp / "sample", seed=0)
+    policy = write_policy(tmp / "policy.json")
+    summary = search_model_stage(params, sample, policy, tmp / "out", tmp / "cache", progress=False)
+    return {"tmp": tmp, "params": params, "policy": policy, "summary": summary, "out": tmp / "out"}
+
+
+def test_stage_writes_the_front_the_choice_and_the_plot(searched: dict[str, Any]) -> None:
+    out, params, summary = searched["out"], searched["params"], searched["summary"]
+    cfg = params.model_search
+    pareto = json.loads((out / "pareto.json").read_text())
+    chosen = json.loads((out / "chosen.json").read_text())
+    assert json.loads((out / "metrics.json").read_text()) == summary
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    front = pareto["front"]
+    assert front and len(front) == summary["pareto_size"]
+    assert all(c["params"] <= cfg.max_params for c in front)
+    accuracies = [c["accuracy"] for c in front]
+    assert accuracies == sorted(accuracies, reverse=True)
+    for c in front:  # every member is a real, buildable configuration of the stated size
+        assert count_params(build_model(validate_config(c["config"]), 3)) == c["params"]
+    for i, a in enumerate(front):  # and none dominates another
+        for b in front[i + 1:]:
+            assert not (a["accuracy"] >= b["accuracy"] and a["params"] <= b["params"]
+                        and (a["accuracy"], a["params"]) != (b["accuracy"], b["params"]))
+
+    assert chosen["trial"] in {c["trial"] for c in front}
+    assert validate_config(chosen["config"]) and chosen["rule"]["rule"] == cfg.choose.rule
+    assert chosen["fingerprint"] == summary["fingerprint"] == pareto["fingerprint"]
+    assert chosen["mlflow_run_id"] == summary["mlflow_run_id"]
+
+    ref = pareto["references"]["resnet20"]
+    assert ref["params"] == count_params(build_model("resnet20", 3)) == summary["resnet20_params"]
+    assert 0.0 <= ref["accuracy"] <= 1.0 and ref["train_seconds"] > 0
+
+    study = the_study(params, summary["fingerprint"])
+    trained = [t for t in finished(study) if is_feasible(t)]
+    skipped = [t for t in finished(study) if not is_feasible(t)]
+    assert len(trained) == cfg.trials  # over-budget candidates do not use up the budget
+    assert skipped, "the 500k budget should have rejected a candidate (seeded draws)"
+    for t in skipped:  # never trained: no curve, no training time, accuracy 0, over the budget
+        assert t.user_attrs["params"] > cfg.max_params and t.user_attrs["accuracy"] == 0.0
+        assert "curve.val_accuracy" not in t.user_attrs and "train_seconds" not in t.user_attrs
+    assert summary["trials"] == len(finished(study)) and summary["trained_trials"] == cfg.trials
+
+
+def test_stage_logs_one_nested_run_per_finished_trial(searched: dict[str, Any]) -> None:
+    params, summary = searched["params"], searched["summary"]
+    runs = stage_runs(params)
+    parents = [r for r in runs if PARENT not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].info.run_id == summary["mlflow_run_id"]
+    children = [r for r in runs if r.data.tags.get(PARENT) == parents[0].info.run_id]
+    study = the_study(params, summary["fingerprint"])
+    by_number = {t.number: t for t in finished(study)}
+    keys = [r.data.tags[TRIAL_TAG] for r in children]
+    assert sorted(keys) == sorted(str(n) for n in by_number)  # one run per finished trial, no more
+
+    client = MlflowClient(tracking_uri=params.tracking.mlflow_uri)
+    for run in children:
+        trial = by_number[int(run.data.tags[TRIAL_TAG])]
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["accuracy"] == pytest.approx(trial.values[0])
+        assert run.data.metrics["params"] == trial.user_attrs["params"]
+        assert run.data.params["block0.type"] == trial.params["block0.type"]
+        assert run.data.tags["optuna.study"] == study.study_name
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        if is_feasible(trial):
+            assert [m.step for m in history] == list(range(1, params.model_search.recipe.epochs + 1))
+            assert history[-1].value == pytest.approx(trial.user_attrs["accuracy"])
+        else:
+            assert history == []
+
+
+def test_an_impossible_budget_ends_quickly_without_training(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(model_search, "train", no_training)
+    # MACs do not matter here (no MACs budget); counting them costs ~1 s per candidate
+    monkeypatch.setattr(model_search, "count_macs", lambda model: 1)
+    params = search_params(tmp_path, mlflow_uri, trials=1, max_params=1000)
+    sample = write_tiny_sample(tmp_path / "sample")
+    with pytest.raises(NoFeasibleTrialError, match="max_params = 1000"):
+        search_model_stage(params, sample, write_policy(tmp_path / "policy.json"), tmp_path / "out", None,
+                           progress=False)
+    study = the_study(params, json.loads((sample / "manifest.json").read_text())["fingerprint"])
+    assert len(finished(study)) == model_search_cap() * params.model_search.trials
+    assert not any(is_feasible(t) for t in finished(study))
+    assert not (tmp_path / "out" / "chosen.json").exists()
+    assert [r.info.status for r in stage_runs(params) if PARENT not in r.data.tags] == ["FAILED"]
+
+
+def model_search_cap() -> int:
+    from pipeline.search.runner import MAX_UNCOUNTED_FACTOR
+
+    return MAX_UNCOUNTED_FACTOR
+
+
+def test_interrupted_search_resumes_without_duplicate_runs(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    params = search_params(tmp_path, mlflow_uri, trials=3, max_params=1_000_000)
+    sample = write_tiny_sample(tmp_path / "sample")
+    policy = write_policy(tmp_path / "policy.json")
+    real_train = model_search.train
+    calls = {"n": 0}
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:  # two candidates trained, then Ctrl-C during the third
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(model_search, "train", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        search_model_stage(params, sample, policy, tmp_path / "out", None, progress=False)
+    killed = [r for r in stage_runs(params) if PARENT not in r.data.tags]
+    assert [r.info.status for r in killed] == ["KILLED"]
+    fingerprint = json.loads((sample / "manifest.json").read_text())["fingerprint"]
+    before = finished(the_study(params, fingerprint))
+    assert sum(is_feasible(t) for t in before) == 2
+    logged = [r for r in stage_runs(params) if TRIAL_TAG in r.data.tags]
+    assert sorted(r.data.tags[TRIAL_TAG] for r in logged) == sorted(str(t.number) for t in before)
+
+    trained = {"n": 0}
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        trained["n"] += 1
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(model_search, "train", counting)
+    summary = search_model_stage(params, sample, policy, tmp_path / "out", None, progress=False)
+    assert trained["n"] == 1  # only the missing candidate
+    study = the_study(params, fingerprint)
+    after = finished(study)
+    assert sum(is_feasible(t) for t in after) == params.model_search.trials
+    assert summary["trials"] == len(after)
+    assert {t.number for t in before} <= {t.number for t in after}
+    runs = stage_runs(params)
+    parents = [r for r in runs if PARENT not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].info.run_id == killed[0].info.run_id  # the same stage run, resumed
+    keys = [r.data.tags[TRIAL_TAG] for r in runs if TRIAL_TAG in r.data.tags]
+    assert len(keys) == len(set(keys)) == len(after)
+
+
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        (None, "no policy file; run `dvc repro search_policy` first"),
+        ("{not json", "not a valid policy"),
+        ('{"version": 1, "sub_policies": [[{"op": "Blur", "probability": 0.5, "magnitude": 0.5}]]}',
+         "not a valid policy"),
+    ],
+    ids=["missing", "not-json", "unknown-op"],
+)
+def test_a_missing_or_malformed_policy_fails_in_one_line_before_any_work(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, content: str | None, fragment: str,
+) -> None:
+    monkeypatch.setattr(model_search, "train", no_training)
+    params = search_params(tmp_path, mlflow_uri)
+    policy = tmp_path / "policy.json"
+    if content is not None:
+        policy.write_text(content)
+    with pytest.raises(DataError, match="policy.json") as caught:
+        search_model_stage(params, write_tiny_sample(tmp_path / "sample"), policy, tmp_path / "out", None,
+                           progress=False)
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+    assert tracker.client.get_experiment_by_name(f"{params.tracking.experiment_prefix}-search_model") is None
+
+
+def test_new_data_warm_starts_from_the_prior_pareto_front(searched: dict[str, Any]) -> None:
+    tmp, params = searched["tmp"], searched["params"]
+    prior_front = json.loads((searched["out"] / "pareto.json").read_text())
+    prior = the_study(params, searched["summary"]["fingerprint"])
+    sample = write_tiny_sample(tmp / "sample2", seed=1)
+    summary = search_model_stage(params, sample, searched["policy"], tmp / "out2", tmp / "cache", progress=False)
+    assert summary["fingerprint"] != searched["summary"]["fingerprint"]
+    study = the_study(params, summary["fingerprint"])
+    assert len(study.directions) == 2  # a multi-objective study
+    assert study.user_attrs["warm_started_from"] == prior.study_name
+    warm = summary["warm_started_trials"]
+    assert warm == min(params.model_search.warm_start, len(finished(prior)))
+    trials = study.trials
+    assert all(t.user_attrs.get("warm_start_from") == prior.study_name for t in trials[:warm])
+    assert not any("warm_start_from" in t.user_attrs for t in trials[warm:])
+    # the prior front, most accurate first, is what is re-trained first, on the new data
+    front_params = [prior.trials[c["trial"]].params for c in prior_front["front"]]
+    assert [t.params for t in trials[:len(front_params)]] == front_params
+    for t in trials[:len(front_params)]:
+        assert t.state == TrialState.COMPLETE and "curve.val_accuracy" in t.user_attrs
+    # the reference is cached by data: new data, a second cached score
+    assert len(list((tmp / "cache" / "search_model").glob("reference-resnet20-*.json"))) == 2
+
+
+# ------------------------------------------------------------------ known bugs
+
+
+def fake_fit_first_best(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Replace training by a score (0.9 for the first candidate trained, 0.5 after): fast, and
+    the first candidate is always on the Pareto front."""
+    calls: list[int] = []
+
+    def fit(self: ModelSearch, model: Any, seed: int) -> tuple[float, float, list[float]]:
+        calls.append(seed)
+        accuracy = 0.9 if len(calls) == 1 else 0.5
+        return accuracy, 0.01, [accuracy]
+
+    monkeypatch.setattr(ModelSearch, "fit", fit)
+    monkeypatch.setattr(model_search, "count_macs", lambda model: 1)
+    return calls
+
+
+def trained_configs(study: optuna.Study) -> list[str]:
+    return [json.dumps(t.params, sort_keys=True) for t in finished(study) if is_feasible(t)]
+
+
+def test_a_resumed_search_does_not_retrain_a_configuration_it_already_trained(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = fake_fit_first_best(monkeypatch)
+    real_fit = ModelSearch.fit
+
+    def flaky(self: ModelSearch, model: Any, seed: int) -> Any:
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_fit(self, model, seed)
+
+    monkeypatch.setattr(ModelSearch, "fit", flaky)
+    params = search_params(tmp_path, mlflow_uri, trials=4, max_params=None)
+    sample = write_tiny_sample(tmp_path / "sample")
+    policy = write_policy(tmp_path / "policy.json")
+    with pytest.raises(KeyboardInterrupt):
+        search_model_stage(params, sample, policy, tmp_path / "out", None, progress=False)
+    monkeypatch.setattr(ModelSearch, "fit", real_fit)
+    summary = search_model_stage(params, sample, policy, tmp_path / "out", None, progress=False)
+    configs = trained_configs(the_study(params, summary["fingerprint"]))
+    assert len(configs) == 4
+    assert len(set(configs)) == len(configs), "the same configuration was trained twice"
+
+
+def test_a_warm_started_search_does_not_train_a_configuration_twice(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_fit_first_best(monkeypatch)
+    params = search_params(tmp_path, mlflow_uri, trials=3, max_params=None, warm_start=1)
+    policy = write_policy(tmp_path / "policy.json")
+    search_model_stage(params, write_tiny_sample(tmp_path / "s1", seed=0), policy, tmp_path / "o1", None,
+                       progress=False)
+    summary = search_model_stage(params, write_tiny_sample(tmp_path / "s2", seed=1), policy, tmp_path / "o2",
+                                 None, progress=False)
+    assert summary["warm_started_trials"] == 1
+    configs = trained_configs(the_study(params, summary["fingerprint"]))
+    assert len(configs) == 3
+    assert len(set(configs)) == len(configs), "the same configuration was trained twice on the same data"

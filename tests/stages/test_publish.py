@@ -1,0 +1,172 @@
+"""The publish stage: @champion moves only to a better model; published/ follows it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from pipeline.artifacts import (
+    NormalisedClassifier,
+    current_model,
+    current_policy,
+    model_history,
+    policy_history,
+    read_current,
+)
+from pipeline.augment import Policy
+from pipeline.config import Params
+from pipeline.errors import DataError
+from pipeline.stages.publish import decide, publish_stage
+from pipeline.tracking import EXPERIMENT_KIND, MODEL_DEVELOPMENT, Tracker
+
+from ..data.trees import CLASSES
+from ..publishing import demo_images, tiny_config, tiny_model
+from .conftest import skip_requirements_inference, stage_params, write_policy_dir
+
+
+@pytest.mark.parametrize(
+    "new,champion,margin,promote,fragment",
+    [
+        (0.40, None, 0.0, True, "no champion yet"),
+        (0.60, 0.50, 0.0, True, "beats the champion's 0.5000"),
+        (0.50, 0.50, 0.0, False, "kept the champion"),  # equal is not better
+        (0.45, 0.50, 0.0, False, "kept the champion"),
+        (0.52, 0.50, 0.05, False, "by more than the margin 0.0500"),  # better, but within the margin
+        (0.56, 0.50, 0.05, True, "by more than the margin 0.0500"),
+    ],
+)
+def test_decide(new: float, champion: float | None, margin: float, promote: bool, fragment: str) -> None:
+    promoted, reason = decide(new, champion, margin)
+    assert promoted is promote
+    assert fragment in reason
+
+
+def fake_retrain(folder: Path, params: Params, *, accuracy: float, seed: int, like: dict[str, Any]) -> dict[str, Any]:
+    """What retrain leaves behind for a model of the given test accuracy: a registered version
+    (through RunLogger.log_model, as retrain does), model.pt and metrics.json."""
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+    model = tiny_model(seed, num_classes=len(CLASSES))
+    with tracker.stage_run("retrain", resume_key=f"fake-{uuid.uuid4().hex}") as run:
+        version = run.log_model(NormalisedClassifier(model).eval(), name="model", example=demo_images(4),
+                                registered_model=params.tracking.registered_model,
+                                tags={"test_accuracy": accuracy})
+    folder.mkdir(parents=True)
+    torch.save({"config": tiny_config(), "classes": list(CLASSES), "state_dict": model.state_dict()},
+               folder / "model.pt")
+    metrics = {**like, "test_accuracy": accuracy, "model_version": version, "mlflow_run_id": run.run_id}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return metrics
+
+
+def same_weights(published: torch.nn.Module, model_pt: Path) -> bool:
+    saved = torch.load(model_pt, map_location="cpu", weights_only=True)["state_dict"]
+    state = published.state_dict()
+    return state.keys() == saved.keys() and all(torch.equal(state[k], saved[k]) for k in saved)
+
+
+def test_the_champion_moves_only_to_a_better_model(
+    retrained: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    skip_requirements_inference(monkeypatch)
+    params, policy_dir, first = retrained["params"], retrained["policy_dir"], retrained["metrics"]
+    name = params.tracking.registered_model
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+    root = tmp_path / "published"
+    accuracy = first["test_accuracy"]
+
+    # 1. no champion yet: the real retrain result is promoted and published
+    decision = publish_stage(params, retrained["out"], policy_dir, root, tmp_path / "p1")
+    assert decision["promoted"] is True and "no champion yet" in decision["reason"]
+    assert json.loads((tmp_path / "p1" / "decision.json").read_text()) == decision
+    assert str(tracker.champion(name).version) == "1"
+    assert (read_current(root).policy, read_current(root).model) == (1, 1)
+    assert decision["published_model_version"] == 1 and decision["published_policy_version"] == 1
+    published = current_model(root)
+    assert published.meta["lineage"]["registry"] == {"name": name, "version": "1"}
+    assert published.meta["metrics"]["test_accuracy"] == accuracy
+    assert published.classes == list(CLASSES) and published.config == retrained["config"]
+    assert same_weights(published.load(), retrained["out"] / "model.pt")
+    assert current_policy(root).policy() == Policy.from_json((policy_dir / "policy.json").read_text())
+    assert tracker.client.get_run(first["mlflow_run_id"]).data.tags["autoaug.promoted"] == "True"
+
+    # 2. the same result again: already the champion, nothing new published
+    decision = publish_stage(params, retrained["out"], policy_dir, root, tmp_path / "p2")
+    assert decision["promoted"] is False and "version 1 is already the champion" in decision["reason"]
+    assert (read_current(root).policy, read_current(root).model) == (1, 1)
+    assert len(policy_history(root)) == 1 and len(model_history(root)) == 1
+
+    # 3. a worse model (version 2): the champion stays, and decision.json says why
+    worse = fake_retrain(tmp_path / "r2", params, accuracy=accuracy / 2, seed=1, like=first)
+    assert worse["model_version"] == "2"
+    decision = publish_stage(params, tmp_path / "r2", policy_dir, root, tmp_path / "p3")
+    assert decision["promoted"] is False and "kept the champion" in decision["reason"]
+    assert decision["champion_accuracy_before"] == pytest.approx(accuracy)
+    assert str(decision["champion_version"]) == "1" and decision["model_version"] == "2"
+    assert json.loads((tmp_path / "p3" / "decision.json").read_text()) == decision
+    assert str(tracker.champion(name).version) == "1"
+    assert read_current(root).model == 1 and len(model_history(root)) == 1
+    assert read_current(root).policy == 1 and len(policy_history(root)) == 1  # same policy: not re-published
+    assert tracker.client.get_run(worse["mlflow_run_id"]).data.tags["autoaug.promoted"] == "False"
+
+    # 4. a better model (version 3): promoted, published as model 2
+    better = fake_retrain(tmp_path / "r3", params, accuracy=(1 + accuracy) / 2, seed=2, like=first)
+    decision = publish_stage(params, tmp_path / "r3", policy_dir, root, tmp_path / "p4")
+    assert decision["promoted"] is True and "beats the champion's" in decision["reason"]
+    assert str(tracker.champion(name).version) == better["model_version"] == "3"
+    assert (read_current(root).policy, read_current(root).model) == (1, 2)
+    assert current_model(root).meta["lineage"]["registry"]["version"] == "3"
+    assert same_weights(current_model(root).load(), tmp_path / "r3" / "model.pt")
+    assert [r.version for r in model_history(root)] == [2, 1]  # the history is kept
+
+    # 5. a new policy is published even when the model is not
+    new_policy = Policy([[("Posterize", 0.7, 0.4)]], metadata={"studies": ["search_policy-1111cccc-other-fold0"]})
+    decision = publish_stage(params, tmp_path / "r3", write_policy_dir(tmp_path / "sp2", new_policy), root,
+                             tmp_path / "p5")
+    assert decision["promoted"] is False and "already the champion" in decision["reason"]
+    assert (read_current(root).policy, read_current(root).model) == (2, 2)
+    assert current_policy(root).policy() == new_policy
+
+    # every experiment the stages made opens on its training runs in the MLflow UI
+    for stage in ("retrain", "publish"):
+        experiment = tracker.client.get_experiment_by_name(f"{params.tracking.experiment_prefix}-{stage}")
+        assert experiment.tags[EXPERIMENT_KIND] == MODEL_DEVELOPMENT
+
+
+def test_publish_without_a_retrain_result_names_the_stage_to_run(tmp_path: Path, mlflow_uri: str) -> None:
+    params = stage_params(tmp_path, mlflow_uri)
+    with pytest.raises(DataError, match=r"no retrain metrics; run `dvc repro retrain` first"):
+        publish_stage(params, tmp_path / "retrain", write_policy_dir(tmp_path / "sp"), tmp_path / "published",
+                      tmp_path / "out")
+    assert not (tmp_path / "published").exists()
+
+
+def test_decision_versions_have_one_type(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    skip_requirements_inference(monkeypatch)
+    params = stage_params(tmp_path, mlflow_uri)
+    policy_dir = write_policy_dir(tmp_path / "sp")
+    like = {"fingerprint": "f1ngerpr1nt", "test_accuracy": 0.0}
+    fake_retrain(tmp_path / "r1", params, accuracy=0.6, seed=1, like=like)
+    promoted = publish_stage(params, tmp_path / "r1", policy_dir, tmp_path / "published", tmp_path / "p1")
+    fake_retrain(tmp_path / "r2", params, accuracy=0.4, seed=2, like=like)
+    kept = publish_stage(params, tmp_path / "r2", policy_dir, tmp_path / "published", tmp_path / "p2")
+    assert promoted["promoted"] and not kept["promoted"]
+    assert promoted["champion_version"] == "1"
+    assert kept["champion_version"] == "1"
+
+
+def test_publishing_the_champion_into_an_empty_folder_writes_it(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    skip_requirements_inference(monkeypatch)
+    params = stage_params(tmp_path, mlflow_uri)
+    policy_dir = write_policy_dir(tmp_path / "sp")
+    fake_retrain(tmp_path / "r1", params, accuracy=0.6, seed=1, like={"fingerprint": "f1ngerpr1nt"})
+    assert publish_stage(params, tmp_path / "r1", policy_dir, tmp_path / "old", tmp_path / "p1")["promoted"]
+    publish_stage(params, tmp_path / "r1", policy_dir, tmp_path / "new", tmp_path / "p2")
+    assert current_policy(tmp_path / "new") is not None
+    assert current_model(tmp_path / "new") is not None, "published/ lacks the registry's champion"

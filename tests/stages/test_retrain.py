@@ -1,0 +1,163 @@
+"""The retrain stage: the chosen configuration trained on the whole raw store, scored on its test
+split, saved, and registered in MLflow so that it loads back without autoaug's code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import pipeline.stages.retrain as retrain
+from pipeline.artifacts import NormalisedClassifier
+from pipeline.errors import ConfigError, DataError
+from pipeline.models import build_model, count_macs, count_params
+from pipeline.stages.retrain import retrain_stage
+from pipeline.tracking import EXPERIMENT_KIND, MODEL_DEVELOPMENT, Tracker
+
+from ..data.trees import CLASSES
+from ..publishing import tiny_config
+from .conftest import TEST_PER_CLASS, TRAIN_PER_CLASS, stage_params, write_chosen, write_policy_dir
+
+
+def no_training(*args: Any, **kwargs: Any) -> None:
+    pytest.fail("trained before checking the inputs")
+
+
+def test_metrics_describe_the_trained_model(retrained: dict[str, Any]) -> None:
+    metrics, params, out = retrained["metrics"], retrained["params"], retrained["out"]
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["test_images"] == TEST_PER_CLASS * len(CLASSES)
+    assert metrics["train_images"] == TRAIN_PER_CLASS * len(CLASSES)
+    assert set(metrics["per_class_accuracy"]) == set(CLASSES)
+    assert all(0.0 <= a <= 1.0 for a in metrics["per_class_accuracy"].values())
+    # the test split is balanced: overall accuracy is the mean of the per-class ones
+    assert metrics["test_accuracy"] == pytest.approx(sum(metrics["per_class_accuracy"].values()) / len(CLASSES))
+    model = build_model(retrained["config"], len(CLASSES))
+    assert metrics["params"] == count_params(model) and metrics["macs"] == count_macs(model)
+    assert metrics["latency_ms_batch1"] > 0 and metrics["latency_ms_batch256"] > 0
+    assert metrics["tta"] == "flip"  # recipe.tta without tta_translate
+    assert metrics["epochs"] == params.retrain.recipe.epochs
+    assert metrics["registered_model"] == params.tracking.registered_model
+    assert metrics["model_version"] == "1"
+    assert metrics["fingerprint"] == "f1ngerpr1nt"  # carried over from chosen.json
+    assert metrics["lineage"]["search_model_study"] == "search_model-0000bbbb-f1ngerpr1nt"
+    assert metrics["lineage"]["policy_studies"] == ["search_policy-0000aaaa-f1ngerpr1nt-fold0"]
+
+
+def test_outputs_are_the_weights_the_curve_and_the_confusion_matrix(retrained: dict[str, Any]) -> None:
+    out, params = retrained["out"], retrained["params"]
+    saved = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    assert saved["config"] == retrained["config"] and saved["classes"] == list(CLASSES)
+    model = build_model(saved["config"], len(saved["classes"]))
+    model.load_state_dict(saved["state_dict"])  # strict: every weight present, nothing extra
+    curve = json.loads((out / "curve.json").read_text())
+    assert [c["epoch"] for c in curve] == list(range(1, params.retrain.recipe.epochs + 1))
+    assert all(c["train_loss"] > 0 and 0 <= c["train_accuracy"] <= 1 for c in curve)
+    assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_run_is_logged_and_the_version_carries_its_accuracy(retrained: dict[str, Any]) -> None:
+    metrics, params = retrained["metrics"], retrained["params"]
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+    run = tracker.client.get_run(metrics["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert run.data.tags["autoaug.fingerprint"] == "f1ngerpr1nt"
+    version = tracker.client.get_model_version(params.tracking.registered_model, "1")
+    assert float(version.tags["test_accuracy"]) == pytest.approx(metrics["test_accuracy"])
+    assert version.run_id == metrics["mlflow_run_id"]
+    experiment = tracker.client.get_experiment(run.info.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND] == MODEL_DEVELOPMENT
+
+
+def test_the_registered_model_loads_in_a_fresh_process_without_autoaug(retrained: dict[str, Any]) -> None:
+    params, out, tmp = retrained["params"], retrained["out"], retrained["tmp"]
+    images = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.save(images, tmp / "images.pt")
+    script = textwrap.dedent(f"""
+        import sys
+        import mlflow, mlflow.pytorch, torch
+        mlflow.set_tracking_uri({params.tracking.mlflow_uri!r})
+        mlflow.set_registry_uri({params.tracking.mlflow_uri!r})
+        model = mlflow.pytorch.load_model("models:/{params.tracking.registered_model}/1")
+        with torch.no_grad():
+            logits = model(torch.load({str(tmp / "images.pt")!r}))
+        torch.save(logits, {str(tmp / "logits.pt")!r})
+        print("autoaug imported:", any(m == "pipeline" or m.startswith("pipeline.") for m in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "autoaug imported: False" in done.stdout
+    saved = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    model = build_model(saved["config"], len(saved["classes"]))
+    model.load_state_dict(saved["state_dict"])
+    with torch.no_grad():
+        expected = NormalisedClassifier(model).eval()(images)
+    logits = torch.load(tmp / "logits.pt")
+    assert logits.shape == (5, len(CLASSES))
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_chosen_config_outside_the_space_fails_before_training(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(retrain, "train", no_training)
+    config = tiny_config()
+    config["blocks"][0]["kernel"] = 4
+    chosen = write_chosen(tmp_path / "chosen.json", config)
+    params = stage_params(tmp_path, mlflow_uri)
+    with pytest.raises(DataError, match=r"block 0: kernel 4.*dvc repro search_model") as caught:
+        retrain_stage(params, tmp_path / "no-store", chosen, write_policy_dir(tmp_path / "sp") / "policy.json",
+                      tmp_path / "out", progress=False)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_a_missing_chosen_json_names_the_stage_to_run(tmp_path: Path, mlflow_uri: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retrain, "train", no_training)
+    params = stage_params(tmp_path, mlflow_uri)
+    with pytest.raises(DataError, match=r"chosen.json: no chosen model; run `dvc repro search_model` first"):
+        retrain_stage(params, tmp_path / "no-store", tmp_path / "chosen.json",
+                      write_policy_dir(tmp_path / "sp") / "policy.json", tmp_path / "out", progress=False)
+
+
+def test_a_missing_policy_is_a_data_error(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retrain, "train", no_training)
+    params = stage_params(tmp_path, mlflow_uri)
+    with pytest.raises(DataError, match="dvc repro search_policy"):
+        retrain_stage(params, tmp_path / "no-store", write_chosen(tmp_path / "chosen.json", "resnet20"),
+                      tmp_path / "policy.json", tmp_path / "out", progress=False)
+
+
+def _unreachable(tmp_path: Path, mlflow_uri: str) -> Any:
+    params = stage_params(tmp_path, mlflow_uri)
+    return params.model_copy(update={"tracking": params.tracking.model_copy(
+        update={"mlflow_uri": "http://127.0.0.1:1"})})
+
+
+def test_an_unreachable_mlflow_store_fails_before_training(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(retrain, "train", no_training)
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)  # MLflow's HTTP retries back off for minutes
+    with pytest.raises(ConfigError, match=r"tracking.mlflow_uri = 'http://127.0.0.1:1'"):
+        retrain_stage(_unreachable(tmp_path, mlflow_uri), tmp_path / "no-store", write_chosen(tmp_path / "chosen.json", "resnet20"),
+                      write_policy_dir(tmp_path / "sp") / "policy.json", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_an_unreachable_mlflow_server_is_reported_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    with pytest.raises(ConfigError):
+        Tracker("http://127.0.0.1:1")
+    assert sum(slept) < 10, f"backed off {sum(slept):.0f} s before giving up"

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import pipeline.device as device_module
+import pipeline.train
+from pipeline.device import autocast, model_device, parameter_device, pick_device
+
+
+@pytest.mark.parametrize("cuda", [True, False])
+def test_pick_device_prefers_an_explicit_choice_then_cuda_then_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, cuda: bool
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert pick_device() == torch.device("cuda" if cuda else "cpu")
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device(torch.device("meta")) == torch.device("meta")
+
+
+@pytest.mark.parametrize("cuda", [True, False])
+def test_model_device_keeps_an_accelerator_model_where_it_is_and_moves_a_cpu_one_to_the_best(
+    monkeypatch: pytest.MonkeyPatch, cuda: bool
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    cpu_model = nn.Linear(2, 2)
+    assert model_device(cpu_model) == torch.device("cuda" if cuda else "cpu")
+    assert model_device(cpu_model, "cpu") == torch.device("cpu")
+    assert model_device(nn.Linear(2, 2, device="meta")) == torch.device("meta")  # not the CPU: stays
+    assert model_device(nn.ReLU()) == pick_device()  # no parameters
+
+
+def test_parameter_device_is_where_the_weights_are() -> None:
+    assert parameter_device(nn.Linear(2, 2)) == torch.device("cpu")
+    assert parameter_device(nn.Linear(2, 2, device="meta")) == torch.device("meta")
+    assert parameter_device(nn.ReLU()) == torch.device("cpu")
+
+
+def test_autocast_without_a_dtype_is_plain_fp32() -> None:
+    x = torch.ones(2, 2)
+    with autocast(torch.device("cpu"), None):
+        assert (x @ x).dtype == torch.float32
+    with autocast(torch.device("cpu"), torch.bfloat16):
+        assert (x @ x).dtype == torch.bfloat16
+
+
+def test_the_trainer_re_exports_the_precision_rule() -> None:
+    assert pipeline.train.autocast_dtype is device_module.autocast_dtype
+    assert pipeline.train.cpu_has_fast_bf16 is device_module.cpu_has_fast_bf16
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_auto_precision_uses_bf16_on_cpu_only_where_it_is_native(
+    monkeypatch: pytest.MonkeyPatch, native_bf16: bool
+) -> None:
+    # Without AVX-512 BF16 / AMX, bf16 convolutions fall back to slow reference kernels.
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: native_bf16)
+    cpu = torch.device("cpu")
+    assert device_module.autocast_dtype("auto", cpu) == (torch.bfloat16 if native_bf16 else None)
+    assert device_module.autocast_dtype("fp32", cpu) is None
+
+
+def test_explicit_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device_module, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(device_module, "_warned_slow_bf16", False)
+    cpu = torch.device("cpu")
+    with pytest.warns(RuntimeWarning, match="without native bf16"):
+        assert device_module.autocast_dtype("bf16", cpu) == torch.bfloat16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert device_module.autocast_dtype("bf16", cpu) == torch.bfloat16
