@@ -17,6 +17,7 @@ both searches see the same D_M / D_A partition of the sample.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from pipeline.augment import BatchTransform
 from pipeline.config import ChooseConfig, ModelSearchConfig
 from pipeline.data import ImageSet, stable_sample
 from pipeline.errors import AutoaugError
-from pipeline.files import atomic_path
+from pipeline.files import write_text_atomic
 from pipeline.hashing import json_digest
 from pipeline.models import (
     SPACE,
@@ -43,7 +44,7 @@ from pipeline.models import (
 )
 from pipeline.search.folds import stratified_splits
 from pipeline.search.runner import PreparedPart
-from pipeline.search.studies import rank_trials
+from pipeline.search.studies import pareto_front
 from pipeline.train import EpochMetrics, evaluate, train
 
 STAGE = "search_model"
@@ -61,7 +62,8 @@ def feasible(trial: FrozenTrial) -> bool:
 
 
 def config_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """A trial's parameters (``block3.kernel`` ...) read back as a validated configuration."""
+    """A trial's parameters (``block3.kernel`` ...) read back as a validated configuration
+    (the names are ``suggest_config``'s; a value outside the space fails with the block named)."""
     cfg = {
         "stem": {k: params[f"stem.{k}"] for k in SPACE["stem"]},
         "blocks": [{k: params[f"block{i}.{k}"] for k in b} for i, b in enumerate(SPACE["blocks"])],
@@ -264,8 +266,6 @@ class ModelSearch:
                            self.cfg.val_images, self.cfg.held_out, self.cfg.seed, self.cfg.augment])
         path = cache / f"reference-{name}-{key}.json" if cache else None
         if path is not None and path.exists():
-            import json
-
             data = json.loads(path.read_text())
             return Candidate(name, data["accuracy"], data["params"], data["macs"], None, data["train_seconds"])
         model = build_model(name, num_classes=len(self.train_set.classes), seed=self.cfg.seed)
@@ -273,21 +273,7 @@ class ModelSearch:
         accuracy, seconds, _ = self.fit(model, seed=self.cfg.seed)
         found = Candidate(name, accuracy, params, macs, None, seconds)
         if path is not None:
-            import json
-
             path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp:
-                tmp.write_text(json.dumps(found.to_dict()))
+            write_text_atomic(path, json.dumps(found.to_dict()))
         return found
 
-
-def pareto_front(trials: Sequence[FrozenTrial], directions: Sequence[optuna.study.StudyDirection]) -> list[FrozenTrial]:
-    """The non-dominated trials (the first front of ``rank_trials``), most accurate first."""
-    ranked = rank_trials(trials, directions)
-    signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in directions]
-
-    def dominated(t: FrozenTrial) -> bool:
-        return any(all(s * o <= s * v for s, o, v in zip(signs, t.values, other.values, strict=True))
-                   and other.values != t.values for other in ranked)
-
-    return [t for t in ranked if not dominated(t)]

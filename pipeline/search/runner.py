@@ -168,11 +168,6 @@ class StudyRunner:
     def study_name(self, part: int) -> str:
         return study_name(self.method.stage, self.space_hash, self.fingerprint, self.method.parts()[part])
 
-    @property
-    def stage_study_name(self) -> str:
-        """The identity of the whole search (the stage's MLflow run is resumed by it)."""
-        return study_name(self.method.stage, self.space_hash, self.fingerprint)
-
     # ------------------------------------------------------------------ lifecycle
 
     def open(self, part: int) -> tuple[optuna.Study, int, str | None]:
@@ -222,9 +217,8 @@ class StudyRunner:
             nonlocal since_sync
             if bar is not None and self.method.counts(trial):
                 bar.update()
-                best = rank_trials(completed(study), study.directions)
-                if best and len(study.directions) == 1:
-                    bar.set_postfix(best=f"{best[0].values[0]:.4f}")
+                if len(study.directions) == 1:
+                    bar.set_postfix(best=f"{study.best_value:.4f}")
             since_sync += 1
             if since_sync >= self.log_every:
                 self.sync(part, study, part_run)
@@ -272,6 +266,7 @@ class StudyRunner:
         parts = method.parts()
         t_start = time.perf_counter()
         outcomes: list[PartOutcome] = []
+        ranked_parts: list[list[FrozenTrial]] = []
         bar = tqdm(total=len(parts) * method.trials_per_part, desc=f"{method.stage} ({method.label})",
                    unit="trial", disable=not self.progress)
         try:
@@ -285,12 +280,12 @@ class StudyRunner:
                 outcomes.append(PartOutcome(name, study, prepared, warm, prior))
                 self.optimise(k, study, prepared, part_run, bar)
                 ranked = rank_trials(completed(study), study.directions)
+                ranked_parts.append(ranked)
                 if part_run is not self.run_logger:
                     part_run.log_metrics({"best_score": ranked[0].values[0], "trials": len(ranked)})
                     part_run.finish()
         finally:
             bar.close()
-        ranked_parts = [rank_trials(completed(o.study), o.study.directions) for o in outcomes]
         result = method.combine(ranked_parts, [o.prepared for o in outcomes])
         return SearchOutcome(result, outcomes, time.perf_counter() - t_start)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import optuna
@@ -25,6 +25,12 @@ def space_hash(space: Any) -> str:
     """A short, order-independent hash of a JSON-serialisable search-space description
     (8 hex characters: part of every study name, so its size is part of the format)."""
     return json_digest(space, size=4)
+
+
+def search_name(stage: str, space: Any, fingerprint: str) -> str:
+    """The identity of a whole search (its stage's MLflow run is resumed by it): the study
+    name without a part, from the search-space description itself."""
+    return study_name(stage, space_hash(space), fingerprint)
 
 
 def study_name(stage: str, space: str, fingerprint: str, part: str | None = None) -> str:
@@ -104,27 +110,41 @@ def _dominates(a: Sequence[float], b: Sequence[float], signs: Sequence[int]) -> 
     return better
 
 
-def rank_trials(trials: Sequence[optuna.trial.FrozenTrial],
-                directions: Sequence[optuna.study.StudyDirection]) -> list[optuna.trial.FrozenTrial]:
-    """Finished trials, best first.
+def _signs(directions: Sequence[optuna.study.StudyDirection]) -> list[int]:
+    return [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in directions]
 
-    One objective: by value (stable: ties keep trial order). Several: by Pareto front (the
-    non-dominated trials first, then those only they dominate, ...), then by the first
-    objective within a front. Multi-objective trials have no single ``value`` to sort by.
-    """
-    signs = [1 if d == optuna.study.StudyDirection.MAXIMIZE else -1 for d in directions]
-    scored = [t for t in trials if t.values is not None]
-    if len(signs) == 1:
-        return sorted(scored, key=lambda t: t.values[0], reverse=signs[0] > 0)
-    ranked: list[optuna.trial.FrozenTrial] = []
-    remaining = list(scored)
+
+def _fronts(trials: Sequence[optuna.trial.FrozenTrial], signs: Sequence[int]) -> Iterator[list[optuna.trial.FrozenTrial]]:
+    """Non-dominated sorting: the non-dominated trials, then those only they dominate, ...;
+    each front by its first objective, best first."""
+    remaining = [t for t in trials if t.values is not None]
     while remaining:
         front = [t for t in remaining
                  if not any(_dominates(o.values, t.values, signs) for o in remaining if o is not t)]
         front.sort(key=lambda t: signs[0] * t.values[0], reverse=True)
-        ranked.extend(front)
+        yield front
         remaining = [t for t in remaining if all(t is not f for f in front)]
-    return ranked
+
+
+def rank_trials(trials: Sequence[optuna.trial.FrozenTrial],
+                directions: Sequence[optuna.study.StudyDirection]) -> list[optuna.trial.FrozenTrial]:
+    """Finished trials, best first.
+
+    One objective: by value (stable: ties keep trial order). Several: by Pareto front, then by
+    the first objective within a front. Multi-objective trials have no single ``value`` to
+    sort by.
+    """
+    signs = _signs(directions)
+    if len(signs) == 1:
+        scored = [t for t in trials if t.values is not None]
+        return sorted(scored, key=lambda t: t.values[0], reverse=signs[0] > 0)
+    return [t for front in _fronts(trials, signs) for t in front]
+
+
+def pareto_front(trials: Sequence[optuna.trial.FrozenTrial],
+                 directions: Sequence[optuna.study.StudyDirection]) -> list[optuna.trial.FrozenTrial]:
+    """The non-dominated trials (the first front of ``rank_trials``), best first objective first."""
+    return next(_fronts(trials, _signs(directions)), [])
 
 
 def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int) -> int:

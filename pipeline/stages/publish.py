@@ -69,25 +69,25 @@ def publish_stage(params: Params, retrain_dir: str | os.PathLike[str], policy_di
         promote, reason = False, f"version {version} is already the champion"
     else:
         promote, reason = decide(accuracy, champion_accuracy, params.publish.margin)
+    if promote and version is None:
+        promote, reason = False, "the retrain registered no model version: nothing to promote"
+    # What published/ must serve: the champion after this stage (this version when promoted or
+    # already champion, else the kept one).
+    serve = str(version) if (promote or already) else (str(champion.version) if champion is not None else None)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = str(metrics.get("fingerprint", ""))
     lineage = dict(metrics.get("lineage", {}))
     run_ids = {"search_policy": policy_summary.get("mlflow_run_id"), "search_model": lineage.get("search_model_run"),
                "retrain": metrics.get("mlflow_run_id")}
-    tags = {"autoaug.fingerprint": fingerprint, "autoaug.promoted": promote, "autoaug.reason": reason,
-            "autoaug.model_version": version}
+    tags = {"autoaug.fingerprint": fingerprint, "autoaug.model_version": version}
     with tracker.stage_run(STAGE, resume_key=f"{STAGE}-{name}-{version}-{policy_summary.get('mlflow_run_id')}",
                            tags=tags, params={"publish": params.publish.model_dump()}) as run:
         run_ids["publish"] = run.run_id
         policy_record = _publish_policy_if_new(Path(published_dir), policy, policy_dir, policy_summary, fingerprint)
         model_record = None
-        if promote and version is None:
-            promote, reason = False, "the retrain registered no model version: nothing to promote"
         if promote:
             tracker.promote(name, str(version))
-        # What published/ must serve: the champion (this version when promoted or already
-        # champion). It is (re)written whenever published/ holds another one, e.g. a new volume.
-        serve = str(version) if (promote or already) else (str(champion.version) if champion is not None else None)
+        # (Re)written whenever published/ holds another model, e.g. on a new volume.
         if serve is not None and _published_registry_version(Path(published_dir)) != serve:
             if serve == str(version):
                 saved, served_metrics, served_fp = _local_weights(retrain_dir), metrics, fingerprint
@@ -110,14 +110,12 @@ def publish_stage(params: Params, retrain_dir: str | os.PathLike[str], policy_di
             tracker.client.set_tag(str(metrics["mlflow_run_id"]), "autoaug.promoted", str(promote))
         decision = {"promoted": promote, "reason": reason, "test_accuracy": accuracy,
                     "champion_accuracy_before": champion_accuracy, "registered_model": name,
-                    "model_version": version, "champion_version": str(version) if promote else
-                    (str(champion.version) if champion is not None else None),
+                    "model_version": version, "champion_version": serve, "is_champion": promote or already,
                     "published_model_version": model_record.version if model_record else None,
                     "published_policy_version": policy_record.version if policy_record else None,
                     "fingerprint": fingerprint, "mlflow_run_ids": run_ids}
-        is_champion = promote or already
-        decision["is_champion"] = is_champion
-        run.set_tags({"autoaug.promoted": promote, "autoaug.reason": reason, "autoaug.champion": is_champion})
+        run.set_tags({"autoaug.promoted": promote, "autoaug.reason": reason,
+                      "autoaug.champion": decision["is_champion"]})
         run.log_dict(decision, "decision.json")
         write_text_atomic(out / "decision.json", json.dumps(decision, indent=2) + "\n")
     return decision

@@ -25,6 +25,7 @@ from pipeline.data import ImageSet, RawStore
 from pipeline.device import pick_device
 from pipeline.errors import DataError
 from pipeline.files import atomic_path, write_text_atomic
+from pipeline.hashing import json_digest
 from pipeline.models import ModelConfigError, build_model, count_macs, count_params, validate_config
 from pipeline.report import figures, plot_confusion, save
 from pipeline.stages.common import read_policy
@@ -89,7 +90,7 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
                "policy_studies": (policy.metadata.get("studies") if policy is not None else None) or []}
     tags = {"autoaug.fingerprint": fingerprint, "autoaug.device": device.type,
             "autoaug.search_model_run": lineage["search_model_run"] or ""}
-    resume_key = f"{STAGE}-{fingerprint}-{json.dumps(config, sort_keys=True)[:200]}"
+    resume_key = f"{STAGE}-{fingerprint}-{json_digest(config)}"
     with tracker.stage_run(STAGE, resume_key=resume_key, tags=tags,
                            params={"retrain": cfg.model_dump(), "config": config,
                                    "train_images": len(train_set)}) as run:

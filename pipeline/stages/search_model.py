@@ -14,7 +14,7 @@ from pipeline.files import write_text_atomic
 from pipeline.report import figures, plot_history, plot_pareto, save
 from pipeline.search.model import STAGE, Candidate, ModelSearch, choose
 from pipeline.search.runner import StudyRunner
-from pipeline.search.studies import space_hash, study_name
+from pipeline.search.studies import search_name
 from pipeline.stages.common import open_inputs, read_policy
 
 
@@ -29,7 +29,7 @@ def search_model_stage(params: Params, sample_dir: str | os.PathLike[str], polic
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device()
-    identity = study_name(STAGE, space_hash(ModelSearch.space_of(cfg)), fingerprint)
+    identity = search_name(STAGE, ModelSearch.space_of(cfg), fingerprint)
     policy_note = (policy.metadata.get("studies") if policy is not None else None) or []
     tags = {"autoaug.fingerprint": fingerprint, "optuna.study": identity, "autoaug.device": device.type,
             "autoaug.policy_studies": ",".join(policy_note)}

@@ -15,7 +15,7 @@ from pipeline.device import pick_device
 from pipeline.files import write_text_atomic
 from pipeline.report import search_figures
 from pipeline.search.policy import METHODS, STAGE, run_search
-from pipeline.search.studies import space_hash, study_name
+from pipeline.search.studies import search_name
 from pipeline.stages.common import open_inputs
 
 
@@ -29,7 +29,7 @@ def search_policy_stage(params: Params, sample_dir: str | os.PathLike[str], out_
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device()
     # The stage run is found again by the search's identity: a restarted stage resumes it.
-    identity = study_name(STAGE, space_hash(METHODS[cfg.method].space_of(cfg)), fingerprint)
+    identity = search_name(STAGE, METHODS[cfg.method].space_of(cfg), fingerprint)
     tags = {"autoaug.fingerprint": fingerprint, "optuna.study": identity, "autoaug.device": device.type}
     with inputs.tracker.stage_run(STAGE, resume_key=identity, tags=tags,
                                   params={"policy_search": cfg.model_dump(), "sample_size": len(sample)}) as run:
