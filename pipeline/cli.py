@@ -72,6 +72,16 @@ def cmd_publish(args: argparse.Namespace) -> None:
     print(f"publish: {decision['reason']}")
 
 
+def cmd_worker(args: argparse.Namespace) -> None:
+    from pipeline.stages.worker import run_worker
+
+    params = load_params(args.params)
+    for stage in args.stages:
+        done = run_worker(params, stage, sample_dir=args.sample, policy_path=args.policy, cache_dir=args.cache_dir,
+                          wait=args.wait, progress=not args.no_progress)
+        print(f"worker {done['stage']}: {done['trials']} trials run in {done['parts']} part(s) of {done['study']}")
+
+
 def cmd_history(args: argparse.Namespace) -> None:
     from pipeline.history import data_versions, format_table
     from pipeline.tracking import Tracker
@@ -142,6 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--published", default="published")
     p.add_argument("--out", default="outputs/publish")
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("worker", help="join the running search of a stage (more processes or hosts for it)")
+    p.add_argument("stages", nargs="+", choices=["search_policy", "search_model"], metavar="STAGE",
+                   help="the search stage(s) to join, in order: search_policy and/or search_model")
+    _add_params(p)
+    p.add_argument("--sample", default="data/sample")
+    p.add_argument("--policy", default="outputs/search_policy/policy.json", help="for search_model")
+    p.add_argument("--cache-dir", default=".autoaug/cache", help="children, shared with the stage when on one host")
+    p.add_argument("--wait", type=float, nargs="?", const=3600.0, default=0.0, metavar="SECONDS",
+                   help="wait (with back-off) for the stores, the sample and the stage to start; "
+                        "--wait alone = an hour (default: fail at once)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("history", help="one line per data version: scores, champion, MLflow run ids")
     _add_params(p)

@@ -33,8 +33,15 @@ class SampleConfig(StrictModel):
     seed: int = Field(0, ge=0, description="seed of the content hash that ranks images")
 
 
+# Where the stores are is a property of the deployment, not of the experiment: these variables
+# override params.yaml's tracking section (the compose services point every process at the
+# shared PostgreSQL and MLflow server with them, without editing params.yaml).
+TRACKING_ENV = {"mlflow_uri": "AUTOAUG_MLFLOW_URI", "optuna_storage": "AUTOAUG_OPTUNA_STORAGE"}
+
+
 class TrackingConfig(StrictModel):
-    """Where studies and runs are kept; both survive `dvc repro`."""
+    """Where studies and runs are kept; both survive `dvc repro`. ``AUTOAUG_MLFLOW_URI`` and
+    ``AUTOAUG_OPTUNA_STORAGE`` in the environment override the two locations."""
 
     mlflow_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI")
     optuna_storage: str = Field("sqlite:///optuna.db", description="Optuna RDB storage URL")
@@ -54,9 +61,18 @@ def _format_error(err: Any) -> str:
     return f"{key} = {err.get('input')!r}: {err['msg']}"
 
 
+def _tracking_from_env(raw: dict[str, Any]) -> dict[str, Any]:
+    overrides = {key: os.environ[var] for key, var in TRACKING_ENV.items() if os.environ.get(var)}
+    if not overrides:
+        return raw
+    tracking = raw.get("tracking")
+    return {**raw, "tracking": {**(tracking if isinstance(tracking, dict) else {}), **overrides}}
+
+
 def parse_params(raw: dict[str, Any], source: str = "params") -> Params:
+    """Validate a params mapping (the tracking locations overridden from the environment)."""
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(_tracking_from_env(raw))
     except ValidationError as exc:
         problems = "; ".join(_format_error(e) for e in exc.errors())
         raise ConfigError(f"{source}: {problems}") from None
@@ -66,7 +82,7 @@ def load_params(path: str | os.PathLike[str] = DEFAULT_PARAMS) -> Params:
     """Read and validate ``path``; a missing file means all defaults."""
     path = Path(path)
     if not path.exists():
-        return Params()
+        return parse_params({}, str(path))
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -188,6 +204,9 @@ class PolicySearchConfig(StrictModel):
     objective: Literal["accuracy", "loss"] = Field("accuracy", description="score of a candidate on augmented D_A")
     startup_trials: int = Field(10, ge=0, description="random trials before TPE takes over")
     warm_start: int = Field(5, ge=0, description="best configurations of a prior study re-evaluated first")
+    warm_budget: float = Field(0.5, gt=0, le=1, description="share of trials_per_fold a warm-started fold runs")
+    patience: int = Field(0, ge=0, description="a warm-started fold stops after this many trials without a "
+                          "better one (0 = runs its budget)")
     seed: int = Field(0, ge=0)
     eval_seed: int = Field(0, ge=0, description="fixed seed of the augmentation of D_A, so scores compare")
     child_model: str = Field("airbench_half", description="network of the child models (a baseline name)")
@@ -245,8 +264,9 @@ class ChooseConfig(StrictModel):
 
 def _space_recipe(**overrides: Any) -> TrainConfig:
     """The recipe for search-space networks (plain BN nets, not airbench's): SGD + nesterov,
-    one-cycle, label smoothing 0.1; lr 0.2 at batch 256."""
-    fields: dict[str, Any] = dict(epochs=4, batch_size=256, lr=0.2, momentum=0.9, weight_decay=5e-4,
+    one-cycle, label smoothing 0.1; lr 0.05 at batch 64 (a short schedule needs steps: 4 epochs
+    of 4000 images at batch 256 left some candidates at chance for two epochs)."""
+    fields: dict[str, Any] = dict(epochs=4, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4,
                                   label_smoothing=0.1, warmup=0.15, crop_padding=4, flip="random", eval_every=1)
     fields.update(overrides)
     return TrainConfig(**fields)
@@ -268,6 +288,9 @@ class ModelSearchConfig(StrictModel):
     augment: Literal["policy", "flipcrop"] = Field("policy", description="train candidates with the found policy")
     startup_trials: int = Field(8, ge=0, description="random trials before TPE models the front")
     warm_start: int = Field(5, ge=0, description="Pareto members of the prior study re-trained first")
+    warm_budget: float = Field(0.5, gt=0, le=1, description="share of trials a warm-started search runs")
+    patience: int = Field(0, ge=0, description="a warm-started search stops after this many trials that "
+                          "leave the Pareto front unchanged (0 = runs its budget)")
     references: list[str] = Field(default_factory=lambda: ["resnet20", "mobilenetv2"],
                                   description="baselines trained with the same recipe, drawn on the Pareto plot")
     seed: int = Field(0, ge=0)

@@ -52,3 +52,23 @@ def ensure_sqlite_dir(url: str) -> None:
         path = Path(url.removeprefix("sqlite:///"))
         if str(path) not in ("", ":memory:"):
             path.parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def sqlite_setup_lock(url: str) -> Iterator[None]:
+    """Hold an exclusive lock next to a ``sqlite:///path`` database while its schema is created
+    or migrated: two processes starting on a new file (a stage and a worker) would otherwise
+    race in the migrations. Other URLs: no lock (servers migrate in their own transactions)."""
+    if not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        yield
+        return
+    import fcntl
+
+    lock = Path(url.removeprefix("sqlite:///") + ".setup-lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

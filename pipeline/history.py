@@ -38,12 +38,16 @@ class DataVersion:
             return "-" if value is None else format(value, fmt)
 
         champion = self.tag("publish", "autoaug.champion")
+        # study names end in <fingerprint>[-<part>]: the data version the policy search built on
+        prior = self.tag("search_policy", "autoaug.warm_start_from")
+        warm_from = prior.split(",")[0].split("-")[2] if prior and prior.count("-") >= 2 else "-"
         return {
             "date": datetime.fromtimestamp(self.started / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
             "fingerprint": self.fingerprint,
             "train images": num(self.metric("retrain", "train_images"), ".0f"),
             "policy score": num(self.metric("search_policy", "best_score_mean"), ".4f"),
             "warm trials": num(self.metric("search_policy", "warm_started_trials"), ".0f"),
+            "warm from": warm_from,
             "pareto": num(self.metric("search_model", "pareto_size"), ".0f"),
             "test acc": num(self.metric("retrain", "test_accuracy"), ".4f"),
             "champion": {"True": "yes", "False": "no"}.get(champion or "", "-"),

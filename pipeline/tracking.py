@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, first_line
-from pipeline.files import ensure_sqlite_dir
+from pipeline.files import ensure_sqlite_dir, sqlite_setup_lock
 
 RESUME_KEY = "autoaug.resume_key"
 EXPERIMENT_KIND = "mlflow.experimentKind"
@@ -77,9 +77,10 @@ class Tracker:
         _check_server(uri)
         self.uri = uri
         self.prefix = prefix
-        self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         try:
-            self.client.search_experiments(max_results=1)
+            with sqlite_setup_lock(uri):  # a new SQLite store is migrated by one process at a time
+                self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+                self.client.search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - any failure here means "unreachable" to the user
             raise ConfigError(f"tracking.mlflow_uri = {uri!r}: cannot reach the MLflow store ({first_line(exc)})") from None
 
@@ -105,6 +106,19 @@ class Tracker:
 
     def promote(self, model_name: str, version: str) -> None:
         self.client.set_registered_model_alias(model_name, CHAMPION, version)
+
+    def find_stage_run(self, stage: str, resume_key: str) -> tuple[RunLogger, str] | None:
+        """The latest parent run of ``stage`` with ``resume_key`` and its status, or None (what a
+        worker joins: it logs trials under the stage's run and never creates or ends one)."""
+        exp = self.client.get_experiment_by_name(f"{self.prefix}-{stage}")
+        if exp is None:
+            return None
+        runs = self.client.search_runs([exp.experiment_id], filter_string=f"tags.`{RESUME_KEY}` = '{resume_key}'",
+                                       max_results=10, order_by=["attributes.start_time DESC"])
+        found = [r for r in runs if PARENT not in r.data.tags]
+        if not found:
+            return None
+        return RunLogger(self, exp.experiment_id, found[0].info.run_id, resumed=True), found[0].info.status
 
     @contextlib.contextmanager
     def stage_run(self, stage: str, *, resume_key: str, tags: Mapping[str, Any] | None = None,
@@ -201,11 +215,20 @@ class RunLogger:
             parent = str(Path(artifact_file).parent)
             self.client.log_artifact(self.run_id, str(path), None if parent == "." else parent)
 
-    def children(self, key_tag: str) -> dict[str, str]:
-        """Existing nested runs of this run, by the value of ``key_tag``."""
+    def children_runs(self, key_tag: str) -> dict[str, list[str]]:
+        """Existing nested runs of this run by the value of ``key_tag``, oldest first (more than
+        one only when two processes raced to create the same one)."""
         runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{PARENT}` = '{self.run_id}'",
-                                       max_results=5000)
-        return {r.data.tags[key_tag]: r.info.run_id for r in runs if key_tag in r.data.tags}
+                                       max_results=5000, order_by=["attributes.start_time ASC"])
+        out: dict[str, list[str]] = {}
+        for r in runs:
+            if key_tag in r.data.tags:
+                out.setdefault(r.data.tags[key_tag], []).append(r.info.run_id)
+        return out
+
+    def children(self, key_tag: str) -> dict[str, str]:
+        """Existing nested runs of this run, by the value of ``key_tag`` (the oldest of each)."""
+        return {key: ids[0] for key, ids in self.children_runs(key_tag).items()}
 
     def child(self, name: str, *, key_tag: str, key: str, tags: Mapping[str, Any] | None = None) -> RunLogger:
         """The nested run keyed ``key_tag=key``, created if it does not exist yet."""

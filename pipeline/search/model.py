@@ -43,7 +43,7 @@ from pipeline.models import (
     validate_config,
 )
 from pipeline.search.folds import stratified_splits
-from pipeline.search.runner import PreparedPart
+from pipeline.search.runner import PreparedPart, WarmSettings
 from pipeline.search.studies import pareto_front
 from pipeline.train import EpochMetrics, evaluate, train
 
@@ -124,7 +124,7 @@ def choose(front: Sequence[Candidate], rule: ChooseConfig, references: Mapping[s
     return max(small, key=lambda c: (c.accuracy, -c.params))
 
 
-class ModelSearch:
+class ModelSearch(WarmSettings):
     """The architecture search as a SearchMethod (one study, trials nested under the stage run)."""
 
     stage = STAGE

@@ -33,7 +33,7 @@ from pipeline.files import atomic_path
 from pipeline.hashing import json_digest
 from pipeline.models import build_model
 from pipeline.search.folds import stratified_splits
-from pipeline.search.runner import PreparedPart, SearchOutcome, StudyRunner
+from pipeline.search.runner import PreparedPart, SearchOutcome, StudyRunner, WarmSettings
 from pipeline.tracking import RunLogger
 from pipeline.train import EvalResult, evaluate, train
 
@@ -118,7 +118,7 @@ def _score(result: EvalResult, objective: str) -> float:
 # ------------------------------------------------------------------ methods
 
 
-class _PolicyMethod:
+class _PolicyMethod(WarmSettings):
     """What both policy searches share: stage, folds, trial runs, the study identity."""
 
     stage = STAGE

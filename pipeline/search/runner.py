@@ -15,24 +15,43 @@ Lifecycle of one part ``k`` (a fold of the policy search, or the single study of
 search): ``open(k) -> prepare(k) -> optimise(k) -> collect``. Everything that survives a crash
 lives in the Optuna storage (trials) and in MLflow (runs keyed by tags), so running the same
 search again continues where it stopped.
+
+Several processes can share one search (``autoaug worker``, on several hosts, through a
+PostgreSQL storage and an MLflow server). The stage's process is the *coordinator*: it creates
+the studies and the MLflow runs, and it returns only when every part has its budget of finished
+trials, whoever ran them. A *worker* joins each part once the coordinator has opened it and runs
+trials until the part's budget is finished or in progress. Every trial records the process that
+runs it (``autoaug.worker``) and each process gives MLflow runs only to its own trials, so two
+processes never log the same trial; the coordinator adopts the trials of a process that died
+between finishing a trial and logging it. A trial whose process dies is failed (at once when the
+process ran on this host, after the storage's heartbeat grace period otherwise) and re-queued
+with the same parameters, so its configuration is not lost.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import socket
+import sys
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
+from pipeline.errors import AutoaugError
 from pipeline.hashing import int_digest
 from pipeline.search.studies import (
+    STUDY_FORMAT,
     completed,
-    prior_study,
+    find_prior,
+    pareto_front,
     rank_trials,
     space_hash,
     study_name,
@@ -42,8 +61,40 @@ from pipeline.tracking import RunLogger
 
 TRIAL_TAG = "autoaug.trial"
 PART_TAG = "autoaug.fold"  # the tag name predates model search, where a part is the whole study
+WORKER_ATTR = "autoaug.worker"  # trial user attribute: the process that ran it (host:pid:nonce)
+READY_ATTR = "autoaug.ready"  # study user attribute: opened (and warm-started) by the coordinator
+WARM_ATTR = "warm_started_from"  # study user attribute: the prior study it was warm-started from
+COLD_ATTR = "autoaug.cold_start"  # study user attribute: why a prior study could not be used
 
 MAX_UNCOUNTED_FACTOR = 20
+ADOPT_AFTER_S = 60.0  # a trial finished this long ago by a process on another host and still not
+#                      logged is logged by the coordinator (its process is taken to have died)
+POLL_S = 2.0  # how often the coordinator looks at trials that other processes are running
+Role = Literal["coordinator", "worker"]
+
+
+def process_id() -> str:
+    """This process as trials record it: host, pid and a nonce (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def process_is_dead(owner: str) -> bool:
+    """True only when ``owner`` ran on this host and its pid no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class WaitTimeout(AutoaugError):
+    """A worker waited longer than it was allowed to for the coordinator."""
 Objective = Callable[[optuna.Trial], float | Sequence[float]]
 
 
@@ -82,6 +133,16 @@ class SearchMethod(Protocol):
     @property
     def trials_per_part(self) -> int: ...
 
+    @property
+    def warm_budget(self) -> float:
+        """Share of ``trials_per_part`` a warm-started part runs."""
+        ...
+
+    @property
+    def patience(self) -> int:
+        """A warm-started part stops after this many trials without a better one (0 = never)."""
+        ...
+
     def space(self) -> dict[str, Any]:
         """What defines the search space: its hash is part of every study name."""
         ...
@@ -114,6 +175,20 @@ class SearchMethod(Protocol):
         """Whether a finished trial uses up the budget (the model search's over-budget
         candidates are never trained, cost nothing and do not count)."""
         ...
+
+
+class WarmSettings:
+    """``warm_budget`` and ``patience`` of a method, read from its params section ``cfg``."""
+
+    cfg: Any
+
+    @property
+    def warm_budget(self) -> float:
+        return float(self.cfg.warm_budget)
+
+    @property
+    def patience(self) -> int:
+        return int(self.cfg.patience)
 
 
 @dataclass
@@ -152,7 +227,8 @@ class StudyRunner:
     """Runs a ``SearchMethod`` against an Optuna storage, logging into ``run`` (MLflow)."""
 
     def __init__(self, method: SearchMethod, storage: optuna.storages.BaseStorage, fingerprint: str,
-                 run: RunLogger, *, warm_start: int = 0, progress: bool = True, log_every: int = 10) -> None:
+                 run: RunLogger, *, warm_start: int = 0, progress: bool = True, log_every: int = 10,
+                 role: Role = "coordinator") -> None:
         self.method = method
         self.storage = storage
         self.fingerprint = fingerprint
@@ -160,6 +236,8 @@ class StudyRunner:
         self.warm_start = warm_start
         self.progress = progress
         self.log_every = log_every
+        self.role = role
+        self.worker_id = process_id()
         self.space_hash = space_hash(method.space())
         self.tags = {"autoaug.fingerprint": fingerprint}
 
@@ -180,15 +258,67 @@ class StudyRunner:
             sampler = self.method.sampler(part)
         study = optuna.create_study(study_name=self.study_name(part), storage=self.storage, sampler=sampler,
                                     load_if_exists=True, directions=self.method.directions)
-        prior = prior_study(self.storage, self.method.stage, self.space_hash, self.fingerprint,
-                            self.method.parts()[part])
+        fresh = not study.get_trials(deepcopy=False)
+        found = find_prior(self.storage, self.method.stage, self.space_hash, self.fingerprint,
+                           self.method.parts()[part])
+        prior = found.study
         warm = 0
         if prior is not None and self.warm_start:
-            warm = warm_start(study, prior, self.warm_start)
+            # never more prior configurations than the warm budget runs
+            warm = warm_start(study, prior, min(self.warm_start, self._warm_trials()))
             if warm:
-                study.set_user_attr("warm_started_from", prior.study_name)
+                study.set_user_attr(WARM_ATTR, prior.study_name)
+        if fresh and found.cold_reason:
+            # Never a silent mix of incompatible trials, never a crash: a cold start, said out loud.
+            print(f"{study.study_name}: cold start: {found.cold_reason}", file=sys.stderr, flush=True)
+            study.set_user_attr(COLD_ATTR, found.cold_reason)
         self._reseed(study, part)
+        study.set_user_attr("autoaug.format", STUDY_FORMAT)
+        study.set_user_attr(READY_ATTR, True)
         return study, warm, prior.study_name if prior is not None else None
+
+    def budget(self, study: optuna.Study) -> int:
+        """Trials the part runs: ``trials_per_part``, or its ``warm_budget`` share when the study
+        was warm-started (the prior's best come first; the search then only refines them)."""
+        return self._warm_trials() if study.user_attrs.get(WARM_ATTR) else self.method.trials_per_part
+
+    def _warm_trials(self) -> int:
+        return max(1, math.ceil(self.method.trials_per_part * self.method.warm_budget))
+
+    def stalled(self, study: optuna.Study) -> bool:
+        """A warm-started study whose best (or Pareto front) has not improved for ``patience``
+        counted trials: it stops early. A cold study always runs its budget."""
+        patience = self.method.patience
+        if not patience or not study.user_attrs.get(WARM_ATTR):
+            return False
+        own = sorted((t for t in completed(study) if self.method.counts(t)), key=lambda t: t.number)
+        if len(own) <= patience:
+            return False
+        best = {t.number for t in pareto_front(own, study.directions)}
+        last_gain = max(i for i, t in enumerate(own) if t.number in best)
+        return len(own) - 1 - last_gain >= patience
+
+    def join(self, part: int, timeout: float, poll: float = POLL_S) -> optuna.Study:
+        """A worker's view of the part's study, once the coordinator has opened it (created and
+        warm-started: a worker never creates a study, so a warm start is enqueued once).
+        Its sampler is salted with this process's id: workers draw different configurations."""
+        deadline = time.monotonic() + timeout
+        name = self.study_name(part)
+        while True:
+            try:
+                study = optuna.load_study(study_name=name, storage=self.storage)
+                if study.user_attrs.get(READY_ATTR):
+                    break
+            except KeyError:
+                pass
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"study {name} was not opened within {timeout:.0f} s: is the "
+                                  f"{self.method.stage} stage running (`dvc repro {self.method.stage}`)?")
+            time.sleep(poll)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.sampler = self.method.sampler(part, salt=int_digest(f"{name}:{self.worker_id}", 3))
+        return study
 
     def _reseed(self, study: optuna.Study, part: int) -> None:
         """A seeded sampler replays its draws from the start. A resumed study (or one that
@@ -204,13 +334,47 @@ class StudyRunner:
     def counted(self, study: optuna.Study) -> int:
         return sum(1 for t in completed(study) if self.method.counts(t))
 
+    def _owned(self, objective: Objective) -> Objective:
+        """``objective`` with the trial marked as this process's (for logging and reaping)."""
+
+        def run(trial: optuna.Trial) -> float | Sequence[float]:
+            trial.set_user_attr(WORKER_ATTR, self.worker_id)
+            return objective(trial)
+
+        return run
+
+    def reap(self, study: optuna.Study) -> int:
+        """Fail the running trials of dead processes and re-queue their parameters: at once for
+        a process of this host, after the heartbeat grace period for others. Returns how many
+        trials other processes are still running."""
+        retry = getattr(self.storage, "heartbeat_stale_trial_callback", None)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = t.user_attrs.get(WORKER_ATTR)
+            if not owner or owner == self.worker_id or not process_is_dead(owner):
+                continue
+            try:
+                failed = self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except RuntimeError:  # finished meanwhile (optuna's UpdateFinishedTrialError)
+                continue
+            if failed and retry is not None:
+                retry(study, self.storage.get_trial(t._trial_id))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
     def optimise(self, part: int, study: optuna.Study, prepared: PreparedPart, part_run: RunLogger,
                  bar: tqdm | None = None) -> None:
         """Run trials until the part has ``trials_per_part`` finished ones that count (a
-        resumed part runs only what is missing); finished trials reach MLflow every
-        ``log_every`` and on exit. Trials that do not count are capped at
-        ``MAX_UNCOUNTED_FACTOR`` times the budget, so an impossible constraint ends quickly."""
-        budget = self.method.trials_per_part
+        resumed part runs only what is missing); this process's finished trials reach MLflow
+        every ``log_every`` and on exit. Trials that do not count are capped at
+        ``MAX_UNCOUNTED_FACTOR`` times the budget, so an impossible constraint ends quickly.
+
+        One trial at a time, so that trials other processes are running count as in
+        progress: a worker stops when the budget is finished or in progress; the coordinator
+        waits for the last trials of others (and runs any that a dead process left)."""
+        budget = self.budget(study)
+        objective = self._owned(prepared.objective)
         since_sync = 0
 
         def on_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -228,17 +392,47 @@ class StudyRunner:
             while (missing := budget - self.counted(study)) > 0:
                 if len(completed(study)) - self.counted(study) >= MAX_UNCOUNTED_FACTOR * budget:
                     break  # the method's combine() says why nothing (more) counted
-                study.optimize(prepared.objective, n_trials=missing, callbacks=[on_trial])
+                if self.stalled(study):
+                    break
+                in_progress = self.reap(study)
+                if in_progress >= missing:
+                    if self.role == "worker":
+                        break  # the last trials are someone else's
+                    time.sleep(POLL_S)
+                    continue
+                study.optimize(objective, n_trials=1, callbacks=[on_trial])
         finally:
             self.sync(part, study, part_run)
+        if self.role == "coordinator":
+            self.adopt(part, study, part_run)
 
-    def sync(self, part: int, study: optuna.Study, part_run: RunLogger) -> None:
-        """Give every finished trial its nested MLflow run, once (idempotent: safe after a restart)."""
-        logged = part_run.children(TRIAL_TAG)
+    def _logged(self, part_run: RunLogger) -> dict[str, list[str]]:
+        """This part's trial runs by trial number; a trial logged twice (two processes racing
+        to adopt it) keeps its first run and the others are deleted."""
+        runs = part_run.children_runs(TRIAL_TAG)
+        for number, ids in runs.items():
+            for extra in ids[1:]:
+                part_run.client.delete_run(extra)
+            runs[number] = ids[:1]
+        return runs
+
+    def sync(self, part: int, study: optuna.Study, part_run: RunLogger, *, adopt: bool = False) -> int:
+        """Give this process's finished trials their nested MLflow run, once (idempotent: safe
+        after a restart). With ``adopt``, also the trials of processes that died or were on
+        another host more than ``ADOPT_AFTER_S`` ago. Returns how many finished trials of
+        others are still waiting for their own process to log them."""
+        logged = self._logged(part_run)
         name = self.method.parts()[part]
+        pending = 0
         for t in completed(study):
             if str(t.number) in logged or t.values is None:
                 continue
+            owner = t.user_attrs.get(WORKER_ATTR)
+            if owner and owner != self.worker_id:
+                finished_ago = time.time() - t.datetime_complete.timestamp() if t.datetime_complete else 0.0
+                if not adopt or not (process_is_dead(owner) or finished_ago > ADOPT_AFTER_S):
+                    pending += 1
+                    continue
             metrics = dict(zip(self.method.objective_names, t.values, strict=True))
             metrics.update({k: v for k, v in t.user_attrs.items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)})
@@ -248,9 +442,20 @@ class StudyRunner:
                 f"{name}-trial{t.number:03d}" if name else f"trial{t.number:03d}",
                 key_tag=TRIAL_TAG, key=str(t.number),
                 params=self.method.trial_params(part, t), metrics=metrics, curves=curves,
-                tags={**self.tags, "optuna.study": study.study_name, "optuna.trial": t.number},
+                tags={**self.tags, "optuna.study": study.study_name, "optuna.trial": t.number,
+                      WORKER_ATTR: owner or self.worker_id,
+                      **({"autoaug.warm_start_from": t.user_attrs["warm_start_from"]}
+                         if "warm_start_from" in t.user_attrs else {})},
                 dicts=self.method.trial_artifacts(t),
             )
+        return pending
+
+    def adopt(self, part: int, study: optuna.Study, part_run: RunLogger) -> None:
+        """The coordinator's last sync of a part: wait for the other processes to log their
+        trials, and log those of processes that died, so every finished trial has one run."""
+        while self.sync(part, study, part_run, adopt=True):
+            time.sleep(POLL_S)
+        self._logged(part_run)  # a race with a late owner leaves a duplicate: drop it
 
     def part_run(self, part: int) -> RunLogger:
         """The MLflow run the part's trials nest under: its own child run, or the stage run."""
@@ -271,8 +476,12 @@ class StudyRunner:
                    unit="trial", disable=not self.progress)
         try:
             for k, name in enumerate(parts):
+                study, warm, prior = self.open(k)  # before its run: workers wait for the run
                 part_run = self.part_run(k)
-                study, warm, prior = self.open(k)
+                lineage = {"autoaug.warm_start_from": study.user_attrs.get(WARM_ATTR),
+                           "autoaug.cold_start": study.user_attrs.get(COLD_ATTR),
+                           "autoaug.budget": self.budget(study)}
+                part_run.set_tags({key: v for key, v in lineage.items() if v is not None})
                 bar.update(min(self.counted(study), method.trials_per_part))
                 prepared = method.prepare(k)
                 if prepared.metrics and part_run is not self.run_logger:
@@ -286,6 +495,9 @@ class StudyRunner:
                     part_run.finish()
         finally:
             bar.close()
+        priors = sorted({o.study.user_attrs[WARM_ATTR] for o in outcomes if o.study.user_attrs.get(WARM_ATTR)})
+        if priors:  # lineage on the stage run: which earlier studies this search built on
+            self.run_logger.set_tags({"autoaug.warm_start_from": ",".join(priors)})
         result = method.combine(ranked_parts, [o.prepared for o in outcomes])
         return SearchOutcome(result, outcomes, time.perf_counter() - t_start)
 

@@ -11,14 +11,17 @@ import json
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from pipeline.errors import ConfigError, first_line
-from pipeline.files import ensure_sqlite_dir
+from pipeline.files import ensure_sqlite_dir, sqlite_setup_lock
 from pipeline.hashing import json_digest
+
+HEARTBEAT_S = 30  # a running trial's process writes a heartbeat this often; stale after 3 x
 
 
 def space_hash(space: Any) -> str:
@@ -42,7 +45,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An Optuna RDB storage, or a ConfigError naming the URL when it cannot be reached.
 
     The heartbeat lets a restarted stage (or another worker sharing the storage) mark trials of
-    a killed process as failed instead of waiting on them for ever.
+    a killed process as failed instead of waiting on them for ever; a failed trial's parameters
+    are re-queued (``RetryHeartbeatStaleTrialCallback``, Optuna 5's replacement of the
+    deprecated ``RetryFailedTrialCallback``), at most twice.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -50,7 +55,10 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)
+            with sqlite_setup_lock(url):  # two processes creating one new SQLite file race otherwise
+                storage = optuna.storages.RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
         if url.startswith("sqlite"):
             _fast_sqlite(storage)
         storage.get_all_studies()
@@ -81,23 +89,57 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def prior_study(storage: optuna.storages.BaseStorage, stage: str, space: str, fingerprint: str,
-                part: str | None = None) -> optuna.Study | None:
-    """The most recent study of the same stage, space and part on other data, if any."""
-    prefix = f"{stage}-{space}-"
-    candidates = []
+STUDY_FORMAT = 1  # study user attribute "autoaug.format": bumped when a trial's record changes meaning
+
+
+@dataclass
+class Prior:
+    """What a new study can warm-start from: the study, or why there is none (said out loud)."""
+
+    study: optuna.Study | None
+    cold_reason: str | None = None  # None with no study: nothing before it (the first search)
+
+
+def find_prior(storage: optuna.storages.BaseStorage, stage: str, space: str, fingerprint: str,
+               part: str | None = None) -> Prior:
+    """The most recent study of the same stage, space and part on other data; or, when there is
+    none that can be used, the reason: the search space changed, the prior study is empty,
+    unreadable or from an incompatible version."""
+    same: list[tuple[Any, str, int]] = []
+    other: list[tuple[Any, str]] = []
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         name = s.study_name
-        if not name.startswith(prefix) or fingerprint in name:
+        if not name.startswith(f"{stage}-") or fingerprint in name or s.datetime_start is None:
             continue
         if part is not None and not name.endswith(f"-{part}"):
             continue
-        if s.n_trials == 0 or s.datetime_start is None:
-            continue
-        candidates.append((s.datetime_start, name))
-    if not candidates:
-        return None
-    return optuna.load_study(study_name=max(candidates)[1], storage=storage)
+        (same.append((s.datetime_start, name, s.n_trials)) if name.startswith(f"{stage}-{space}-")
+         else other.append((s.datetime_start, name)))
+    if not same:
+        if other:
+            old = max(other)[1]
+            return Prior(None, f"the search space changed since {old} (space hash "
+                               f"{old.removeprefix(stage + '-').split('-')[0]} -> {space})")
+        return Prior(None)
+    _, name, n_trials = max(same)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+        version = study.user_attrs.get("autoaug.format", STUDY_FORMAT)
+        finished = completed(study)
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, it is not usable
+        return Prior(None, f"the prior study {name} cannot be read ({first_line(exc)[:120]})")
+    if version != STUDY_FORMAT:
+        return Prior(None, f"the prior study {name} was written by an incompatible version "
+                           f"(format {version}, this version reads {STUDY_FORMAT})")
+    if not finished:
+        return Prior(None, f"the prior study {name} has no finished trial ({n_trials} in all)")
+    return Prior(study)
+
+
+def prior_study(storage: optuna.storages.BaseStorage, stage: str, space: str, fingerprint: str,
+                part: str | None = None) -> optuna.Study | None:
+    """The most recent usable study of the same stage, space and part on other data, if any."""
+    return find_prior(storage, stage, space, fingerprint, part).study
 
 
 def _dominates(a: Sequence[float], b: Sequence[float], signs: Sequence[int]) -> bool:

@@ -39,7 +39,7 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 def params(tmp_path: Path, mlflow_uri: str) -> Params:
     return parse_params({
         "policy_search": {
-            "folds": 2, "trials_per_fold": 5, "top_n": 2, "startup_trials": 2, "n_sub": 3,
+            "folds": 2, "trials_per_fold": 5, "top_n": 2, "startup_trials": 2, "n_sub": 3, "warm_budget": 1.0,
             "child_model": "resnet20", "child": {"epochs": 1, "batch_size": 16},
         },
         "tracking": {"mlflow_uri": mlflow_uri, "experiment_prefix": f"test-{uuid.uuid4().hex[:8]}",

@@ -56,7 +56,7 @@ PARENT = "mlflow.parentRunId"
 
 TINY_SEARCH: dict[str, Any] = {
     "trials": 2, "seed": 4, "startup_trials": 50, "train_images": 10, "val_images": 10,
-    "max_params": 500_000, "references": [], "warm_start": 2,
+    "max_params": 500_000, "references": [], "warm_start": 2, "warm_budget": 1.0,
     "recipe": {"epochs": 1, "batch_size": 16},
 }
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -168,3 +169,106 @@ def test_unreachable_storage_fails_before_any_training(
         update={"optuna_storage": "postgresql://nobody@127.0.0.1:1/none"})})
     with pytest.raises(ConfigError, match="tracking.optuna_storage"):
         search_policy_stage(bad, sample_dir, tmp_path / "out", None, progress=False)
+
+
+# ------------------------------------------------------------------ warm budget, patience, cold start
+
+
+def _two_versions(tmp_path: Path) -> tuple[Path, Path]:
+    from pipeline.data import write_sample
+
+    first, second = tiny_sample(seed=0), tiny_sample(seed=1)
+    write_sample(first, tmp_path / "s1", seed=0, pool=first)
+    write_sample(second, tmp_path / "s2", seed=0, pool=second)
+    return tmp_path / "s1", tmp_path / "s2"
+
+
+def _study_of(params: Params, fingerprint: str, fold: int = 0) -> optuna.Study:
+    storage = optuna.storages.RDBStorage(params.tracking.optuna_storage)
+    name = next(s.study_name for s in optuna.get_all_study_summaries(storage)
+                if fingerprint in s.study_name and s.study_name.endswith(f"fold{fold}"))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_a_warm_started_search_runs_its_warm_budget(tmp_path: Path, params: Params) -> None:
+    s1, s2 = _two_versions(tmp_path)
+    cold = params.model_copy(update={"policy_search": params.policy_search.model_copy(
+        update={"trials_per_fold": 8, "warm_budget": 0.25, "warm_start": 5})})
+    first = search_policy_stage(cold, s1, tmp_path / "o1", tmp_path / "cache", progress=False)
+    second = search_policy_stage(cold, s2, tmp_path / "o2", tmp_path / "cache", progress=False)
+    assert first["trials"] == 2 * 8
+    assert second["trials"] == 2 * 2  # ceil(8 x 0.25) per fold
+    assert second["warm_started_trials"] == 2 * 2  # never more prior configurations than that budget
+    study = _study_of(cold, second["fingerprint"])
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))  # none left queued
+    tracker = Tracker(cold.tracking.mlflow_uri, cold.tracking.experiment_prefix)
+    folds = tracker.client.search_runs([tracker.experiment_id("search_policy")],
+                                       filter_string="tags.`autoaug.fold` = '0'", max_results=10)
+    warm_fold = [r for r in folds if r.data.tags.get("optuna.study") == study.study_name]
+    assert warm_fold[0].data.tags["autoaug.warm_start_from"] == study.user_attrs["warm_started_from"]
+    assert warm_fold[0].data.tags["autoaug.budget"] == "2"
+
+
+def test_a_warm_started_search_stops_when_it_stops_improving(
+    tmp_path: Path, params: Params, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s1, s2 = _two_versions(tmp_path)
+    cfg = params.policy_search.model_copy(update={"trials_per_fold": 6, "warm_budget": 1.0, "warm_start": 1,
+                                                  "patience": 2, "folds": 2})
+    p = params.model_copy(update={"policy_search": cfg})
+    search_policy_stage(p, s1, tmp_path / "o1", tmp_path / "cache", progress=False)
+    # the first trial of the new study (the prior's best) scores best; nothing after it does
+    real_evaluate = search.evaluate
+    scores = iter([0.9] + [0.1] * 100)
+
+    def scripted(*args, **kwargs):
+        result = real_evaluate(*args, **kwargs)
+        if kwargs.get("augment") is None:  # the child's clean score
+            return result
+        return dataclasses.replace(result, accuracy=next(scores))
+
+    monkeypatch.setattr(search, "evaluate", scripted)
+    second = search_policy_stage(p, s2, tmp_path / "o2", tmp_path / "cache", progress=False)
+    study = _study_of(p, second["fingerprint"], fold=0)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 1 + 2  # best, then 2 without gain
+
+
+def test_a_changed_search_space_is_a_cold_start_said_out_loud(
+    tmp_path: Path, params: Params, capsys: pytest.CaptureFixture[str],
+) -> None:
+    s1, s2 = _two_versions(tmp_path)
+    search_policy_stage(params, s1, tmp_path / "o1", tmp_path / "cache", progress=False)
+    changed = params.model_copy(update={"policy_search": params.policy_search.model_copy(update={"n_sub": 2})})
+    capsys.readouterr()
+    summary = search_policy_stage(changed, s2, tmp_path / "o2", tmp_path / "cache", progress=False)
+    err = capsys.readouterr().err
+    assert summary["warm_started_trials"] == 0
+    assert "cold start: the search space changed since search_policy-" in err
+    study = _study_of(changed, summary["fingerprint"])
+    assert "search space changed" in study.user_attrs["autoaug.cold_start"]
+    # a re-run of the same stage says nothing more (the study is not new)
+    search_policy_stage(changed, s2, tmp_path / "o2", tmp_path / "cache", progress=False)
+    assert "cold start" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["empty", "format"])
+def test_an_unusable_prior_study_is_a_cold_start_with_its_reason(
+    tmp_path: Path, params: Params, damage: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    s1, s2 = _two_versions(tmp_path)
+    first = search_policy_stage(params, s1, tmp_path / "o1", tmp_path / "cache", progress=False)
+    storage = optuna.storages.RDBStorage(params.tracking.optuna_storage)
+    for fold in range(params.policy_search.folds):
+        old = _study_of(params, first["fingerprint"], fold)
+        if damage == "format":
+            old.set_user_attr("autoaug.format", 99)
+        else:  # a study with no finished trial (e.g. killed during its first trial)
+            name = old.study_name
+            optuna.delete_study(study_name=name, storage=storage)
+            optuna.create_study(study_name=name, storage=storage).ask()
+    capsys.readouterr()
+    summary = search_policy_stage(params, s2, tmp_path / "o2", tmp_path / "cache", progress=False)
+    err = capsys.readouterr().err
+    assert summary["warm_started_trials"] == 0 and summary["trials"] == 2 * params.policy_search.trials_per_fold
+    expected = "incompatible version (format 99" if damage == "format" else "has no finished trial"
+    assert err.count(expected) == params.policy_search.folds, err

@@ -1,0 +1,178 @@
+"""`autoaug worker STAGE`: more processes (on more hosts) for the running search of a stage.
+
+The stage itself (``dvc repro``) is the coordinator: it opens the studies, owns the MLflow stage
+run and writes the outputs. A worker reads the same params and sample, waits until the
+coordinator has opened a part (a policy-search fold, or the model search's one study), runs
+trials in it until its budget is finished or in progress, logs its own trials as nested runs of
+the stage run, and moves on to the next part. It never writes a stage output, so the result is
+the one a single-machine run writes. Children of the policy search are trained (or read from a
+shared ``--cache-dir``) by every process that needs them; they are seeded, so all processes
+score policies against the same child.
+
+Made to be restarted by a supervisor (compose ``restart: on-failure``) and to ride out outages:
+an unreachable store at start is retried with back-off for ``wait`` seconds, and a store that
+drops mid-search (PostgreSQL restarted) makes the worker wait and rejoin; finished trials are in
+the storage already, and the trial that was running is re-queued by the heartbeat.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipeline.config import Params
+from pipeline.device import pick_device
+from pipeline.errors import AutoaugError, ConfigError, DataError, first_line
+from pipeline.search.runner import PART_TAG, WORKER_ATTR, SearchMethod, StudyRunner, WaitTimeout
+from pipeline.search.studies import completed, search_name
+from pipeline.stages.common import StageInputs, open_inputs, read_policy
+from pipeline.tracking import RunLogger
+
+STAGES = ("search_policy", "search_model")
+BACKOFF_MAX_S = 30.0
+T = TypeVar("T")
+
+
+def _say(message: str) -> None:
+    print(f"autoaug worker: {message}", file=sys.stderr, flush=True)
+
+
+def with_backoff(what: str, attempt: Callable[[], T], deadline: float,
+                 retry_on: tuple[type[BaseException], ...] = (ConfigError, DataError)) -> T:
+    """``attempt()`` until it succeeds, waiting 1, 2, 4 ... (at most 30) seconds between tries
+    and saying why; after ``deadline`` (time.monotonic) the last error is raised."""
+    delay = 1.0
+    while True:
+        try:
+            return attempt()
+        except retry_on as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            _say(f"{what}: {first_line(exc)}; retrying in {delay:.0f} s")
+            time.sleep(delay)
+            delay = min(2 * delay, BACKOFF_MAX_S)
+
+
+def _lost_connection(exc: BaseException) -> bool:
+    """An error that means the storage or tracking server went away (worth rejoining)."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError | ConnectionError | TimeoutError):
+        return True
+    name = type(exc).__name__
+    return name in {"MlflowException", "RestException", "ConnectionError"} and "connect" in str(exc).lower()
+
+
+def search_identity(stage: str, params: Params, fingerprint: str) -> str:
+    """The stage's search identity (its MLflow stage run's resume key), as the stage computes it."""
+    if stage == "search_policy":
+        from pipeline.search.policy import METHODS
+
+        return search_name(stage, METHODS[params.policy_search.method].space_of(params.policy_search), fingerprint)
+    if stage == "search_model":
+        from pipeline.search.model import ModelSearch
+
+        return search_name(stage, ModelSearch.space_of(params.model_search), fingerprint)
+    raise AutoaugError(f"worker: unknown stage {stage!r}; a worker joins one of {', '.join(STAGES)}")
+
+
+def build_method(stage: str, params: Params, inputs: StageInputs, *, policy_path: str | os.PathLike[str],
+                 cache_dir: str | os.PathLike[str] | None, progress: bool) -> SearchMethod:
+    """The stage's search method exactly as the stage builds it. The model search's policy
+    must be the one found on this sample (a policy of older data is waited for, not used)."""
+    device = pick_device()
+    cache = Path(cache_dir) / stage if cache_dir else None
+    if stage == "search_policy":
+        from pipeline.search.policy import METHODS
+
+        pcfg = params.policy_search
+        return METHODS[pcfg.method](pcfg, inputs.sample, inputs.fingerprint, device=device, cache=cache,
+                                    progress=progress)
+    from pipeline.search.model import ModelSearch
+
+    mcfg = params.model_search
+    policy = read_policy(policy_path) if mcfg.augment == "policy" else None
+    found_on = policy.metadata.get("fingerprint") if policy is not None else None
+    if policy is not None and found_on not in (None, inputs.fingerprint):
+        raise DataError(f"{policy_path} was found on sample {found_on}, not on this sample "
+                        f"({inputs.fingerprint}); waiting for search_policy to write the new one")
+    return ModelSearch(mcfg, inputs.sample, policy=policy, device=device, progress=progress)
+
+
+def run_worker(params: Params, stage: str, *, sample_dir: str | os.PathLike[str] = "data/sample",
+               policy_path: str | os.PathLike[str] = "outputs/search_policy/policy.json",
+               cache_dir: str | os.PathLike[str] | None = ".autoaug/cache", wait: float = 0.0,
+               progress: bool = True, poll: float = 2.0) -> dict[str, Any]:
+    """Join the stage's running search until every part has its trials; returns what it did.
+
+    ``wait``: seconds to wait for what is not there yet (the stores, the sample, the policy,
+    the coordinator's runs and studies); 0 = fail at once with the reason.
+    """
+    if stage not in STAGES:
+        raise AutoaugError(f"worker: unknown stage {stage!r}; a worker joins one of {', '.join(STAGES)}")
+    deadline = time.monotonic() + wait
+    inputs = with_backoff("opening the sample and the stores", lambda: open_inputs(params, sample_dir), deadline)
+    identity = search_identity(stage, params, inputs.fingerprint)
+
+    def stage_run() -> tuple[RunLogger, str]:
+        found = inputs.tracker.find_stage_run(stage, identity)
+        if found is None:
+            raise WaitTimeout(f"no {stage} run for study {identity} yet: start the stage (`dvc repro {stage}`)")
+        return found
+
+    run, status = with_backoff("waiting for the coordinator", stage_run, deadline, retry_on=(WaitTimeout, ConfigError))
+    trials = parts = 0
+    if status == "FINISHED":
+        _say(f"{stage}: the search {identity} is already finished; nothing to do")
+        return {"stage": stage, "study": identity, "trials": trials, "parts": parts}
+    # After the stage run exists: the inputs it reads (the model search's policy) are current.
+    method = with_backoff(
+        "reading the stage's inputs",
+        lambda: build_method(stage, params, inputs, policy_path=policy_path, cache_dir=cache_dir, progress=progress),
+        deadline)
+    runner = StudyRunner(method, inputs.storage, inputs.fingerprint, run, progress=progress, role="worker",
+                         log_every=1)  # a worker logs each trial at once: nothing left to adopt
+    _say(f"{stage}: joining {identity} as {runner.worker_id}")
+    for k, name in enumerate(method.parts()):
+        while True:
+            try:
+                trials += _work_on_part(runner, k, name, deadline, poll)
+                break
+            except Exception as exc:  # noqa: BLE001 - only a lost connection is retried
+                if not _lost_connection(exc):
+                    raise
+                _say(f"{stage}: lost the connection ({first_line(exc)[:160]}); rejoining in 5 s")
+                time.sleep(5)
+        parts += 1
+    _say(f"{stage}: every part has its trials; this worker ran {trials}")
+    return {"stage": stage, "study": identity, "trials": trials, "parts": parts}
+
+
+def _work_on_part(runner: StudyRunner, k: int, name: str | None, deadline: float, poll: float) -> int:
+    """Join part ``k`` (waiting for the coordinator to open it) and run trials; returns how
+    many finished trials this process added."""
+    method = runner.method
+    remaining = max(deadline - time.monotonic(), 0.0)
+
+    def part_run() -> RunLogger:
+        if name is None:
+            return runner.run_logger
+        found = runner.run_logger.children(PART_TAG).get(str(k))
+        if found is None:
+            raise WaitTimeout(f"part {name} is not open yet")
+        return RunLogger(runner.run_logger.tracker, runner.run_logger.experiment_id, found, resumed=True)
+
+    # The coordinator opens the parts in order; a worker waits for each as long as it takes
+    # (the coordinator may be training the previous part's child), polling gently.
+    logger = with_backoff(f"waiting for {name or 'the study'}", part_run, time.monotonic() + max(remaining, 3600.0),
+                          retry_on=(WaitTimeout,))
+    study = runner.join(k, timeout=max(remaining, 3600.0), poll=poll)
+    if runner.counted(study) >= method.trials_per_part:
+        return 0
+    prepared = method.prepare(k)
+    runner.optimise(k, study, prepared, logger)
+    return sum(1 for t in completed(study) if t.user_attrs.get(WORKER_ATTR) == runner.worker_id)

@@ -1,0 +1,105 @@
+"""A headless chromium driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
+no extra package, no port). For pages that render in JavaScript and keep talking to their
+server (the MLflow UI), where ``--dump-dom`` / ``--screenshot`` with a virtual-time budget can
+wait for ever: here the test waits in real time until the page shows what it expects."""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class Browser:
+    """One headless chromium with one page; use as a context manager."""
+
+    def __init__(self, chromium: str, profile: Path, width: int = 1600, height: int = 1000) -> None:
+        to_browser_r, to_browser_w = os.pipe()
+        from_browser_r, from_browser_w = os.pipe()
+        # the child's ends above 9, so the shell's "3<&N 4>&M" cannot overwrite one with the other
+        for_child = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_browser_r, from_browser_w)]
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        to_browser_r, from_browser_w = for_child
+        # chromium reads commands on fd 3 and writes replies on fd 4: the shell puts the pipes there
+        args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--hide-scrollbars", f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"]
+        self.proc = subprocess.Popen(
+            ["bash", "-c", f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}', *args],  # dash: fds < 10
+            pass_fds=(to_browser_r, from_browser_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        os.close(to_browser_r)
+        os.close(from_browser_w)
+        self._out = os.fdopen(to_browser_w, "wb", buffering=0)
+        self._in = os.fdopen(from_browser_r, "rb", buffering=0)
+        self._buffer = b""
+        self._next_id = 0
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self._out.close()
+        self._in.close()
+
+    def call(self, method: str, session: bool = False, timeout: float = 60, **params: Any) -> dict[str, Any]:
+        self._next_id += 1
+        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self.session
+        self._out.write(json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = self._read()
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return dict(reply.get("result", {}))
+        raise TimeoutError(f"{method}: no reply within {timeout} s")
+
+    def _read(self) -> dict[str, Any]:
+        while b"\0" not in self._buffer:
+            chunk = self._in.read(1 << 16)
+            if not chunk:
+                raise RuntimeError("chromium closed the pipe")
+            self._buffer += chunk
+        message, _, self._buffer = self._buffer.partition(b"\0")
+        return dict(json.loads(message))
+
+    def goto(self, url: str) -> None:
+        self.call("Page.navigate", session=True, url=url)
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", session=True, expression=expression, returnByValue=True)
+        return result.get("result", {}).get("value")
+
+    def html(self) -> str:
+        return str(self.evaluate("document.documentElement.outerHTML") or "")
+
+    def wait_for(self, ready: Callable[[str], bool], timeout: float = 60) -> str:
+        """The page's HTML once ``ready(html)`` holds (polled every half second), or a TimeoutError."""
+        deadline = time.monotonic() + timeout
+        html = ""
+        while time.monotonic() < deadline:
+            html = self.html()
+            if ready(html):
+                return html
+            time.sleep(0.5)
+        raise TimeoutError(f"the page was not ready within {timeout} s; it ends with: {html[-1500:]}")
+
+    def screenshot(self, path: Path) -> None:
+        data = self.call("Page.captureScreenshot", session=True, format="png")["data"]
+        path.write_bytes(base64.b64decode(data))

@@ -1,0 +1,196 @@
+"""Several processes share one search: `autoaug worker` beside the stage (the coordinator).
+
+Real processes on one SQLite storage and one MLflow store, as the compose services run them
+(tests/deploy runs the same on PostgreSQL and an MLflow server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from pipeline.config import Params, load_params
+from pipeline.search.runner import WORKER_ATTR
+from pipeline.tracking import Tracker
+
+BIN = Path(sys.executable).parent
+
+
+def _write_params(params: Params, path: Path, **policy: object) -> Path:
+    raw = params.model_dump()
+    raw["policy_search"].update(policy)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _spawn(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.Popen([str(BIN / "autoaug"), *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float = 240) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    return out
+
+
+def _trial_runs(params: Params) -> list:
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+    runs = tracker.client.search_runs([tracker.experiment_id("search_policy")], max_results=5000)
+    return [r for r in runs if "autoaug.trial" in r.data.tags]
+
+
+def _studies(params: Params) -> list[optuna.Study]:
+    storage = optuna.storages.RDBStorage(params.tracking.optuna_storage)
+    return [optuna.load_study(study_name=s.study_name, storage=storage)
+            for s in optuna.get_all_study_summaries(storage)]
+
+
+def _check_one_run_per_trial(params: Params, studies: list[optuna.Study]) -> None:
+    keys = [(r.data.tags["optuna.study"], r.data.tags["autoaug.trial"]) for r in _trial_runs(params)]
+    done = [(s.study_name, str(t.number)) for s in studies for t in s.get_trials(states=(TrialState.COMPLETE,))]
+    assert Counter(keys) == Counter(done)  # every finished trial logged once, nothing else
+
+
+def test_a_worker_and_the_stage_share_the_search(tmp_path: Path, sample_dir: Path, params: Params) -> None:
+    budget = 30
+    path = _write_params(params, tmp_path / "params.yaml", trials_per_fold=budget)
+    common = ["--params", str(path), "--sample", str(sample_dir), "--cache-dir", str(tmp_path / "cache"),
+              "--no-progress"]
+    worker = _spawn("worker", "search_policy", "--wait", "120", *common, cwd=tmp_path)  # before the stage
+    stage = _spawn("search-policy", "--out", str(tmp_path / "out"), *common, cwd=tmp_path)
+    stage_out, worker_out = _finish(stage), _finish(worker)
+
+    studies = _studies(params)
+    assert len(studies) == 2
+    owners: Counter[str] = Counter()
+    for study in studies:
+        done = study.get_trials(states=(TrialState.COMPLETE,))
+        # one trial at a time per process: at most one extra when both start the last one
+        assert budget <= len(done) <= budget + 1
+        owners.update(t.user_attrs[WORKER_ATTR] for t in done)
+    assert len(owners) == 2, (owners, worker_out)  # both processes ran trials
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["trials"] == sum(len(s.get_trials(states=(TrialState.COMPLETE,))) for s in studies)
+    _check_one_run_per_trial(params, studies)
+    assert "trials run in 2 part(s)" in worker_out, worker_out
+    assert "search_policy:" in stage_out
+
+
+def test_a_killed_worker_loses_no_trial_and_its_configuration_is_retried(
+    tmp_path: Path, sample_dir: Path, params: Params,
+) -> None:
+    budget = 40  # fold 0 keeps the worker busy for seconds: the test sees one of its trials running
+    path = _write_params(params, tmp_path / "params.yaml", trials_per_fold=budget, folds=2)
+    common = ["--params", str(path), "--sample", str(sample_dir), "--cache-dir", str(tmp_path / "cache"),
+              "--no-progress"]
+    # The stage opens fold 0 and is stopped (Ctrl-C) while the worker searches it alone.
+    stage = _spawn("search-policy", "--out", str(tmp_path / "out"), *common, cwd=tmp_path)
+    worker = None
+    storage = optuna.storages.RDBStorage(load_params(path).tracking.optuna_storage)
+    deadline = time.monotonic() + 180
+    running = None
+    while time.monotonic() < deadline and running is None:
+        time.sleep(0.2)
+        studies = [s.study_name for s in optuna.get_all_study_summaries(storage)] if _has_tables(storage) else []
+        if studies and worker is None and _fold_run_exists(params):
+            stage.send_signal(signal.SIGINT)
+            _finish_interrupted(stage)
+            worker = _spawn("worker", "search_policy", "--wait", "60", *common, cwd=tmp_path)
+        if worker is not None and studies:
+            trials = [t for name in studies for t in optuna.load_study(study_name=name, storage=storage).trials]
+            if sum(t.state == TrialState.COMPLETE for t in trials) >= 2:
+                running = [t for t in trials if t.state == TrialState.RUNNING
+                           and t.user_attrs.get(WORKER_ATTR, "").split(":")[1:2] == [str(worker.pid)]] or None
+    said = ""
+    if worker is not None and not running:
+        worker.kill()  # do not leave it waiting for a stage that will not come back
+        said = worker.communicate(timeout=30)[0]
+    assert worker is not None and running, f"the worker never ran a trial: {said}"
+    os.kill(worker.pid, signal.SIGKILL)  # mid-trial, and probably with finished trials not yet logged
+    worker.communicate(timeout=30)
+    killed = running[0]
+
+    stage = _spawn("search-policy", "--out", str(tmp_path / "out"), *common, cwd=tmp_path)
+    _finish(stage)
+    studies = _studies(params)
+    first = next(s for s in studies if s.study_name == killed_study_name(studies, killed))
+    failed = [t for t in first.get_trials() if t.number == killed.number]
+    assert failed[0].state == TrialState.FAIL  # reaped at once: its process is gone
+    retried = [t for t in first.get_trials(states=(TrialState.COMPLETE,))
+               if t.system_attrs.get("failed_trial") == killed.number]
+    # the configuration was re-run: what the killed trial had drawn is fixed in its retry
+    assert len(retried) == 1 and failed[0].params
+    assert {k: retried[0].params[k] for k in failed[0].params} == failed[0].params
+    for study in studies:
+        assert len(study.get_trials(states=(TrialState.COMPLETE,))) == budget
+    _check_one_run_per_trial(params, studies)
+
+
+def killed_study_name(studies: list[optuna.Study], trial: optuna.trial.FrozenTrial) -> str:
+    return next(s.study_name for s in studies if any(t._trial_id == trial._trial_id for t in s.get_trials()))
+
+
+def _fold_run_exists(params: Params) -> bool:
+    """The stage has opened fold 0 (its study and its MLflow run, which a worker waits for)."""
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+    exp = tracker.client.get_experiment_by_name(f"{params.tracking.experiment_prefix}-search_policy")
+    return exp is not None and bool(tracker.client.search_runs(
+        [exp.experiment_id], filter_string="tags.`autoaug.fold` = '0'", max_results=1))
+
+
+def _has_tables(storage: optuna.storages.RDBStorage) -> bool:
+    try:
+        optuna.get_all_study_summaries(storage)
+    except Exception:  # noqa: BLE001 - the stage has not created the schema yet
+        return False
+    return True
+
+
+def _finish_interrupted(proc: subprocess.Popen[str]) -> None:
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+
+
+@pytest.mark.parametrize("stage", ["search_policy", "search_model"])
+def test_a_worker_without_a_running_stage_says_what_to_start(
+    tmp_path: Path, sample_dir: Path, params: Params, stage: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pipeline.cli import main
+
+    path = _write_params(params, tmp_path / "params.yaml")
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"sub_policies": [[["Rotate", 0.5, 0.5]]]}))
+    code = main(["worker", stage, "--params", str(path), "--sample", str(sample_dir), "--policy", str(policy)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"dvc repro {stage}" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_worker_with_an_unreachable_storage_retries_then_fails_clearly(
+    tmp_path: Path, sample_dir: Path, params: Params, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pipeline.cli import main
+
+    path = _write_params(params, tmp_path / "params.yaml")
+    raw = yaml.safe_load(path.read_text())
+    raw["tracking"]["optuna_storage"] = "postgresql+psycopg://nobody@127.0.0.1:1/none"
+    path.write_text(yaml.safe_dump(raw))
+    t0 = time.monotonic()
+    code = main(["worker", "search_policy", "--params", str(path), "--sample", str(sample_dir), "--wait", "4"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "retrying in 1 s" in err and "retrying in 2 s" in err  # back-off, said out loud
+    assert err.strip().splitlines()[-1].startswith("autoaug worker: error: tracking.optuna_storage")
+    assert time.monotonic() - t0 < 30
