@@ -202,6 +202,8 @@ class PolicySearchConfig(StrictModel):
     ops: list[str] = Field(default_factory=lambda: list(FAA_OPS), min_length=1,
                            description="ops the search may choose (names of the op table)")
     objective: Literal["accuracy", "loss"] = Field("accuracy", description="score of a candidate on augmented D_A")
+    draws: int = Field(1, ge=1, le=32, description="augmented draws per D_A image: 1 = one draw each; more = "
+                       "Fast AutoAugment's objective (correct if any draw is, loss = the lowest; the paper: n_sub)")
     startup_trials: int = Field(10, ge=0, description="random trials before TPE takes over")
     warm_start: int = Field(5, ge=0, description="best configurations of a prior study re-evaluated first")
     warm_budget: float = Field(0.5, gt=0, le=1, description="share of trials_per_fold a warm-started fold runs")

@@ -44,6 +44,9 @@ def _quiet_mlflow() -> None:
     # MLflow's alembic migrations and telemetry are noise in a stage's output.
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # With a tracking server MLflow prints two "View run" lines per finished run: with a nested
+    # run per trial, hundreds of lines that bury the progress bar.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import logging
 
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking", "mlflow.store"):

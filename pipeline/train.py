@@ -184,8 +184,14 @@ def evaluate(
     batch_size: int = 1000,
     precision: str = "auto",
     keep_predictions: bool = False,
+    draws: int = 1,
 ) -> EvalResult:
     """Cross-entropy and accuracy of ``model`` on ``data`` (eval mode, no label smoothing).
+
+    ``draws`` > 1 (with ``augment``): each image is augmented ``draws`` times independently
+    (one forward pass over all draws of a batch) and scored as Fast AutoAugment's search scores
+    a policy (``eval_tta`` in its code): correct when any draw is classified correctly, its
+    loss the lowest over the draws.
 
     ``augment`` is applied to each uint8 batch first (the policy search scores a policy by
     the accuracy of a model on augmented held-out data); ``generator`` defaults to seed 0 so
@@ -212,7 +218,7 @@ def evaluate(
             labels = data.labels[start : start + batch_size].to(dev, non_blocking=True)
             if augment is not None:
                 assert generator is not None
-                images = augment(images, generator)
+                images = augment(images.repeat(draws, 1, 1, 1) if draws > 1 else images, generator)
             inputs = normalise(images, channels_last)
             with autocast(dev, dtype):
                 logits = _tta_logits(model, inputs, tta_flip)
@@ -221,8 +227,15 @@ def evaluate(
                         _tta_logits(model, _shift(inputs, -1, channels_last), tta_flip)
                         + _tta_logits(model, _shift(inputs, 1, channels_last), tta_flip)
                     )
-            total_loss += F.cross_entropy(logits, labels, reduction="sum")
-            predicted = logits.argmax(1)
+            if augment is not None and draws > 1:
+                per_draw = logits.float().view(draws, len(labels), -1)
+                losses = F.cross_entropy(per_draw.transpose(1, 2), labels.expand(draws, -1), reduction="none")
+                total_loss += losses.min(0).values.sum()
+                hits = per_draw.argmax(2) == labels
+                predicted = torch.where(hits.any(0), labels, per_draw[0].argmax(1))
+            else:
+                total_loss += F.cross_entropy(logits, labels, reduction="sum")
+                predicted = logits.argmax(1)
             correct += (predicted == labels).sum()
             if keep_predictions:
                 kept.append(predicted.cpu())

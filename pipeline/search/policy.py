@@ -186,6 +186,7 @@ class FastAutoAugment(_PolicyMethod):
     def space_of(cls, cfg: PolicySearchConfig) -> dict[str, Any]:
         return {"method": "faa", "n_sub": cfg.n_sub, "ops_per_sub": cfg.ops_per_sub, "ops": sorted(cfg.ops),
                 "objective": cfg.objective, "held_out": cfg.held_out, "folds": cfg.folds,
+                **({"draws": cfg.draws} if cfg.draws != 1 else {}),
                 "child_model": cfg.child_model, "child": cfg.child.model_dump()}
 
     def parts(self) -> list[str | None]:
@@ -206,7 +207,8 @@ class FastAutoAugment(_PolicyMethod):
 
         def objective(trial: optuna.Trial) -> float:
             policy = suggest_policy(trial, cfg)
-            res = evaluate(child, d_a, augment=policy, generator=torch.Generator().manual_seed(cfg.eval_seed))
+            res = evaluate(child, d_a, augment=policy, generator=torch.Generator().manual_seed(cfg.eval_seed),
+                           draws=cfg.draws, batch_size=max(100, 1000 // cfg.draws))  # draws x batch per pass
             trial.set_user_attr("accuracy", res.accuracy)
             trial.set_user_attr("loss", res.loss)
             return _score(res, cfg.objective)

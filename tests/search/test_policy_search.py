@@ -272,3 +272,22 @@ def test_an_unusable_prior_study_is_a_cold_start_with_its_reason(
     assert summary["warm_started_trials"] == 0 and summary["trials"] == 2 * params.policy_search.trials_per_fold
     expected = "incompatible version (format 99" if damage == "format" else "has no finished trial"
     assert err.count(expected) == params.policy_search.folds, err
+
+
+def test_the_papers_objective_is_a_search_of_its_own(tmp_path: Path, sample_dir: Path, params: Params,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    real_evaluate = search.evaluate
+
+    def spy(*args, **kwargs):
+        if kwargs.get("augment") is not None:
+            seen.append(kwargs.get("draws", 1))
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(search, "evaluate", spy)
+    paper = params.model_copy(update={"policy_search": params.policy_search.model_copy(update={"draws": 3})})
+    one = search_policy_stage(params, sample_dir, tmp_path / "o1", tmp_path / "cache", progress=False)
+    three = search_policy_stage(paper, sample_dir, tmp_path / "o3", tmp_path / "cache", progress=False)
+    assert seen == [1] * one["trials"] + [3] * three["trials"]
+    assert one["space_hash"] != three["space_hash"]  # scores of the two objectives never mix
+    assert three["warm_started_trials"] == 0
