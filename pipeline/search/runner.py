@@ -30,6 +30,7 @@ with the same parameters, so its configuration is not lost.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -43,9 +44,10 @@ from typing import Any, Literal, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import DBAPIError
 from tqdm.auto import tqdm
 
-from pipeline.errors import AutoaugError
+from pipeline.errors import AutoaugError, first_line
 from pipeline.hashing import int_digest
 from pipeline.search.studies import (
     STUDY_FORMAT,
@@ -70,7 +72,22 @@ MAX_UNCOUNTED_FACTOR = 20
 ADOPT_AFTER_S = 60.0  # a trial finished this long ago by a process on another host and still not
 #                      logged is logged by the coordinator (its process is taken to have died)
 POLL_S = 2.0  # how often the coordinator looks at trials that other processes are running
+MAX_LOST_CONNECTIONS = 10  # storage connection losses in a row before a search gives up
 Role = Literal["coordinator", "worker"]
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says a store's connection went away: a database
+    error (Optuna wraps them in StorageInternalError and, mid-trial, can mask them with an
+    AssertionError of its own) or a connection error."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, DBAPIError | optuna.exceptions.StorageInternalError | ConnectionError | TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def process_id() -> str:
@@ -347,21 +364,32 @@ class StudyRunner:
         """Fail the running trials of dead processes and re-queue their parameters: at once for
         a process of this host, after the heartbeat grace period for others. Returns how many
         trials other processes are still running."""
-        retry = getattr(self.storage, "heartbeat_stale_trial_callback", None)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             owner = t.user_attrs.get(WORKER_ATTR)
-            if not owner or owner == self.worker_id or not process_is_dead(owner):
-                continue
-            try:
-                failed = self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            except RuntimeError:  # finished meanwhile (optuna's UpdateFinishedTrialError)
-                continue
-            if failed and retry is not None:
-                retry(study, self.storage.get_trial(t._trial_id))
+            if owner and owner != self.worker_id and process_is_dead(owner):
+                self._fail_and_requeue(study, t)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
         return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def _fail_own_running(self, study: optuna.Study) -> None:
+        """This process's trials still marked running after a lost connection: they are not
+        running any more. Failed and re-queued (same parameters) at once, not after the
+        heartbeat grace period."""
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get(WORKER_ATTR) == self.worker_id:
+                self._fail_and_requeue(study, t)
+
+    def _fail_and_requeue(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Fail a running trial and queue its parameters again (the storage's retry callback)."""
+        try:
+            failed = self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except RuntimeError:  # finished meanwhile (optuna's UpdateFinishedTrialError)
+            return
+        retry = getattr(self.storage, "heartbeat_stale_trial_callback", None)
+        if failed and retry is not None:
+            retry(study, self.storage.get_trial(trial._trial_id))
 
     def optimise(self, part: int, study: optuna.Study, prepared: PreparedPart, part_run: RunLogger,
                  bar: tqdm | None = None) -> None:
@@ -376,6 +404,7 @@ class StudyRunner:
         budget = self.budget(study)
         objective = self._owned(prepared.objective)
         since_sync = 0
+        lost = 0
 
         def on_trial(study: optuna.Study, trial: FrozenTrial) -> None:
             nonlocal since_sync
@@ -389,18 +418,32 @@ class StudyRunner:
                 since_sync = 0
 
         try:
-            while (missing := budget - self.counted(study)) > 0:
-                if len(completed(study)) - self.counted(study) >= MAX_UNCOUNTED_FACTOR * budget:
-                    break  # the method's combine() says why nothing (more) counted
-                if self.stalled(study):
-                    break
-                in_progress = self.reap(study)
-                if in_progress >= missing:
-                    if self.role == "worker":
-                        break  # the last trials are someone else's
-                    time.sleep(POLL_S)
-                    continue
-                study.optimize(objective, n_trials=1, callbacks=[on_trial])
+            while True:
+                try:
+                    missing = budget - self.counted(study)
+                    if missing <= 0:
+                        break
+                    if len(completed(study)) - self.counted(study) >= MAX_UNCOUNTED_FACTOR * budget:
+                        break  # the method's combine() says why nothing (more) counted
+                    if self.stalled(study):
+                        break
+                    in_progress = self.reap(study)
+                    if in_progress >= missing:
+                        if self.role == "worker":
+                            break  # the last trials are someone else's
+                        time.sleep(POLL_S)
+                        continue
+                    study.optimize(objective, n_trials=1, callbacks=[on_trial])
+                    lost = 0
+                except Exception as exc:
+                    if not lost_connection(exc) or lost >= MAX_LOST_CONNECTIONS:
+                        raise
+                    lost += 1  # the storage's connections dropped (a restart): wait, then carry on
+                    print(f"{study.study_name}: lost the storage connection ({first_line(exc)[:120]}); "
+                          f"retrying in {POLL_S * lost:.0f} s", file=sys.stderr, flush=True)
+                    time.sleep(POLL_S * lost)
+                    with contextlib.suppress(Exception):  # the storage may still be away
+                        self._fail_own_running(study)
         finally:
             self.sync(part, study, part_run)
         if self.role == "coordinator":

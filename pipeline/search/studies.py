@@ -57,7 +57,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             with sqlite_setup_lock(url):  # two processes creating one new SQLite file race otherwise
                 storage = optuna.storages.RDBStorage(
-                    url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
+                    # a server's connections can drop (restart, failover): test each before use
+                    url, engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True},
+                    heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
         if url.startswith("sqlite"):
             _fast_sqlite(storage)

@@ -27,7 +27,14 @@ from typing import Any, TypeVar
 from pipeline.config import Params
 from pipeline.device import pick_device
 from pipeline.errors import AutoaugError, ConfigError, DataError, first_line
-from pipeline.search.runner import PART_TAG, WORKER_ATTR, SearchMethod, StudyRunner, WaitTimeout
+from pipeline.search.runner import (
+    PART_TAG,
+    WORKER_ATTR,
+    SearchMethod,
+    StudyRunner,
+    WaitTimeout,
+    lost_connection,
+)
 from pipeline.search.studies import completed, search_name
 from pipeline.stages.common import StageInputs, open_inputs, read_policy
 from pipeline.tracking import RunLogger
@@ -59,12 +66,10 @@ def with_backoff(what: str, attempt: Callable[[], T], deadline: float,
 
 def _lost_connection(exc: BaseException) -> bool:
     """An error that means the storage or tracking server went away (worth rejoining)."""
-    from sqlalchemy.exc import DBAPIError
-
-    if isinstance(exc, DBAPIError | ConnectionError | TimeoutError):
+    if lost_connection(exc):
         return True
     name = type(exc).__name__
-    return name in {"MlflowException", "RestException", "ConnectionError"} and "connect" in str(exc).lower()
+    return name in {"MlflowException", "RestException"} and "connect" in str(exc).lower()
 
 
 def search_identity(stage: str, params: Params, fingerprint: str) -> str:

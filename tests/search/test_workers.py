@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -158,6 +159,10 @@ def _has_tables(storage: optuna.storages.RDBStorage) -> bool:
     return True
 
 
+def _finish_any(proc: subprocess.Popen[str]) -> str:
+    return proc.communicate(timeout=240)[0]
+
+
 def _finish_interrupted(proc: subprocess.Popen[str]) -> None:
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
@@ -194,3 +199,60 @@ def test_a_worker_with_an_unreachable_storage_retries_then_fails_clearly(
     assert "retrying in 1 s" in err and "retrying in 2 s" in err  # back-off, said out loud
     assert err.strip().splitlines()[-1].startswith("autoaug worker: error: tracking.optuna_storage")
     assert time.monotonic() - t0 < 30
+
+
+PG_URL = os.environ.get("AUTOAUG_TEST_POSTGRES_URL")
+
+
+@pytest.mark.skipif(not PG_URL, reason="AUTOAUG_TEST_POSTGRES_URL is not set (.ci/run sets it)")
+def test_dropped_database_connections_lose_no_trial(tmp_path: Path, sample_dir: Path, params: Params) -> None:
+    """PostgreSQL drops every connection of the study database (as in a restart) twice while
+    the stage and a worker search: both carry on and every finished trial is kept and logged."""
+    import psycopg
+
+    db = f"autoaug_test_{uuid.uuid4().hex[:8]}"
+    assert PG_URL is not None
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    try:
+        url = PG_URL.replace("postgresql://", "postgresql+psycopg://", 1).rsplit("/", 1)[0] + f"/{db}"
+        budget = 100  # tiny trials: enough of them that the drops land mid-search
+        path = _write_params(params, tmp_path / "params.yaml", trials_per_fold=budget)
+        raw = yaml.safe_load(path.read_text())
+        raw["tracking"]["optuna_storage"] = url
+        path.write_text(yaml.safe_dump(raw))
+        common = ["--params", str(path), "--sample", str(sample_dir), "--cache-dir", str(tmp_path / "cache"),
+                  "--no-progress"]
+        worker = _spawn("worker", "search_policy", "--wait", "120", *common, cwd=tmp_path)
+        stage = _spawn("search-policy", "--out", str(tmp_path / "out"), *common, cwd=tmp_path)
+        storage = optuna.storages.RDBStorage(url)
+        drops, next_drop, deadline = 0, 5, time.monotonic() + 240
+        while drops < 2 and time.monotonic() < deadline and stage.poll() is None:
+            time.sleep(0.2)
+            done = sum(len(optuna.load_study(study_name=s.study_name, storage=storage).get_trials(
+                states=(TrialState.COMPLETE,))) for s in optuna.get_all_study_summaries(storage))
+            if done >= next_drop:
+                next_drop = done + 10
+                storage.engine.dispose()
+                with psycopg.connect(PG_URL, autocommit=True) as conn:
+                    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = %s AND pid <> pg_backend_pid()", (db,))
+                drops += 1
+        if drops < 2:
+            worker.kill()
+        assert drops == 2, f"the search ended first: {_finish_any(stage)[-3000:]}"
+        stage_out, worker_out = _finish(stage), _finish(worker)
+        storage.engine.dispose()
+        storage = optuna.storages.RDBStorage(url)
+        studies = [optuna.load_study(study_name=s.study_name, storage=storage)
+                   for s in optuna.get_all_study_summaries(storage)]
+        assert len(studies) == 2
+        for study in studies:
+            assert budget <= len(study.get_trials(states=(TrialState.COMPLETE,))) <= budget + 1
+        _check_one_run_per_trial(load_params(path), studies)
+        assert "search_policy:" in stage_out and "trials run in 2 part(s)" in worker_out
+        storage.engine.dispose()
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
