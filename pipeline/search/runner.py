@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from pipeline.errors import AutoaugError, first_line
 from pipeline.hashing import int_digest
 from pipeline.search.studies import (
+    FORMAT_ATTR,
     STUDY_FORMAT,
     completed,
     find_prior,
@@ -290,7 +291,7 @@ class StudyRunner:
             print(f"{study.study_name}: cold start: {found.cold_reason}", file=sys.stderr, flush=True)
             study.set_user_attr(COLD_ATTR, found.cold_reason)
         self._reseed(study, part)
-        study.set_user_attr("autoaug.format", STUDY_FORMAT)
+        study.set_user_attr(FORMAT_ATTR, STUDY_FORMAT)
         study.set_user_attr(READY_ATTR, True)
         return study, warm, prior.study_name if prior is not None else None
 
@@ -420,10 +421,12 @@ class StudyRunner:
         try:
             while True:
                 try:
-                    missing = budget - self.counted(study)
+                    done = completed(study)
+                    counted = sum(1 for t in done if self.method.counts(t))
+                    missing = budget - counted
                     if missing <= 0:
                         break
-                    if len(completed(study)) - self.counted(study) >= MAX_UNCOUNTED_FACTOR * budget:
+                    if len(done) - counted >= MAX_UNCOUNTED_FACTOR * budget:
                         break  # the method's combine() says why nothing (more) counted
                     if self.stalled(study):
                         break

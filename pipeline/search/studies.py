@@ -91,7 +91,8 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-STUDY_FORMAT = 1  # study user attribute "autoaug.format": bumped when a trial's record changes meaning
+FORMAT_ATTR = "autoaug.format"  # study user attribute: the STUDY_FORMAT it was written with
+STUDY_FORMAT = 1  # bumped when a trial's record changes meaning
 
 
 @dataclass
@@ -126,7 +127,7 @@ def find_prior(storage: optuna.storages.BaseStorage, stage: str, space: str, fin
     _, name, n_trials = max(same)
     try:
         study = optuna.load_study(study_name=name, storage=storage)
-        version = study.user_attrs.get("autoaug.format", STUDY_FORMAT)
+        version = study.user_attrs.get(FORMAT_ATTR, STUDY_FORMAT)
         finished = completed(study)
     except Exception as exc:  # noqa: BLE001 - whatever is wrong with it, it is not usable
         return Prior(None, f"the prior study {name} cannot be read ({first_line(exc)[:120]})")
@@ -136,12 +137,6 @@ def find_prior(storage: optuna.storages.BaseStorage, stage: str, space: str, fin
     if not finished:
         return Prior(None, f"the prior study {name} has no finished trial ({n_trials} in all)")
     return Prior(study)
-
-
-def prior_study(storage: optuna.storages.BaseStorage, stage: str, space: str, fingerprint: str,
-                part: str | None = None) -> optuna.Study | None:
-    """The most recent usable study of the same stage, space and part on other data, if any."""
-    return find_prior(storage, stage, space, fingerprint, part).study
 
 
 def _dominates(a: Sequence[float], b: Sequence[float], signs: Sequence[int]) -> bool:

@@ -18,6 +18,12 @@ from pipeline.search.studies import search_name
 from pipeline.stages.common import open_inputs, read_policy
 
 
+def identity(params: Params, fingerprint: str) -> str:
+    """The search's identity (the stage run is found again by it: a restarted stage, or a
+    worker, joins the same run)."""
+    return search_name(STAGE, ModelSearch.space_of(params.model_search), fingerprint)
+
+
 def search_model_stage(params: Params, sample_dir: str | os.PathLike[str], policy_path: str | os.PathLike[str],
                        out_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = ".autoaug/cache",
                        progress: bool = True) -> dict[str, Any]:
@@ -29,11 +35,11 @@ def search_model_stage(params: Params, sample_dir: str | os.PathLike[str], polic
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device()
-    identity = search_name(STAGE, ModelSearch.space_of(cfg), fingerprint)
+    search = identity(params, fingerprint)
     policy_note = (policy.metadata.get("studies") if policy is not None else None) or []
-    tags = {"autoaug.fingerprint": fingerprint, "optuna.study": identity, "autoaug.device": device.type,
+    tags = {"autoaug.fingerprint": fingerprint, "optuna.study": search, "autoaug.device": device.type,
             "autoaug.policy_studies": ",".join(policy_note)}
-    with inputs.tracker.stage_run(STAGE, resume_key=identity, tags=tags,
+    with inputs.tracker.stage_run(STAGE, resume_key=search, tags=tags,
                                   params={"model_search": cfg.model_dump(), "sample_size": len(inputs.sample)}) as run:
         if run.resumed:
             print(f"{STAGE}: resuming MLflow run {run.run_id} and its study")

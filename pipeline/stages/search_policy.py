@@ -19,6 +19,13 @@ from pipeline.search.studies import search_name
 from pipeline.stages.common import open_inputs
 
 
+def identity(params: Params, fingerprint: str) -> str:
+    """The search's identity (the stage run is found again by it: a restarted stage, or a
+    worker, joins the same run)."""
+    cfg = params.policy_search
+    return search_name(STAGE, METHODS[cfg.method].space_of(cfg), fingerprint)
+
+
 def search_policy_stage(params: Params, sample_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                         cache_dir: str | os.PathLike[str] | None = ".autoaug/cache", progress: bool = True) -> dict[str, Any]:
     """Run the stage; returns the summary written to ``out_dir/summary.json``."""
@@ -28,10 +35,9 @@ def search_policy_stage(params: Params, sample_dir: str | os.PathLike[str], out_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device()
-    # The stage run is found again by the search's identity: a restarted stage resumes it.
-    identity = search_name(STAGE, METHODS[cfg.method].space_of(cfg), fingerprint)
-    tags = {"autoaug.fingerprint": fingerprint, "optuna.study": identity, "autoaug.device": device.type}
-    with inputs.tracker.stage_run(STAGE, resume_key=identity, tags=tags,
+    search = identity(params, fingerprint)
+    tags = {"autoaug.fingerprint": fingerprint, "optuna.study": search, "autoaug.device": device.type}
+    with inputs.tracker.stage_run(STAGE, resume_key=search, tags=tags,
                                   params={"policy_search": cfg.model_dump(), "sample_size": len(sample)}) as run:
         if run.resumed:
             print(f"{STAGE}: resuming MLflow run {run.run_id} and its studies")

@@ -35,7 +35,7 @@ from pipeline.search.runner import (
     WaitTimeout,
     lost_connection,
 )
-from pipeline.search.studies import completed, search_name
+from pipeline.search.studies import completed
 from pipeline.stages.common import StageInputs, open_inputs, read_policy
 from pipeline.tracking import RunLogger
 
@@ -73,16 +73,14 @@ def _lost_connection(exc: BaseException) -> bool:
 
 
 def search_identity(stage: str, params: Params, fingerprint: str) -> str:
-    """The stage's search identity (its MLflow stage run's resume key), as the stage computes it."""
+    """The stage's search identity (its MLflow stage run's resume key): the stage's own function."""
     if stage == "search_policy":
-        from pipeline.search.policy import METHODS
+        from pipeline.stages import search_policy
 
-        return search_name(stage, METHODS[params.policy_search.method].space_of(params.policy_search), fingerprint)
-    if stage == "search_model":
-        from pipeline.search.model import ModelSearch
+        return search_policy.identity(params, fingerprint)
+    from pipeline.stages import search_model
 
-        return search_name(stage, ModelSearch.space_of(params.model_search), fingerprint)
-    raise AutoaugError(f"worker: unknown stage {stage!r}; a worker joins one of {', '.join(STAGES)}")
+    return search_model.identity(params, fingerprint)
 
 
 def build_method(stage: str, params: Params, inputs: StageInputs, *, policy_path: str | os.PathLike[str],
@@ -176,8 +174,8 @@ def _work_on_part(runner: StudyRunner, k: int, name: str | None, deadline: float
     logger = with_backoff(f"waiting for {name or 'the study'}", part_run, time.monotonic() + max(remaining, 3600.0),
                           retry_on=(WaitTimeout,))
     study = runner.join(k, timeout=max(remaining, 3600.0), poll=poll)
-    if runner.counted(study) >= method.trials_per_part:
-        return 0
+    if runner.counted(study) >= runner.budget(study):
+        return 0  # nothing left: do not train the part's child for nothing
     prepared = method.prepare(k)
     runner.optimise(k, study, prepared, logger)
     return sum(1 for t in completed(study) if t.user_attrs.get(WORKER_ATTR) == runner.worker_id)

@@ -8,7 +8,7 @@ import uuid
 import optuna
 import pytest
 
-from pipeline.search.studies import open_storage, prior_study, warm_start
+from pipeline.search.studies import find_prior, open_storage, warm_start
 
 URL = os.environ.get("AUTOAUG_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not URL, reason="AUTOAUG_TEST_POSTGRES_URL is not set (PostgreSQL URL, e.g. "
@@ -26,7 +26,7 @@ def test_two_workers_share_one_study_and_warm_start_works() -> None:
     same.optimize(lambda t: -(t.suggest_float("x", -1, 1) ** 2), n_trials=2)
     assert len(old.get_trials()) == 8
 
-    prior = prior_study(storage, "test_stage", tag, "newprint", "fold0")
+    prior = find_prior(storage, "test_stage", tag, "newprint", "fold0").study
     assert prior is not None and prior.study_name == old.study_name
     new = optuna.create_study(study_name=f"test_stage-{tag}-newprint-fold0", storage=storage, direction="maximize")
     assert warm_start(new, prior, top_k=3) == 3
