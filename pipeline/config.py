@@ -209,6 +209,10 @@ class PolicySearchConfig(StrictModel):
     warm_budget: float = Field(0.5, gt=0, le=1, description="share of trials_per_fold a warm-started fold runs")
     patience: int = Field(0, ge=0, description="a warm-started fold stops after this many trials without a "
                           "better one (0 = runs its budget)")
+    warm_history: bool = Field(False, description="a warm-started fold's TPE also models the prior study's "
+                               "trials (scored on the prior data) from its first trial")
+    warm_child_epochs: int = Field(0, ge=0, description="a warm-started fold fine-tunes the prior data's child "
+                                   "for this many epochs (at most child.epochs) instead of training one from scratch (0 = from scratch)")
     seed: int = Field(0, ge=0)
     eval_seed: int = Field(0, ge=0, description="fixed seed of the augmentation of D_A, so scores compare")
     child_model: str = Field("airbench_half", description="network of the child models (a baseline name)")
@@ -293,6 +297,8 @@ class ModelSearchConfig(StrictModel):
     warm_budget: float = Field(0.5, gt=0, le=1, description="share of trials a warm-started search runs")
     patience: int = Field(0, ge=0, description="a warm-started search stops after this many trials that "
                           "leave the Pareto front unchanged (0 = runs its budget)")
+    warm_history: bool = Field(False, description="a warm-started search's sampler also models the prior "
+                               "study's trials (scored on the prior data) from its first trial")
     references: list[str] = Field(default_factory=lambda: ["resnet20", "mobilenetv2"],
                                   description="baselines trained with the same recipe, drawn on the Pareto plot")
     seed: int = Field(0, ge=0)
@@ -324,6 +330,9 @@ class RetrainConfig(StrictModel):
     seed: int = Field(0, ge=0)
     recipe: TrainConfig = Field(default_factory=lambda: _space_recipe(epochs=15, eval_every=0, tta=True),
                                 description="the long schedule; tta = flip test-time augmentation")
+    warm_epochs: int = Field(0, ge=0, description="when the chosen architecture is the @champion's, start from "
+                             "the champion's weights and train this many epochs instead of recipe.epochs "
+                             "(at most recipe.epochs; 0 = always from scratch)")
 
 
 class PublishConfig(StrictModel):

@@ -67,16 +67,22 @@ def plot_importances(study: optuna.Study, target: Any = None, target_name: str =
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
 
-    n = len(completed(study))
+    own = completed(study)
+    n = len(own)
     reason = f"only {n} finished trials: too few to estimate importances" if n < 3 else None
     if reason is None:
+        if len(own) < len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))):
+            # the prior data's trials given to the sampler as history: not this study's evidence
+            own_study = optuna.create_study(study_name=study.study_name, directions=study.directions)
+            own_study.add_trials(own)
+            study = own_study
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # optuna marks its matplotlib plots experimental
                 ax = ovm.plot_param_importances(study, target=target, target_name=target_name)
             fig = ax.get_figure(root=True)
             assert fig is not None
-            fig.set_size_inches(8, max(4.0, 0.22 * len(completed(study)[0].params)))
+            fig.set_size_inches(8, max(4.0, 0.22 * len(own[0].params)))
             fig.tight_layout()
             return fig
         except (RuntimeError, ValueError) as exc:  # e.g. every trial scored the same

@@ -107,6 +107,19 @@ class Tracker:
         except MlflowException:  # no such model or no such alias yet
             return None
 
+    def champion_weights(self, champion: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+        """A registered version's saved weights (its retrain run's ``weights/model.pt``: config,
+        classes and state dict), the run's metrics and its data fingerprint."""
+        import torch
+
+        run = self.client.get_run(champion.run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(champion.run_id, "weights/model.pt", tmp)
+            saved = dict(torch.load(path, map_location="cpu", weights_only=True))
+        metrics: dict[str, Any] = dict(run.data.metrics)
+        metrics["tta"] = run.data.params.get("retrain.recipe.tta", "")
+        return saved, metrics, run.data.tags.get("autoaug.fingerprint", "")
+
     def promote(self, model_name: str, version: str) -> None:
         self.client.set_registered_model_alias(model_name, CHAMPION, version)
 

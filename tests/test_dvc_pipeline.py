@@ -69,3 +69,7 @@ def test_repro_reruns_only_what_changed(project: Path) -> None:
     # a data update (new images appended by ingest) re-runs the sample; an unchanged sample stops there
     run([str(BIN / "autoaug"), "ingest", str(write_tree(project.parent / "more", 3, seed=7)), "--store", "data/raw"], project)
     assert "sample" in _ran(run([dvc, "repro"], project))
+
+    # the same update again: every image a duplicate, the store unchanged, nothing re-runs
+    run([str(BIN / "autoaug"), "ingest", str(project.parent / "more"), "--store", "data/raw"], project)
+    assert _ran(run([dvc, "repro"], project)) == set()

@@ -200,7 +200,7 @@ class ModelSearch(WarmSettings):
     def trial_artifacts(self, trial: FrozenTrial) -> dict[str, Mapping[str, Any]]:
         return {"config.json": self.decode(trial.params)}
 
-    def prepare(self, part: int) -> PreparedPart:
+    def prepare(self, part: int, prior: str | None = None) -> PreparedPart:
         return PreparedPart(self.objective)
 
     def objective(self, trial: optuna.Trial) -> tuple[float, ...]:

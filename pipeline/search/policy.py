@@ -16,6 +16,7 @@ D_A, as in the RandAugment paper's grid search.
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pipeline.hashing import json_digest
 from pipeline.models import build_model
 from pipeline.search.folds import stratified_splits
 from pipeline.search.runner import PreparedPart, SearchOutcome, StudyRunner, WarmSettings
+from pipeline.search.studies import completed, fingerprint_of, rank_trials
 from pipeline.tracking import RunLogger
 from pipeline.train import EvalResult, evaluate, train
 
@@ -94,13 +96,16 @@ def merge_policies(policies: list[Policy], decimals: int = 4) -> Policy:
 
 def train_child(train_set: ImageSet, model_name: str, recipe: TrainConfig, *, seed: int, device: torch.device,
                 cache: Path | None, key: str, augment: BatchTransform | None = None,
-                progress: bool = True) -> tuple[torch.nn.Module, float]:
-    """Train (or load from ``cache``) a child; returns it and the training seconds (0 if cached)."""
+                progress: bool = True, start: Path | None = None) -> tuple[torch.nn.Module, float]:
+    """Train (or load from ``cache``) a child; returns it and the training seconds (0 if cached).
+    ``start``: saved weights to train from (fine-tuning) instead of a fresh initialisation."""
     model = build_model(model_name, num_classes=len(train_set.classes), seed=seed)
     path = cache / f"{key}.pt" if cache else None
     if path is not None and path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.to(device), 0.0
+    if start is not None:
+        model.load_state_dict(torch.load(start, map_location="cpu", weights_only=True))
     t0 = time.perf_counter()
     train(model, train_set, recipe, augment=augment, device=device, seed=seed, progress=progress)
     seconds = time.perf_counter() - t0
@@ -195,14 +200,35 @@ class FastAutoAugment(_PolicyMethod):
     def decode(self, params: Mapping[str, Any]) -> Policy:
         return policy_from_params(params, self.cfg)
 
-    def prepare(self, part: int) -> PreparedPart:
-        """Train (or load) the split's child once; trials only evaluate it on augmented D_A."""
+    def child_key(self, fingerprint: str, part: int) -> str:
+        """The cache key of the child trained from scratch on split ``part`` of that sample."""
+        cfg = self.cfg
+        return json_digest([fingerprint, part, cfg.seed, cfg.held_out, cfg.folds, cfg.child_model,
+                            cfg.child.model_dump()])
+
+    def prepare(self, part: int, prior: str | None = None) -> PreparedPart:
+        """Train (or load) the split's child once; trials only evaluate it on augmented D_A.
+
+        With ``warm_child_epochs`` and a warm start, the child of the prior data's split (still in
+        the cache) is fine-tuned on this split's D_M for that many epochs instead. The stable
+        sample and splits keep most of D_A held out from it: only images that moved from the
+        prior D_M to this D_A (when prior D_A members left the sample) were seen, by every
+        candidate's score alike."""
         cfg = self.cfg
         d_m, d_a = self.split(part)
-        key = json_digest([self.fingerprint, part, cfg.seed, cfg.held_out, cfg.folds, cfg.child_model,
-                           cfg.child.model_dump()])
-        child, seconds = train_child(d_m, cfg.child_model, cfg.child, seed=cfg.seed + part, device=self.device,
-                                     cache=self.cache, key=key, progress=self.progress)
+        key = self.child_key(self.fingerprint, part)
+        base = self._prior_child(part, prior)
+        metrics: dict[str, float] = {}
+        if base is None:
+            child, seconds = train_child(d_m, cfg.child_model, cfg.child, seed=cfg.seed + part,
+                                         device=self.device, cache=self.cache, key=key, progress=self.progress)
+        else:
+            epochs = min(cfg.warm_child_epochs, cfg.child.epochs)
+            recipe = cfg.child.model_copy(update={"epochs": epochs})
+            child, seconds = train_child(d_m, cfg.child_model, recipe, seed=cfg.seed + part, device=self.device,
+                                         cache=self.cache, key=json_digest([key, "finetuned", base.stem, epochs]),
+                                         progress=self.progress, start=base)
+            metrics["child_finetuned_epochs"] = float(epochs)
         clean = evaluate(child, d_a)
 
         def objective(trial: optuna.Trial) -> float:
@@ -213,7 +239,19 @@ class FastAutoAugment(_PolicyMethod):
             trial.set_user_attr("loss", res.loss)
             return _score(res, cfg.objective)
 
-        return PreparedPart(objective, {"child_clean_accuracy": clean.accuracy, "child_train_seconds": seconds})
+        return PreparedPart(objective, {"child_clean_accuracy": clean.accuracy, "child_train_seconds": seconds,
+                                        **metrics})
+
+    def _prior_child(self, part: int, prior: str | None) -> Path | None:
+        """The cached child of the prior data's split ``part`` to fine-tune, if asked for and there."""
+        if not (self.cfg.warm_child_epochs and prior and self.cache is not None):
+            return None
+        path = self.cache / f"{self.child_key(fingerprint_of(prior, STAGE), part)}.pt"
+        if not path.exists():
+            print(f"{STAGE}: fold{part}: no cached child of {prior} to fine-tune; training one from scratch",
+                  file=sys.stderr, flush=True)
+            return None
+        return path
 
     def combine(self, ranked: list[list[FrozenTrial]], prepared: list[PreparedPart]) -> Policy:
         """The ``top_n`` candidates of every split, merged without duplicates."""
@@ -253,7 +291,7 @@ class RandAugmentSearch(_PolicyMethod):
     def decode(self, params: Mapping[str, Any]) -> Policy:
         return uniform_policy(int(params["num_ops"]), float(params["magnitude"]), self.cfg.ops)
 
-    def prepare(self, part: int) -> PreparedPart:
+    def prepare(self, part: int, prior: str | None = None) -> PreparedPart:
         d_m, d_a = self.split(part)
 
         def objective(trial: optuna.Trial) -> float:
@@ -312,8 +350,10 @@ def run_search(sample: ImageSet, fingerprint: str, cfg: PolicySearchConfig, stor
         "folds": len(outcome.parts),
         "trials": outcome.trials,
         "warm_started_trials": outcome.warm_started,
+        "history_trials": outcome.history_trials,
         "sub_policies": len(policy),
-        "best_score_mean": sum(s.best_value for s in outcome.studies) / len(outcome.studies),
+        "best_score_mean": sum(rank_trials(completed(s), s.directions)[0].values[0]  # own trials, not history
+                               for s in outcome.studies) / len(outcome.studies),
         "child_clean_accuracy_mean": sum(cleans) / len(cleans) if cleans else None,
         "child_train_seconds": sum(m.get("child_train_seconds", 0.0) for m in parts),
         "wall_seconds": outcome.wall_seconds,

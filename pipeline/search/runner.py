@@ -52,6 +52,7 @@ from pipeline.hashing import int_digest
 from pipeline.search.studies import (
     FORMAT_ATTR,
     STUDY_FORMAT,
+    add_history,
     completed,
     find_prior,
     pareto_front,
@@ -68,6 +69,7 @@ WORKER_ATTR = "autoaug.worker"  # trial user attribute: the process that ran it 
 READY_ATTR = "autoaug.ready"  # study user attribute: opened (and warm-started) by the coordinator
 WARM_ATTR = "warm_started_from"  # study user attribute: the prior study it was warm-started from
 COLD_ATTR = "autoaug.cold_start"  # study user attribute: why a prior study could not be used
+HISTORY_COUNT_ATTR = "autoaug.history_trials"  # study user attribute: prior trials given to the sampler
 
 MAX_UNCOUNTED_FACTOR = 20
 ADOPT_AFTER_S = 60.0  # a trial finished this long ago by a process on another host and still not
@@ -161,6 +163,11 @@ class SearchMethod(Protocol):
         """A warm-started part stops after this many trials without a better one (0 = never)."""
         ...
 
+    @property
+    def warm_history(self) -> bool:
+        """Whether a warm-started part's sampler gets the prior study's trials as history."""
+        ...
+
     def space(self) -> dict[str, Any]:
         """What defines the search space: its hash is part of every study name."""
         ...
@@ -171,7 +178,11 @@ class SearchMethod(Protocol):
         """The part's sampler, seeded from the method's seed plus ``salt`` (see ``open``)."""
         ...
 
-    def prepare(self, part: int) -> PreparedPart: ...
+    def prepare(self, part: int, prior: str | None = None) -> PreparedPart:
+        """The part's heavy set-up, once per process. ``prior``: the name of the study the part
+        was warm-started from (its data fingerprint finds the prior data's artefacts, e.g. a
+        child model to fine-tune instead of training one from scratch)."""
+        ...
 
     def decode(self, params: Mapping[str, Any]) -> Any:
         """A trial's parameters read back as the thing they describe (a policy, a model)."""
@@ -208,6 +219,10 @@ class WarmSettings:
     def patience(self) -> int:
         return int(self.cfg.patience)
 
+    @property
+    def warm_history(self) -> bool:
+        return bool(self.cfg.warm_history)
+
 
 @dataclass
 class PartOutcome:
@@ -239,6 +254,11 @@ class SearchOutcome:
     @property
     def warm_started(self) -> int:
         return sum(p.warm_started for p in self.parts)
+
+    @property
+    def history_trials(self) -> int:
+        """Prior trials given to the parts' samplers as history."""
+        return sum(int(p.study.user_attrs.get(HISTORY_COUNT_ATTR, 0)) for p in self.parts)
 
 
 class StudyRunner:
@@ -280,11 +300,14 @@ class StudyRunner:
         found = find_prior(self.storage, self.method.stage, self.space_hash, self.fingerprint,
                            self.method.parts()[part])
         prior = found.study
-        warm = 0
-        if prior is not None and self.warm_start:
-            # never more prior configurations than the warm budget runs
-            warm = warm_start(study, prior, min(self.warm_start, self._warm_trials()))
-            if warm:
+        warm = history = 0
+        if prior is not None and fresh:
+            if self.warm_start:  # never more prior configurations than the warm budget runs
+                warm = warm_start(study, prior, min(self.warm_start, self._warm_trials()))
+            if self.method.warm_history:  # after the enqueued ones: add_history leaves a used study alone
+                history = add_history(study, prior)
+                study.set_user_attr(HISTORY_COUNT_ATTR, history)
+            if warm or history:
                 study.set_user_attr(WARM_ATTR, prior.study_name)
         if fresh and found.cold_reason:
             # Never a silent mix of incompatible trials, never a crash: a cold start, said out loud.
@@ -411,8 +434,8 @@ class StudyRunner:
             nonlocal since_sync
             if bar is not None and self.method.counts(trial):
                 bar.update()
-                if len(study.directions) == 1:
-                    bar.set_postfix(best=f"{study.best_value:.4f}")
+                if len(study.directions) == 1:  # the study's own best (not the prior's history)
+                    bar.set_postfix(best=f"{rank_trials(completed(study), study.directions)[0].values[0]:.4f}")
             since_sync += 1
             if since_sync >= self.log_every:
                 self.sync(part, study, part_run)
@@ -529,7 +552,7 @@ class StudyRunner:
                            "autoaug.budget": self.budget(study)}
                 part_run.set_tags({key: v for key, v in lineage.items() if v is not None})
                 bar.update(min(self.counted(study), method.trials_per_part))
-                prepared = method.prepare(k)
+                prepared = method.prepare(k, prior=study.user_attrs.get(WARM_ATTR))
                 if prepared.metrics and part_run is not self.run_logger:
                     part_run.log_metrics(prepared.metrics)
                 outcomes.append(PartOutcome(name, study, prepared, warm, prior))

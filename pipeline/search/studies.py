@@ -2,7 +2,8 @@
 
 Study identity = stage + hash of the search space + data fingerprint. A new fingerprint means a
 new study; it is warm-started from the most recent prior study with the same stage and space
-hash by re-evaluating that study's best configurations first (``enqueue_trial``).
+hash by re-evaluating that study's best configurations first (``enqueue_trial``) and,
+optionally, by giving the sampler the prior's finished trials as history (``add_history``).
 """
 
 from __future__ import annotations
@@ -87,8 +88,19 @@ def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
     storage.engine.dispose()  # connections opened during set-up reconnect with the pragmas
 
 
+HISTORY_ATTR = "autoaug.history"  # trial user attribute: a prior study's trial, copied as sampler history
+
+
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The study's own finished trials: what is ranked, counted against the budget and logged.
+    Trials copied from a prior study as sampler history (``add_history``) are not among them."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if HISTORY_ATTR not in t.user_attrs]
+
+
+def fingerprint_of(name: str, stage: str) -> str:
+    """The data fingerprint in a study name (``study_name``'s format: stage-space-fingerprint[-part])."""
+    return name.removeprefix(f"{stage}-").split("-")[1]
 
 
 FORMAT_ATTR = "autoaug.format"  # study user attribute: the STUDY_FORMAT it was written with
@@ -184,6 +196,27 @@ def pareto_front(trials: Sequence[optuna.trial.FrozenTrial],
                  directions: Sequence[optuna.study.StudyDirection]) -> list[optuna.trial.FrozenTrial]:
     """The non-dominated trials (the first front of ``rank_trials``), best first objective first."""
     return next(_fronts(trials, _signs(directions)), [])
+
+
+def add_history(study: optuna.Study, prior: optuna.Study) -> int:
+    """Copy the prior study's finished trials into ``study`` as finished trials marked
+    ``HISTORY_ATTR`` (the prior study's name): the sampler models them from the first trial (TPE
+    needs no random start-up trials), while ranking, budgets and MLflow see only the study's own
+    trials (``completed``). Their values were measured on the prior data: a sampler treats them as
+    approximate. Constraint values are kept, so a constrained sampler still knows what was
+    over budget. Returns how many were copied; only done once per study."""
+    if any(HISTORY_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False)):
+        return 0
+    copies = [
+        optuna.trial.create_trial(
+            params=t.params, distributions=t.distributions, values=t.values,
+            user_attrs={HISTORY_ATTR: prior.study_name},
+            system_attrs={k: v for k, v in t.system_attrs.items() if k.split(":")[0] == "constraints"},
+        )
+        for t in completed(prior)
+    ]
+    study.add_trials(copies)
+    return len(copies)
 
 
 def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int) -> int:

@@ -93,7 +93,7 @@ def publish_stage(params: Params, retrain_dir: str | os.PathLike[str], policy_di
                 saved, served_metrics, served_fp = _local_weights(retrain_dir), metrics, fingerprint
             else:
                 assert champion is not None
-                saved, served_metrics, served_fp = _champion_weights(tracker, champion)
+                saved, served_metrics, served_fp = tracker.champion_weights(champion)
             model = build_model(saved["config"], num_classes=len(saved["classes"]))
             model.load_state_dict(saved["state_dict"])
             model_record = artifacts.publish_model(
@@ -135,20 +135,6 @@ def _published_registry_version(root: Path) -> str | None:
 
 def _local_weights(retrain_dir: Path) -> dict[str, Any]:
     return dict(torch.load(retrain_dir / "model.pt", map_location="cpu", weights_only=True))
-
-
-def _champion_weights(tracker: Tracker, champion: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """The champion's weights (the retrain run's ``weights/model.pt`` artifact), metrics and
-    data fingerprint, from MLflow: for a champion trained before this checkout."""
-    import tempfile
-
-    run = tracker.client.get_run(champion.run_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(champion.run_id, "weights/model.pt", tmp)
-        saved = dict(torch.load(path, map_location="cpu", weights_only=True))
-    metrics: dict[str, Any] = dict(run.data.metrics)
-    metrics["tta"] = run.data.params.get("retrain.recipe.tta", "")
-    return saved, metrics, run.data.tags.get("autoaug.fingerprint", "")
 
 
 def _publish_policy_if_new(root: Path, policy: Any, policy_dir: Path, summary: dict[str, Any],

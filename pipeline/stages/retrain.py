@@ -2,6 +2,11 @@
 store with the found policy and the long schedule; scored on the test split; logged to MLflow
 and registered as a new version of the project's registered model.
 
+With ``retrain.warm_epochs`` and a registered ``@champion`` of the same architecture (and
+classes), training starts from the champion's weights and runs ``warm_epochs`` epochs of the
+recipe instead of all of them: after a data update the champion has already learned most of
+what the new data holds.
+
 Everything is checked before the long training (the chosen configuration still validates, the
 policy parses, the MLflow store answers). The outputs are written only at the end, each
 atomically, so an interrupted retrain leaves the previous outputs as they were and simply
@@ -70,6 +75,22 @@ def latency_ms(model: torch.nn.Module, device: torch.device, batch: int, repeats
     return 1000 * statistics.median(times) / batch
 
 
+def champion_start(tracker: Tracker, model_name: str, config: Any, classes: list[str]) -> tuple[str, dict[str, Any]] | None:
+    """(version, state dict) of the @champion to fine-tune, or None (said why) when there is
+    none or its architecture or classes differ from the chosen model's."""
+    champion = tracker.champion(model_name)
+    if champion is None:
+        print(f"{STAGE}: no @champion of {model_name} yet: training from scratch", flush=True)
+        return None
+    saved, _, _ = tracker.champion_weights(champion)
+    if saved.get("config") != config or list(saved.get("classes", [])) != list(classes):
+        print(f"{STAGE}: the chosen architecture is not the champion's (version {champion.version}): "
+              "training from scratch", flush=True)
+        return None
+    print(f"{STAGE}: starting from the champion's weights ({model_name} version {champion.version})", flush=True)
+    return str(champion.version), saved["state_dict"]
+
+
 def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path: str | os.PathLike[str],
                   policy_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                   progress: bool = True) -> dict[str, Any]:
@@ -85,12 +106,20 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
     out.mkdir(parents=True, exist_ok=True)
     config = chosen["config"]
     model = build_model(config, num_classes=len(train_set.classes), seed=cfg.seed)
+    start = champion_start(tracker, params.tracking.registered_model, config, train_set.classes) \
+        if cfg.warm_epochs else None
+    recipe = cfg.recipe
+    if start is not None:
+        model.load_state_dict(start[1])
+        recipe = recipe.model_copy(update={"epochs": min(cfg.warm_epochs, recipe.epochs)})
     fingerprint = chosen.get("fingerprint", "")
     lineage = {"search_model_run": chosen.get("mlflow_run_id"), "search_model_study": chosen.get("study"),
-               "policy_studies": (policy.metadata.get("studies") if policy is not None else None) or []}
+               "policy_studies": (policy.metadata.get("studies") if policy is not None else None) or [],
+               "warm_start_from_version": start[0] if start is not None else None}
     tags = {"autoaug.fingerprint": fingerprint, "autoaug.device": device.type,
-            "autoaug.search_model_run": lineage["search_model_run"] or ""}
-    resume_key = f"{STAGE}-{fingerprint}-{json_digest(config)}"
+            "autoaug.search_model_run": lineage["search_model_run"] or "",
+            **({"autoaug.warm_start_from": f"{params.tracking.registered_model}@{start[0]}"} if start else {})}
+    resume_key = f"{STAGE}-{fingerprint}-{json_digest(config)}" + (f"-from{start[0]}" if start else "")
     with tracker.stage_run(STAGE, resume_key=resume_key, tags=tags,
                            params={"retrain": cfg.model_dump(), "config": config,
                                    "train_images": len(train_set)}) as run:
@@ -101,10 +130,10 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
             run.log_metrics({"train_loss": m.train_loss, "train_accuracy": m.train_accuracy,
                              "images_per_s": m.images_per_s}, step=m.epoch)
 
-        result = train(model, train_set, cfg.recipe, augment=policy, device=device, seed=cfg.seed,
+        result = train(model, train_set, recipe, augment=policy, device=device, seed=cfg.seed,
                        callback=on_epoch, progress=progress)
-        scored = evaluate(model, test_set, tta_flip=cfg.recipe.tta, tta_translate=cfg.recipe.tta_translate,
-                          precision=cfg.recipe.precision, keep_predictions=True)
+        scored = evaluate(model, test_set, tta_flip=recipe.tta, tta_translate=recipe.tta_translate,
+                          precision=recipe.precision, keep_predictions=True)
         assert scored.predictions is not None
         confusion = confusion_matrix(test_set, scored.predictions)
         per_class = {c: float(confusion[i, i] / max(int(confusion[i].sum()), 1))
@@ -114,7 +143,7 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
             "test_accuracy": scored.accuracy,
             "test_loss": scored.loss,
             "test_images": len(test_set),
-            "tta": "flip+translate" if cfg.recipe.tta and cfg.recipe.tta_translate else "flip" if cfg.recipe.tta else "none",
+            "tta": "flip+translate" if recipe.tta and recipe.tta_translate else "flip" if recipe.tta else "none",
             "per_class_accuracy": per_class,
             "params": count_params(model_cpu),
             "macs": count_macs(model_cpu),
@@ -122,7 +151,8 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
             "latency_ms_batch256": latency_ms(model_cpu, torch.device("cpu"), 256, repeats=5),
             "train_minutes": result.train_seconds / 60,
             "train_images": len(train_set),
-            "epochs": cfg.recipe.epochs,
+            "epochs": recipe.epochs,
+            "warm_start_from_version": start[0] if start is not None else None,
             "fingerprint": fingerprint,
             "store_content_hash": store.content_hash(),
             "device": device.type,

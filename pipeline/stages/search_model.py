@@ -60,7 +60,7 @@ def search_model_stage(params: Params, sample_dir: str | os.PathLike[str], polic
         chosen_doc = {**chosen.to_dict(), "rule": cfg.choose.model_dump(), "fingerprint": fingerprint,
                       "study": outcome.study_names[0], "mlflow_run_id": run.run_id}
         summary = {"fingerprint": fingerprint, "trials": outcome.trials, "trained_trials": runner.counted(outcome.studies[0]),
-                   "warm_started_trials": outcome.warm_started,
+                   "warm_started_trials": outcome.warm_started, "history_trials": outcome.history_trials,
                    "pareto_size": len(front), "chosen_trial": chosen.trial, "chosen_accuracy": chosen.accuracy,
                    "chosen_params": chosen.params, "chosen_macs": chosen.macs, "best_accuracy": front[0].accuracy,
                    **{f"{n}_accuracy": c.accuracy for n, c in references.items()},

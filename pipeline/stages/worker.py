@@ -29,6 +29,7 @@ from pipeline.device import pick_device
 from pipeline.errors import AutoaugError, ConfigError, DataError, first_line
 from pipeline.search.runner import (
     PART_TAG,
+    WARM_ATTR,
     WORKER_ATTR,
     SearchMethod,
     StudyRunner,
@@ -176,6 +177,6 @@ def _work_on_part(runner: StudyRunner, k: int, name: str | None, deadline: float
     study = runner.join(k, timeout=max(remaining, 3600.0), poll=poll)
     if runner.counted(study) >= runner.budget(study):
         return 0  # nothing left: do not train the part's child for nothing
-    prepared = method.prepare(k)
+    prepared = method.prepare(k, prior=study.user_attrs.get(WARM_ATTR))
     runner.optimise(k, study, prepared, logger)
     return sum(1 for t in completed(study) if t.user_attrs.get(WORKER_ATTR) == runner.worker_id)

@@ -86,3 +86,39 @@ def test_content_hash_names_the_content_and_reads_stores_written_before_it_had_t
     assert store.content_hash() == first
     store.ingest(str(write_tree(tmp_path / "b", 1, seed=9)))
     assert store.content_hash() != first
+
+
+def test_an_update_killed_mid_ingest_leaves_the_store_as_it_was_and_the_next_ingest_completes_it(
+    tmp_path: Path,
+) -> None:
+    """The update's process is killed (SIGKILL) after writing its shard, before the index: the
+    store reads as before the update, and ingesting the update again completes it."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    store = RawStore(tmp_path / "raw")
+    store.ingest(str(write_tree(tmp_path / "a", 2)))
+    before = (store.index_path.read_text(), store.content_hash(), store.counts())
+    update = write_tree(tmp_path / "b", 2, seed=9)
+    script = textwrap.dedent(f"""
+        import os, signal
+        import pipeline.data.store as store_module
+        from pipeline.data import RawStore
+
+        def killed(*args, **kwargs):  # the index write: the process dies just before it
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        store_module.write_text_atomic = killed
+        RawStore({str(store.root)!r}).ingest({str(update)!r})
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert any(f.name not in before[0] for f in (store.root / "shards").iterdir())  # the shard was written
+    assert (store.index_path.read_text(), store.content_hash(), store.counts()) == before
+    result = store.ingest(str(update))
+    assert result.added == {"train": 2 * len(CLASSES)}
+    assert store.counts()["train"] == before[2]["train"] + 2 * len(CLASSES)
+    assert sorted(f.name for f in (store.root / "shards").iterdir()) == \
+        sorted(s["file"] for s in store.index()["shards"])  # nothing left over from the killed run

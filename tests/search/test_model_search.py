@@ -516,3 +516,24 @@ def test_a_warm_started_search_does_not_train_a_configuration_twice(
     configs = trained_configs(the_study(params, summary["fingerprint"]))
     assert len(configs) == 3
     assert len(set(configs)) == len(configs), "the same configuration was trained twice on the same data"
+
+
+def test_prior_trials_as_history_keep_their_objectives_and_budget_constraints(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_fit_first_best(monkeypatch)
+    params = search_params(tmp_path, mlflow_uri, trials=3, warm_start=1, warm_history=True, warm_budget=0.5)
+    policy = write_policy(tmp_path / "policy.json")
+    first = search_model_stage(params, write_tiny_sample(tmp_path / "s1", seed=0), policy, tmp_path / "o1", None,
+                               progress=False)
+    second = search_model_stage(params, write_tiny_sample(tmp_path / "s2", seed=1), policy, tmp_path / "o2", None,
+                                progress=False)
+    prior, study = the_study(params, first["fingerprint"]), the_study(params, second["fingerprint"])
+    history = [t for t in study.trials if "autoaug.history" in t.user_attrs]
+    assert [(t.params, t.values, t.constraints) for t in history] == \
+        [(t.params, t.values, t.constraints) for t in finished(prior)]
+    assert any(t.constraints for t in history)  # the budgets travel with them
+    own = [t for t in finished(study) if "autoaug.history" not in t.user_attrs]
+    assert second["trained_trials"] == sum(1 for t in own if is_feasible(t)) == 2  # ceil(3 x 0.5): history is free
+    pareto = json.loads((tmp_path / "o2" / "pareto.json").read_text())
+    assert {c["trial"] for c in pareto["front"]} <= {t.number for t in own}

@@ -291,3 +291,79 @@ def test_the_papers_objective_is_a_search_of_its_own(tmp_path: Path, sample_dir:
     assert seen == [1] * one["trials"] + [3] * three["trials"]
     assert one["space_hash"] != three["space_hash"]  # scores of the two objectives never mix
     assert three["warm_started_trials"] == 0
+
+
+# ------------------------------------------------------------------ reuse: sampler history, fine-tuned children
+
+
+def test_prior_trials_reach_the_sampler_but_not_the_ranking_budget_or_mlflow(tmp_path: Path, params: Params) -> None:
+    s1, s2 = _two_versions(tmp_path)
+    cfg = params.policy_search.model_copy(update={"warm_history": True, "warm_start": 1, "warm_budget": 0.4})
+    p = params.model_copy(update={"policy_search": cfg})
+    first = search_policy_stage(p, s1, tmp_path / "o1", tmp_path / "cache", progress=False)
+    second = search_policy_stage(p, s2, tmp_path / "o2", tmp_path / "cache", progress=False)
+    study = _study_of(p, second["fingerprint"])
+    prior = _study_of(p, first["fingerprint"])
+    history = [t for t in study.trials if "autoaug.history" in t.user_attrs]
+    own = [t for t in study.trials if "autoaug.history" not in t.user_attrs]
+    # every finished prior trial, with its parameters and values, marked with the prior study
+    assert len(history) == len(prior.trials) == cfg.trials_per_fold
+    assert {t.user_attrs["autoaug.history"] for t in history} == {prior.study_name}
+    assert sorted(t.values[0] for t in history) == sorted(t.values[0] for t in prior.trials)
+    assert study.user_attrs["autoaug.history_trials"] == cfg.trials_per_fold
+    # the study's own trials: the warm budget (ceil(5 x 0.4)), counted and logged as usual
+    assert len(own) == 2 and second["trials"] == 2 * 2
+    tracker = Tracker(p.tracking.mlflow_uri, p.tracking.experiment_prefix)
+    runs = tracker.client.search_runs([tracker.experiment_id("search_policy")],
+                                      filter_string=f"tags.`optuna.study` = '{study.study_name}'", max_results=100)
+    assert sorted(r.data.tags["autoaug.trial"] for r in runs if "autoaug.trial" in r.data.tags) == \
+        sorted(str(t.number) for t in own)
+    # the found policy comes from the study's own trials only
+    found = Policy.from_json((tmp_path / "o2" / "policy.json").read_text())
+    def keys(policy: Policy) -> set[tuple]:
+        return {tuple((c.op, round(c.probability, 4), round(c.magnitude, 4)) for c in sp.ops)
+                for sp in policy.sub_policies}
+
+    own_subs = set().union(*(keys(search.policy_from_params(t.params, cfg)) for f in (0, 1)
+                             for t in _study_of(p, second["fingerprint"], fold=f).trials
+                             if "autoaug.history" not in t.user_attrs))
+    assert keys(found) and keys(found) <= own_subs
+
+
+def test_a_warm_fold_fine_tunes_the_prior_child(tmp_path: Path, params: Params, capsys: pytest.CaptureFixture) -> None:
+    s1, s2 = _two_versions(tmp_path)
+    cfg = params.policy_search.model_copy(update={"warm_child_epochs": 1, "child": params.policy_search.child.model_copy(
+        update={"epochs": 2})})
+    p = params.model_copy(update={"policy_search": cfg})
+    cache = tmp_path / "cache"
+    search_policy_stage(p, s1, tmp_path / "o1", cache, progress=False)
+    children = set((cache / "search_policy").glob("*.pt"))
+    assert len(children) == 2
+    loads: list[str] = []
+    real_load = torch.load
+
+    def spy(path, *args, **kwargs):
+        loads.append(Path(path).name)
+        return real_load(path, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(search.torch, "load", spy)
+        search_policy_stage(p, s2, tmp_path / "o2", cache, progress=False)
+    new = set((cache / "search_policy").glob("*.pt")) - children
+    assert len(new) == 2  # one fine-tuned child per fold, cached under its own key
+    assert sorted(n for n in loads if n in {c.name for c in children}) == sorted(c.name for c in children)  # each fold started from the prior child
+    tracker = Tracker(p.tracking.mlflow_uri, p.tracking.experiment_prefix)
+    folds = tracker.client.search_runs([tracker.experiment_id("search_policy")],
+                                       filter_string="tags.`autoaug.fold` = '0'", max_results=10)
+    assert sorted(r.data.metrics.get("child_finetuned_epochs", 0) for r in folds) == [0, 1]
+
+    # no prior child left in the cache: trained from scratch, said so
+    for child in (cache / "search_policy").glob("*.pt"):
+        child.unlink()
+    third = tiny_sample(seed=2)
+    from pipeline.data import write_sample
+    write_sample(third, tmp_path / "s3", seed=0, pool=third)
+    capsys.readouterr()
+    search_policy_stage(p, tmp_path / "s3", tmp_path / "o3", cache, progress=False)
+    assert "no cached child of search_policy-" in capsys.readouterr().err
+

@@ -161,3 +161,44 @@ def test_an_unreachable_mlflow_server_is_reported_in_seconds(monkeypatch: pytest
     with pytest.raises(ConfigError):
         Tracker("http://127.0.0.1:1")
     assert sum(slept) < 10, f"backed off {sum(slept):.0f} s before giving up"
+
+
+def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architecture(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+) -> None:
+    from .conftest import make_store, skip_requirements_inference
+
+    skip_requirements_inference(monkeypatch)
+    params = stage_params(tmp_path, mlflow_uri, retrain={"recipe": {"epochs": 2, "batch_size": 16, "eval_every": 0},
+                                                         "warm_epochs": 1})
+    store, policy = make_store(tmp_path), write_policy_dir(tmp_path / "policy") / "policy.json"
+    chosen = write_chosen(tmp_path / "chosen.json", tiny_config())
+    starts: list[dict[str, torch.Tensor]] = []
+    real_train = retrain.train
+
+    def spy(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        starts.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real_train(model, *args, **kwargs)
+
+    monkeypatch.setattr(retrain, "train", spy)
+    first = retrain_stage(params, store, chosen, policy, tmp_path / "r1", progress=False)
+    assert "no @champion" in capsys.readouterr().out
+    assert first["epochs"] == 2 and first["warm_start_from_version"] is None
+
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+    tracker.promote(params.tracking.registered_model, str(first["model_version"]))
+    second = retrain_stage(params, store, chosen, policy, tmp_path / "r2", progress=False)
+    assert "starting from the champion's weights" in capsys.readouterr().out
+    assert second["epochs"] == 1 and second["warm_start_from_version"] == str(first["model_version"])
+    champion = torch.load(tmp_path / "r1" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(starts[1][k], v) for k, v in champion.items())  # trained on from its weights
+    run = tracker.client.get_run(second["mlflow_run_id"])
+    assert run.data.tags["autoaug.warm_start_from"] == f"{params.tracking.registered_model}@{first['model_version']}"
+    assert run.info.run_id != first["mlflow_run_id"]
+
+    # another architecture: from scratch, the full recipe
+    other = write_chosen(tmp_path / "other.json", tiny_config(stem_channels=24))
+    third = retrain_stage(params, store, other, policy, tmp_path / "r3", progress=False)
+    assert "not the champion's" in capsys.readouterr().out
+    assert third["epochs"] == 2 and third["warm_start_from_version"] is None
+
