@@ -35,7 +35,7 @@ from pipeline.hashing import json_digest
 from pipeline.models import build_model
 from pipeline.search.folds import stratified_splits
 from pipeline.search.runner import PreparedPart, SearchOutcome, StudyRunner, WarmSettings
-from pipeline.search.studies import completed, fingerprint_of, rank_trials
+from pipeline.search.studies import fingerprint_of, own_best_value
 from pipeline.tracking import RunLogger
 from pipeline.train import EvalResult, evaluate, train
 
@@ -352,8 +352,7 @@ def run_search(sample: ImageSet, fingerprint: str, cfg: PolicySearchConfig, stor
         "warm_started_trials": outcome.warm_started,
         "history_trials": outcome.history_trials,
         "sub_policies": len(policy),
-        "best_score_mean": sum(rank_trials(completed(s), s.directions)[0].values[0]  # own trials, not history
-                               for s in outcome.studies) / len(outcome.studies),
+        "best_score_mean": sum(own_best_value(s) for s in outcome.studies) / len(outcome.studies),
         "child_clean_accuracy_mean": sum(cleans) / len(cleans) if cleans else None,
         "child_train_seconds": sum(m.get("child_train_seconds", 0.0) for m in parts),
         "wall_seconds": outcome.wall_seconds,

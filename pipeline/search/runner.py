@@ -55,6 +55,7 @@ from pipeline.search.studies import (
     add_history,
     completed,
     find_prior,
+    own_best_value,
     pareto_front,
     rank_trials,
     space_hash,
@@ -434,8 +435,8 @@ class StudyRunner:
             nonlocal since_sync
             if bar is not None and self.method.counts(trial):
                 bar.update()
-                if len(study.directions) == 1:  # the study's own best (not the prior's history)
-                    bar.set_postfix(best=f"{rank_trials(completed(study), study.directions)[0].values[0]:.4f}")
+                if len(study.directions) == 1:
+                    bar.set_postfix(best=f"{own_best_value(study):.4f}")
             since_sync += 1
             if since_sync >= self.log_every:
                 self.sync(part, study, part_run)

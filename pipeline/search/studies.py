@@ -219,6 +219,12 @@ def add_history(study: optuna.Study, prior: optuna.Study) -> int:
     return len(copies)
 
 
+def own_best_value(study: optuna.Study) -> float:
+    """The best first-objective value among the study's own trials (``study.best_value`` would
+    include the prior trials copied in as sampler history)."""
+    return float(rank_trials(completed(study), study.directions)[0].values[0])
+
+
 def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int) -> int:
     """Enqueue the ``top_k`` best configurations of ``prior``; returns how many were enqueued.
 

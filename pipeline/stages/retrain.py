@@ -108,18 +108,19 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
     model = build_model(config, num_classes=len(train_set.classes), seed=cfg.seed)
     start = champion_start(tracker, params.tracking.registered_model, config, train_set.classes) \
         if cfg.warm_epochs else None
-    recipe = cfg.recipe
+    recipe, warm_from = cfg.recipe, None  # warm_from: the champion version training starts from
     if start is not None:
-        model.load_state_dict(start[1])
+        warm_from, state = start
+        model.load_state_dict(state)
         recipe = recipe.model_copy(update={"epochs": min(cfg.warm_epochs, recipe.epochs)})
     fingerprint = chosen.get("fingerprint", "")
     lineage = {"search_model_run": chosen.get("mlflow_run_id"), "search_model_study": chosen.get("study"),
                "policy_studies": (policy.metadata.get("studies") if policy is not None else None) or [],
-               "warm_start_from_version": start[0] if start is not None else None}
+               "warm_start_from_version": warm_from}
     tags = {"autoaug.fingerprint": fingerprint, "autoaug.device": device.type,
             "autoaug.search_model_run": lineage["search_model_run"] or "",
-            **({"autoaug.warm_start_from": f"{params.tracking.registered_model}@{start[0]}"} if start else {})}
-    resume_key = f"{STAGE}-{fingerprint}-{json_digest(config)}" + (f"-from{start[0]}" if start else "")
+            **({"autoaug.warm_start_from": f"{params.tracking.registered_model}@{warm_from}"} if warm_from else {})}
+    resume_key = f"{STAGE}-{fingerprint}-{json_digest(config)}" + (f"-from{warm_from}" if warm_from else "")
     with tracker.stage_run(STAGE, resume_key=resume_key, tags=tags,
                            params={"retrain": cfg.model_dump(), "config": config,
                                    "train_images": len(train_set)}) as run:
@@ -152,7 +153,7 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
             "train_minutes": result.train_seconds / 60,
             "train_images": len(train_set),
             "epochs": recipe.epochs,
-            "warm_start_from_version": start[0] if start is not None else None,
+            "warm_start_from_version": warm_from,
             "fingerprint": fingerprint,
             "store_content_hash": store.content_hash(),
             "device": device.type,
