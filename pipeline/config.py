@@ -256,6 +256,10 @@ class ChooseConfig(StrictModel):
     reference: str | None = Field(None, description="smallest_within: compare with this reference model "
                                   "(e.g. mobilenetv2) instead of the best found")
     budget_params: int | None = Field(None, gt=0, description="under_budget: parameter budget")
+    keep_champion_points: float | None = Field(
+        None, ge=0, le=100, description="keep the @champion's architecture when this search trained it (a warm "
+        "search re-trains the prior Pareto members first) and it scored within this many points of the rule's "
+        "pick, so that retrain can start from the champion's weights (null: off)")
 
     @property
     def name(self) -> str:

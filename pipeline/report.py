@@ -123,7 +123,7 @@ def plot_pareto(study: optuna.Study, front: Sequence[Any], references: Mapping[s
         ax.scatter([ref.params], [ref.accuracy], marker="*", s=220, color="black", zorder=4)
         ax.annotate(f"{name} {ref.accuracy:.3f}", (ref.params, ref.accuracy), textcoords="offset points",
                     xytext=(-10, 8), fontsize=8, ha="right")
-    rings = ["tab:orange", "tab:blue", "tab:green"]
+    rings = ["tab:orange", "tab:blue", "tab:green", "tab:purple"]
     for (name, pick), colour in zip(picks.items(), rings, strict=False):
         ax.scatter([pick.params], [pick.accuracy], s=260, facecolors="none", edgecolors=colour, linewidths=2,
                    label=f"{name}: {pick.params / 1e3:.0f}k params, {pick.accuracy:.3f}", zorder=5)

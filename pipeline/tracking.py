@@ -120,6 +120,26 @@ class Tracker:
         metrics["tta"] = run.data.params.get("retrain.recipe.tta", "")
         return saved, metrics, run.data.tags.get("autoaug.fingerprint", "")
 
+    def champion_config(self, model_name: str) -> tuple[str, dict[str, Any] | None] | None:
+        """(version, its retrain run's ``model_config.json``: architecture config and classes) of
+        the @champion; the document is None when that run did not log it. None: no champion."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+        champion = self.champion(model_name)
+        if champion is None:
+            return None
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = self.client.download_artifacts(champion.run_id, "model_config.json", tmp)
+                return str(champion.version), dict(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            return str(champion.version), None
+        except MlflowException as e:
+            if e.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                raise
+            return str(champion.version), None
+
     def promote(self, model_name: str, version: str) -> None:
         self.client.set_registered_model_alias(model_name, CHAMPION, version)
 

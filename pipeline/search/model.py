@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,6 +124,22 @@ def choose(front: Sequence[Candidate], rule: ChooseConfig, references: Mapping[s
     return max(small, key=lambda c: (c.accuracy, -c.params))
 
 
+def keep_champion(chosen: Candidate, trials: Sequence[FrozenTrial], champion_config: Mapping[str, Any],
+                  points: float, max_params: int | None = None) -> Candidate | None:
+    """The @champion's architecture instead of ``chosen`` when ``trials`` (the study's own finished
+    trials) trained it within the budgets (and ``max_params``, an under_budget rule's) and its
+    mean accuracy over them is within ``points`` accuracy points of ``chosen``; else None. The
+    warm start re-trains it first (``ModelSearch.warm_first``); keeping it lets retrain start
+    from its weights."""
+    same = [Candidate.from_trial(t) for t in trials
+            if feasible(t) and "accuracy" in t.user_attrs and config_from_params(t.params) == champion_config]
+    if not same or (max_params is not None and same[0].params > max_params):
+        return None
+    latest = max(same, key=lambda c: c.trial or 0)
+    mean = replace(latest, accuracy=sum(c.accuracy for c in same) / len(same))
+    return mean if mean.accuracy >= chosen.accuracy - points / 100 else None
+
+
 class ModelSearch(WarmSettings):
     """The architecture search as a SearchMethod (one study, trials nested under the stage run)."""
 
@@ -131,8 +147,9 @@ class ModelSearch(WarmSettings):
     label = "multi-objective"
 
     def __init__(self, cfg: ModelSearchConfig, sample: ImageSet, *, policy: BatchTransform | None,
-                 device: torch.device, progress: bool = True) -> None:
+                 device: torch.device, progress: bool = True, champion: Mapping[str, Any] | None = None) -> None:
         self.cfg = cfg
+        self.champion = champion  # the @champion's architecture: re-trained first on a warm start
         self.policy = policy
         self.device = device
         self.progress = progress
@@ -199,6 +216,9 @@ class ModelSearch(WarmSettings):
 
     def trial_artifacts(self, trial: FrozenTrial) -> dict[str, Mapping[str, Any]]:
         return {"config.json": self.decode(trial.params)}
+
+    def warm_first(self, trial: FrozenTrial) -> bool:
+        return self.champion is not None and config_from_params(trial.params) == self.champion
 
     def prepare(self, part: int, prior: str | None = None) -> PreparedPart:
         return PreparedPart(self.objective)

@@ -169,6 +169,10 @@ class SearchMethod(Protocol):
         """Whether a warm-started part's sampler gets the prior study's trials as history."""
         ...
 
+    def warm_first(self, trial: FrozenTrial) -> bool:
+        """Whether a prior trial is re-evaluated before the prior's ranked best on a warm start."""
+        ...
+
     def space(self) -> dict[str, Any]:
         """What defines the search space: its hash is part of every study name."""
         ...
@@ -223,6 +227,10 @@ class WarmSettings:
     @property
     def warm_history(self) -> bool:
         return bool(self.cfg.warm_history)
+
+    def warm_first(self, trial: FrozenTrial) -> bool:
+        """Whether a prior trial is re-evaluated before the prior's ranked best (none, here)."""
+        return False
 
 
 @dataclass
@@ -304,7 +312,7 @@ class StudyRunner:
         warm = history = 0
         if prior is not None and fresh:
             if self.warm_start:  # never more prior configurations than the warm budget runs
-                warm = warm_start(study, prior, min(self.warm_start, self._warm_trials()))
+                warm = warm_start(study, prior, min(self.warm_start, self._warm_trials()), first=self.method.warm_first)
             if self.method.warm_history:  # after the enqueued ones: add_history leaves a used study alone
                 history = add_history(study, prior)
                 study.set_user_attr(HISTORY_COUNT_ATTR, history)

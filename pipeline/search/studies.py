@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.errors import ConfigError, first_line
 from pipeline.files import ensure_sqlite_dir, sqlite_setup_lock
@@ -225,8 +225,11 @@ def own_best_value(study: optuna.Study) -> float:
     return float(rank_trials(completed(study), study.directions)[0].values[0])
 
 
-def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int) -> int:
+def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int,
+               first: Callable[[FrozenTrial], bool] | None = None) -> int:
     """Enqueue the ``top_k`` best configurations of ``prior``; returns how many were enqueued.
+    Prior trials for which ``first`` is true come before the ranking (e.g. the model search's
+    @champion architecture, which the ranking may put beyond ``top_k``).
 
     Works for any number of objectives (``rank_trials``). Only done once per study (a study
     that already has trials was warm-started or has its own history), so a resumed stage does
@@ -236,7 +239,10 @@ def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int) -> int:
         return 0
     seen: set[str] = set()
     n = 0
-    for t in rank_trials(completed(prior), prior.directions):
+    ranked = rank_trials(completed(prior), prior.directions)
+    if first is not None:
+        ranked = [t for t in ranked if first(t)] + [t for t in ranked if not first(t)]
+    for t in ranked:
         key = json.dumps(t.params, sort_keys=True)
         if key in seen:
             continue

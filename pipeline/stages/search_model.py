@@ -5,23 +5,70 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from optuna.trial import FrozenTrial
 
 from pipeline.config import Params
 from pipeline.device import pick_device
 from pipeline.files import write_text_atomic
 from pipeline.report import figures, plot_history, plot_pareto, save
-from pipeline.search.model import STAGE, Candidate, ModelSearch, choose
+from pipeline.search.model import STAGE, Candidate, ModelSearch, choose, keep_champion
 from pipeline.search.runner import StudyRunner
-from pipeline.search.studies import search_name
+from pipeline.search.studies import completed, search_name
 from pipeline.stages.common import open_inputs, read_policy
+from pipeline.tracking import Tracker
 
 
 def identity(params: Params, fingerprint: str) -> str:
     """The search's identity (the stage run is found again by it: a restarted stage, or a
     worker, joins the same run)."""
     return search_name(STAGE, ModelSearch.space_of(params.model_search), fingerprint)
+
+
+def champion_architecture(tracker: Tracker, params: Params, classes: Sequence[str]) -> tuple[str, Any] | None:
+    """(version, config) of the @champion's architecture when ``choose.keep_champion_points`` may
+    keep it: set, a champion whose classes are the sample's, and a retrain that would start from
+    its weights (``retrain.warm_epochs`` > 0). Says why not when a champion exists."""
+    if params.model_search.choose.keep_champion_points is None:
+        return None
+    found = tracker.champion_config(params.tracking.registered_model)
+    if found is None:
+        return None
+    version, doc = found
+    why = ("retrain.warm_epochs = 0 (retrain would not start from its weights)" if not params.retrain.warm_epochs
+           else "its run has no model_config.json" if doc is None or "config" not in doc
+           else f"its classes {doc.get('classes')} are not the sample's {list(classes)}"
+           if list(doc.get("classes", [])) != list(classes) else None)
+    if why is not None:
+        print(f"{STAGE}: not keeping the @champion's architecture (version {version}): {why}", flush=True)
+        return None
+    assert doc is not None
+    return version, doc["config"]
+
+
+def keep_or_choose(params: Params, chosen: Candidate, champion: tuple[str, Any] | None,
+                   trials: Sequence[FrozenTrial]) -> Candidate | None:
+    """The @champion's candidate when ``choose.keep_champion_points`` keeps it over the rule's
+    pick ``chosen`` (said either way), else None."""
+    points = params.model_search.choose.keep_champion_points
+    if champion is None or points is None or champion[1] == chosen.config:
+        return None
+    rule = params.model_search.choose
+    version, config = champion
+    kept = keep_champion(chosen, trials, config, points,
+                         max_params=rule.budget_params if rule.rule == "under_budget" else None)
+    if kept is None:
+        print(f"{STAGE}: choosing trial {chosen.trial} ({chosen.accuracy:.4f}): the @champion's architecture "
+              f"(version {version}) was not trained by this search, broke a budget, or scored more than "
+              f"{points:g} points below", flush=True)
+        return None
+    print(f"{STAGE}: keeping the @champion's architecture (version {version}, trial {kept.trial}: "
+          f"{kept.accuracy:.4f}) over trial {chosen.trial} ({chosen.accuracy:.4f}): within "
+          f"choose.keep_champion_points = {points:g}", flush=True)
+    return kept
 
 
 def search_model_stage(params: Params, sample_dir: str | os.PathLike[str], policy_path: str | os.PathLike[str],
@@ -43,7 +90,9 @@ def search_model_stage(params: Params, sample_dir: str | os.PathLike[str], polic
                                   params={"model_search": cfg.model_dump(), "sample_size": len(inputs.sample)}) as run:
         if run.resumed:
             print(f"{STAGE}: resuming MLflow run {run.run_id} and its study")
-        method = ModelSearch(cfg, inputs.sample, policy=policy, device=device, progress=progress)
+        champion = champion_architecture(inputs.tracker, params, inputs.sample.classes)
+        method = ModelSearch(cfg, inputs.sample, policy=policy, device=device, progress=progress,
+                             champion=champion[1] if champion else None)
         runner = StudyRunner(method, inputs.storage, fingerprint, run, warm_start=cfg.warm_start,
                              progress=progress, log_every=1)
         cache = Path(cache_dir) / STAGE if cache_dir else None
@@ -52,17 +101,24 @@ def search_model_stage(params: Params, sample_dir: str | os.PathLike[str], polic
         front: list[Candidate] = outcome.result
         picks = {rule.name: choose(front, rule, references) for rule in cfg.rules()}
         chosen = picks[cfg.choose.name]
+        kept = keep_or_choose(params, chosen, champion, completed(outcome.studies[0]))
+        if kept is not None:
+            chosen = picks["champion"] = kept
+        # the champion's version when the model is its architecture (kept, or picked by the rule)
+        champion_version = int(champion[0]) if champion is not None and champion[1] == chosen.config else None
         pareto = {"fingerprint": fingerprint, "study": outcome.study_names[0], "objectives": cfg.objectives,
                   "max_params": cfg.max_params, "max_macs": cfg.max_macs,
                   "front": [c.to_dict() for c in front],
                   "references": {n: c.to_dict() for n, c in references.items()},
                   "picks": {n: c.trial for n, c in picks.items()}}
         chosen_doc = {**chosen.to_dict(), "rule": cfg.choose.model_dump(), "fingerprint": fingerprint,
-                      "study": outcome.study_names[0], "mlflow_run_id": run.run_id}
+                      "study": outcome.study_names[0], "mlflow_run_id": run.run_id,
+                      "champion_architecture_version": champion_version, "kept_champion": kept is not None}
         summary = {"fingerprint": fingerprint, "trials": outcome.trials, "trained_trials": runner.counted(outcome.studies[0]),
                    "warm_started_trials": outcome.warm_started, "history_trials": outcome.history_trials,
                    "pareto_size": len(front), "chosen_trial": chosen.trial, "chosen_accuracy": chosen.accuracy,
                    "chosen_params": chosen.params, "chosen_macs": chosen.macs, "best_accuracy": front[0].accuracy,
+                   "champion_architecture_version": champion_version, "kept_champion": kept is not None,
                    **{f"{n}_accuracy": c.accuracy for n, c in references.items()},
                    **{f"{n}_params": c.params for n, c in references.items()},
                    "wall_seconds": outcome.wall_seconds, "mlflow_run_id": run.run_id}

@@ -41,6 +41,7 @@ from pipeline.search.model import (
     NoFeasibleTrialError,
     choose,
     config_from_params,
+    keep_champion,
     pareto_front,
 )
 from pipeline.search.studies import rank_trials
@@ -220,6 +221,22 @@ def test_pareto_front_excludes_dominated_trials_most_accurate_first() -> None:
     ranked = rank_trials(trials, [MAX, MIN])
     assert [t.number for t in ranked][:3] == [1, 0, 3]
     assert {t.number for t in ranked[3:]} == {2, 4}
+
+
+def test_keep_champion_prefers_the_champions_architecture_within_the_points() -> None:
+    champ = frozen(3, [0.600, 2000], seed=1)  # the champion's architecture, re-trained by this search
+    other = frozen(7, [0.612, 1500], seed=2)  # what the rule picked
+    config = config_from_params(champ.params)
+    assert config != config_from_params(other.params)
+    chosen = Candidate.from_trial(other)
+    kept = keep_champion(chosen, [champ, other], config, points=1.5)
+    assert kept is not None and kept.trial == 3 and kept.config == config
+    assert keep_champion(chosen, [champ, other], config, points=1.0) is None  # 1.2 points below: too far
+    assert keep_champion(chosen, [other], config, points=5.0) is None  # not trained by this search
+    over = frozen(3, [0.700, 2000], seed=1, constraints={"params": 10.0})
+    assert keep_champion(chosen, [over, other], config, points=5.0) is None  # over a budget: never trained
+    best = keep_champion(chosen, [champ, frozen(9, [0.605, 2000], seed=1), other], config, points=1.5)
+    assert best is not None and best.trial == 9  # the better of its two runs
 
 
 def test_pareto_front_keeps_equal_trials_and_handles_a_third_objective() -> None:
@@ -516,6 +533,52 @@ def test_a_warm_started_search_does_not_train_a_configuration_twice(
     configs = trained_configs(the_study(params, summary["fingerprint"]))
     assert len(configs) == 3
     assert len(set(configs)) == len(configs), "the same configuration was trained twice on the same data"
+
+
+def test_a_warm_search_retrains_the_champions_architecture_first_and_keeps_it_within_the_points(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pipeline.stages.search_model as stage
+
+    fake_fit_first_best(monkeypatch)  # 0.9 for the first candidate trained, 0.5 after
+    params = search_params(tmp_path, mlflow_uri, trials=3, max_params=None, warm_start=1, warm_budget=1.0,
+                           choose={"rule": "smallest_within", "within_points": 1.0, "keep_champion_points": 50.0})
+    policy = write_policy(tmp_path / "policy.json")
+    first = search_model_stage(params, write_tiny_sample(tmp_path / "s1", seed=0), policy, tmp_path / "o1", None,
+                               progress=False)
+    prior = the_study(params, first["fingerprint"])
+    # the champion: the prior's biggest model, which its ranking puts last (beyond warm_start = 1)
+    biggest = max((t for t in finished(prior) if is_feasible(t)), key=lambda t: t.user_attrs["params"])
+    assert rank_trials(finished(prior), prior.directions)[0].number != biggest.number
+    champion = config_from_params(biggest.params)
+    monkeypatch.setattr(stage, "champion_architecture", lambda tracker, params, classes: ("4", champion))
+
+    second = search_model_stage(params, write_tiny_sample(tmp_path / "s2", seed=1), policy, tmp_path / "o2", None,
+                                progress=False)
+    study = the_study(params, second["fingerprint"])
+    assert study.trials[0].params == biggest.params  # re-trained first, ahead of the prior's best
+    assert second["warm_started_trials"] == 1
+    chosen = json.loads((tmp_path / "o2" / "chosen.json").read_text())
+    pareto = json.loads((tmp_path / "o2" / "pareto.json").read_text())
+    assert chosen["config"] == champion and chosen["trial"] == 0
+    assert chosen["champion_architecture_version"] == second["champion_architecture_version"] == 4
+    # every candidate scored 0.5 on the new data: the rule picks the smallest, the champion is kept
+    assert pareto["picks"]["smallest_within"] != 0
+    assert chosen["kept_champion"] is second["kept_champion"] is True and pareto["picks"]["champion"] == 0
+
+    # the champion's architecture 10 points below the others, 5 allowed: the rule's pick stands
+    def fit(self: ModelSearch, model: Any, seed: int) -> tuple[float, float, list[float]]:
+        accuracy = 0.4 if count_params(model) == biggest.user_attrs["params"] else 0.5
+        return accuracy, 0.01, [accuracy]
+
+    monkeypatch.setattr(ModelSearch, "fit", fit)
+    params0 = search_params(tmp_path, mlflow_uri, trials=3, max_params=None, warm_start=1, warm_budget=1.0,
+                            choose={"rule": "smallest_within", "within_points": 1.0, "keep_champion_points": 5.0})
+    params0 = params0.model_copy(update={"tracking": params.tracking})
+    third = search_model_stage(params0, write_tiny_sample(tmp_path / "s3", seed=2), policy, tmp_path / "o3", None,
+                               progress=False)
+    assert the_study(params0, third["fingerprint"]).trials[0].params == biggest.params  # trained, not kept
+    assert third["kept_champion"] is False and third["champion_architecture_version"] is None
 
 
 def test_prior_trials_as_history_keep_their_objectives_and_budget_constraints(

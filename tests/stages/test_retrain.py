@@ -11,13 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 import torch
+from optuna.trial import FrozenTrial
 
 import pipeline.stages.retrain as retrain
 from pipeline.artifacts import NormalisedClassifier
 from pipeline.errors import ConfigError, DataError
-from pipeline.models import build_model, count_macs, count_params
+from pipeline.models import build_model, count_macs, count_params, suggest_config
+from pipeline.search.model import Candidate
 from pipeline.stages.retrain import retrain_stage
 from pipeline.tracking import EXPERIMENT_KIND, MODEL_DEVELOPMENT, Tracker
 
@@ -186,7 +189,10 @@ def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architectur
     assert first["epochs"] == 2 and first["warm_start_from_version"] is None
 
     tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+    assert tracker.champion_config(params.tracking.registered_model) is None
     tracker.promote(params.tracking.registered_model, str(first["model_version"]))
+    assert tracker.champion_config(params.tracking.registered_model) == \
+        (str(first["model_version"]), {"config": tiny_config(), "classes": list(CLASSES)})
     second = retrain_stage(params, store, chosen, policy, tmp_path / "r2", progress=False)
     assert "starting from the champion's weights" in capsys.readouterr().out
     assert second["epochs"] == 1 and second["warm_start_from_version"] == str(first["model_version"])
@@ -202,3 +208,60 @@ def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architectur
     assert "not the champion's" in capsys.readouterr().out
     assert third["epochs"] == 2 and third["warm_start_from_version"] is None
 
+
+
+def search_trial(config: dict[str, Any], number: int, accuracy: float) -> FrozenTrial:
+    """A finished model-search trial that trained ``config``."""
+    fixed = {**{f"stem.{k}": v for k, v in config["stem"].items()},
+             **{f"block{i}.{k}": v for i, block in enumerate(config["blocks"]) for k, v in block.items()},
+             **{f"head.{k}": v for k, v in config["head"].items()}}
+    study = optuna.create_study()
+    study.enqueue_trial(fixed)
+    trial = study.ask()
+    assert suggest_config(trial) == config
+    done = optuna.trial.create_trial(values=[accuracy, 1000.0], params=trial.params, distributions=trial.distributions,
+                                     user_attrs={"accuracy": accuracy, "params": 1000, "macs": 1})
+    done.number = number
+    return done
+
+
+def test_search_model_keeps_the_champions_architecture_within_keep_champion_points(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+) -> None:
+    from pipeline.stages.search_model import champion_architecture, keep_or_choose
+
+    from .conftest import make_store, skip_requirements_inference
+
+    skip_requirements_inference(monkeypatch)
+    params = stage_params(tmp_path, mlflow_uri, retrain={"recipe": {"epochs": 1, "batch_size": 16, "eval_every": 0},
+                                                         "warm_epochs": 1},
+                          model_search={"choose": {"keep_champion_points": 1.0}})
+    store, policy = make_store(tmp_path), write_policy_dir(tmp_path / "policy") / "policy.json"
+    champion_cfg, new_cfg = tiny_config(), tiny_config(stem_channels=24)
+    trials = [search_trial(champion_cfg, 0, 0.500), search_trial(new_cfg, 5, 0.508)]
+    pick = Candidate.from_trial(trials[1])
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+    assert champion_architecture(tracker, params, CLASSES) is None  # no champion yet
+
+    first = retrain_stage(params, store, write_chosen(tmp_path / "chosen.json", champion_cfg), policy,
+                          tmp_path / "r1", progress=False)
+    tracker.promote(params.tracking.registered_model, str(first["model_version"]))
+    champion = champion_architecture(tracker, params, CLASSES)
+    assert champion == (str(first["model_version"]), champion_cfg)
+    capsys.readouterr()
+    kept = keep_or_choose(params, pick, champion, trials)
+    assert kept is not None and kept.trial == 0 and kept.config == champion_cfg
+    assert "keeping the @champion's architecture" in capsys.readouterr().out
+
+    # 1.2 points below the pick: the pick stands, and the stage says why
+    assert keep_or_choose(params, pick, champion, [search_trial(champion_cfg, 0, 0.496), trials[1]]) is None
+    assert "choosing trial 5" in capsys.readouterr().out
+    # no warm retrain to gain, or other classes: the champion's architecture is not considered
+    cold = params.model_copy(update={"retrain": params.retrain.model_copy(update={"warm_epochs": 0})})
+    assert champion_architecture(tracker, cold, CLASSES) is None
+    assert "retrain.warm_epochs = 0" in capsys.readouterr().out
+    assert champion_architecture(tracker, params, list(CLASSES)[:-1]) is None
+    assert "are not the sample's" in capsys.readouterr().out
+    off = params.model_copy(update={"model_search": params.model_search.model_copy(
+        update={"choose": params.model_search.choose.model_copy(update={"keep_champion_points": None})})})
+    assert keep_or_choose(off, pick, champion, trials) is None
