@@ -8,9 +8,12 @@ one under each named recipe variant on the search split (``ModelSearch.split``: 
 search's first D_M / D_A) and prints, per variant: the validation accuracies, the seconds, and
 Spearman's rank correlation with the last variant (the "long" one, the ground truth).
 
-Variants are ``name:key=value,key=value`` over ``model_search.recipe`` plus three extra keys:
-``images`` (training images; default model_search.train_images), ``augment`` (policy | flipcrop)
-and ``val`` (validation images). Peer: the last variant. Example (the 2-core defaults against a
+Variants are ``name:key=value,key=value`` over ``model_search.recipe`` plus four extra keys:
+``images`` (training images; default model_search.train_images), ``augment`` (policy | flipcrop),
+``val`` (validation images) and ``seed`` (the training seed: initialisation, batch order and
+augmentation draws; the split stays). Peer: the last variant. Two variants that differ only in
+``seed`` measure the candidates' score noise: the mean and largest absolute difference in
+accuracy points are printed per variant. Example (the 2-core defaults against a
 batch-64 variant, ground truth = 12 epochs on the whole D_M)::
 
     python -m bench.candidates --data data/raw --policy outputs/search_policy/policy.json \
@@ -41,10 +44,12 @@ from pipeline.stages.common import read_policy  # noqa: E402
 EXTRA_KEYS = {"images", "augment", "val"}
 
 
-def parse_variant(text: str, base: ModelSearchConfig) -> tuple[str, ModelSearchConfig]:
+def parse_variant(text: str, base: ModelSearchConfig) -> tuple[str, ModelSearchConfig, int | None]:
+    """(name, the search config, the training seed or None: ``--seed``)."""
     name, _, spec = text.partition(":")
     recipe: dict[str, Any] = base.recipe.model_dump()
     top: dict[str, Any] = {}
+    seed: int | None = None
     for item in filter(None, spec.split(",")):
         key, _, raw = item.partition("=")
         value: Any = raw
@@ -54,11 +59,13 @@ def parse_variant(text: str, base: ModelSearchConfig) -> tuple[str, ModelSearchC
                 break
             except ValueError:
                 continue
-        if key in EXTRA_KEYS:
+        if key == "seed":
+            seed = int(value)
+        elif key in EXTRA_KEYS:
             top[{"images": "train_images", "val": "val_images"}.get(key, key)] = value
         else:
             recipe[key] = value
-    return name, base.model_copy(update={"recipe": type(base.recipe)(**recipe), **top})
+    return name, base.model_copy(update={"recipe": type(base.recipe)(**recipe), **top}), seed
 
 
 def random_configs(cfg: ModelSearchConfig, n: int, seed: int) -> list[dict[str, Any]]:
@@ -111,7 +118,7 @@ def main() -> None:
         args.references = []
     variants = [parse_variant(v, base) for v in args.variant]
     policy = read_policy(args.policy) if args.policy else None
-    if policy is None and any(v.augment == "policy" for _, v in variants):
+    if policy is None and any(v.augment == "policy" for _, v, _ in variants):
         p.error("a variant trains with augment=policy: give --policy (or add augment=flipcrop)")
     train_split = load_data(args.data)["train"]
     sample = stable_sample(train_split, params.sample.size, params.sample.seed)
@@ -123,16 +130,17 @@ def main() -> None:
     models += [(name, name) for name in args.references]
     print(f"{len(models)} models x {len(variants)} variants on {len(sample)} sample images; {machine()}", flush=True)
 
-    acc: dict[str, list[float]] = {name: [] for name, _ in variants}
-    secs: dict[str, list[float]] = {name: [] for name, _ in variants}
+    acc: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+    secs: dict[str, list[float]] = {name: [] for name, _, _ in variants}
     for label, config in models:
         probe = build_model(config, num_classes=10, seed=0)
         print(f"{label}: {count_params(probe):,} parameters, {count_macs(probe) / 1e6:.0f} M MACs", flush=True)
-        for vname, vcfg in variants:
+        for vname, vcfg, vseed in variants:
+            seed = args.seed if vseed is None else vseed
             search = ModelSearch(vcfg, sample, policy=policy, device=device, progress=False)
-            model = build_model(config, num_classes=10, seed=args.seed)
+            model = build_model(config, num_classes=10, seed=seed)
             t0 = time.perf_counter()
-            accuracy, _, curve = search.fit(model, seed=args.seed)
+            accuracy, _, curve = search.fit(model, seed=seed)
             seconds = time.perf_counter() - t0
             acc[vname].append(accuracy)
             secs[vname].append(seconds)
@@ -141,10 +149,14 @@ def main() -> None:
 
     truth = variants[-1][0]
     fields: dict[str, Any] = {"bench": "candidates", "quick": args.quick, "models": len(models)}
-    print("\nvariant      median acc   median s   spearman vs " + truth)
-    for vname, _ in variants:
+    print("\nvariant      median acc   median s   spearman vs " + truth + "   |acc - " + truth + "| points: mean, max")
+    for vname, _, _ in variants:
         rho = spearman(acc[vname], acc[truth]) if len(models) > 1 else float("nan")
-        print(f"{vname:>10}   {median(acc[vname]):.4f}   {median(secs[vname]):8.1f}   {rho:+.2f}")
+        gaps = [abs(a - b) * 100 for a, b in zip(acc[vname], acc[truth], strict=True)]
+        print(f"{vname:>10}   {median(acc[vname]):.4f}   {median(secs[vname]):8.1f}   {rho:+.2f}"
+              f"   {sum(gaps) / len(gaps):.2f}, {max(gaps):.2f}")
+        fields[f"{vname}_gap_mean_points"] = sum(gaps) / len(gaps)
+        fields[f"{vname}_gap_max_points"] = max(gaps)
         fields[f"{vname}_acc_median"] = median(acc[vname])
         fields[f"{vname}_s_median"] = median(secs[vname])
         fields[f"{vname}_spearman"] = rho

@@ -66,7 +66,7 @@ PROFILE: dict[str, dict[str, Any]] = {
                       "child": {"epochs": 6}, "warm_child_epochs": 2},
     "model_search": {"trials": 6, "startup_trials": 4, "references": [], "max_macs": 15_000_000,
                      "recipe": {"epochs": 2}},
-    "retrain": {"recipe": {"epochs": 3}, "warm_epochs": 1},
+    "retrain": {"recipe": {"epochs": 4}, "warm_epochs": 1},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "sample": {"size": 400},
@@ -239,9 +239,12 @@ def main() -> None:
     t_ingest_warm = ingest(warm, a2)
     t_warm = repro(warm)
     warm_metrics = read(warm, "outputs/retrain/metrics.json")
+    warm_search = read(warm, "outputs/search_model/metrics.json")
+    kept = bool(warm_search.get("kept_champion"))
     print(f"warm update: ingest {t_ingest_warm:.0f} s, dvc repro {t_warm / 60:.1f} min, champion "
-          f"{warm_metrics['test_accuracy']:.4f} (retrain from version {warm_metrics.get('warm_start_from_version')})",
-          flush=True)
+          f"{warm_metrics['test_accuracy']:.4f} (model: the champion's architecture "
+          f"{warm_search.get('champion_architecture_version')}, kept over the rule's pick: {kept}; "
+          f"retrain from version {warm_metrics.get('warm_start_from_version')})", flush=True)
 
     cold = make_project(work / "cold", overrides)
     t_ingest_cold = ingest(cold, a1) + ingest(cold, a2)
@@ -250,6 +253,14 @@ def main() -> None:
     print(f"cold: ingest {t_ingest_cold:.0f} s, dvc repro {t_cold / 60:.1f} min, champion "
           f"{cold_metrics['test_accuracy']:.4f}", flush=True)
 
+    for name, project in (("warm", warm), ("cold", cold)):
+        policy_s = read(project, "outputs/search_policy/summary.json")
+        model_s = read(project, "outputs/search_model/metrics.json")
+        retrain_s = read(project, "outputs/retrain/metrics.json")
+        print(f"{name} stages: search_policy {policy_s['wall_seconds'] / 60:.1f} min (children "
+              f"{policy_s['child_train_seconds'] / 60:.1f}), search_model {model_s['wall_seconds'] / 60:.1f} min "
+              f"({model_s['trained_trials']} trained), retrain {retrain_s['train_minutes']:.1f} min "
+              f"({retrain_s['epochs']} epochs)", flush=True)
     fp = read(cold, "data/sample/manifest.json")["fingerprint"]
     assert read(warm, "data/sample/manifest.json")["fingerprint"] == fp, "the two projects hold different data"
     fields: dict[str, Any] = {}
@@ -292,6 +303,7 @@ def main() -> None:
         time_ratio=t_warm / t_cold, warm_repro_min=t_warm / 60, cold_repro_min=t_cold / 60,
         v1_repro_min=t_v1 / 60, cold_acc=cold_metrics["test_accuracy"], warm_acc=warm_metrics["test_accuracy"],
         v1_acc=v1_metrics["test_accuracy"], retrain_from_champion=warm_metrics.get("warm_start_from_version") is not None,
+        kept_champion=kept,
         cold_minutes_retrain=cold_metrics["train_minutes"], warm_minutes_retrain=warm_metrics["train_minutes"],
         quick=args.quick, machine=machine().replace(" ", "_"),
     )
