@@ -92,7 +92,9 @@ def test_a_worker_and_the_stage_share_the_search(tmp_path: Path, sample_dir: Pat
 def test_a_killed_worker_loses_no_trial_and_its_configuration_is_retried(
     tmp_path: Path, sample_dir: Path, params: Params,
 ) -> None:
-    budget = 40  # fold 0 keeps the worker busy for seconds: the test sees one of its trials running
+    # Fold 0 must outlast the test's polling (the stage alone ran 2 x 40 trials in 24 s on a fast
+    # CPU, before a poll saw its fold run) and keep the worker busy while the test watches it.
+    budget = 80
     path = _write_params(params, tmp_path / "params.yaml", trials_per_fold=budget, folds=2)
     common = ["--params", str(path), "--sample", str(sample_dir), "--cache-dir", str(tmp_path / "cache"),
               "--no-progress"]
@@ -100,19 +102,22 @@ def test_a_killed_worker_loses_no_trial_and_its_configuration_is_retried(
     stage = _spawn("search-policy", "--out", str(tmp_path / "out"), *common, cwd=tmp_path)
     worker = None
     storage = optuna.storages.RDBStorage(load_params(path).tracking.optuna_storage)
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)  # once: polls stay fast
     deadline = time.monotonic() + 180
     running = None
     while time.monotonic() < deadline and running is None:
         time.sleep(0.2)
         studies = [s.study_name for s in optuna.get_all_study_summaries(storage)] if _has_tables(storage) else []
-        if studies and worker is None and _fold_run_exists(params):
+        if studies and worker is None and _fold_run_exists(tracker, params):
             stage.send_signal(signal.SIGINT)
             _finish_interrupted(stage)
             worker = _spawn("worker", "search_policy", "--wait", "60", *common, cwd=tmp_path)
         if worker is not None and studies:
             trials = [t for name in studies for t in optuna.load_study(study_name=name, storage=storage).trials]
             if sum(t.state == TrialState.COMPLETE for t in trials) >= 2:
-                running = [t for t in trials if t.state == TrialState.RUNNING
+                # a running trial of the worker's that has drawn its configuration (params), so the
+                # retry below has something to repeat
+                running = [t for t in trials if t.state == TrialState.RUNNING and t.params
                            and t.user_attrs.get(WORKER_ATTR, "").split(":")[1:2] == [str(worker.pid)]] or None
     said = ""
     if worker is not None and not running:
@@ -143,9 +148,8 @@ def killed_study_name(studies: list[optuna.Study], trial: optuna.trial.FrozenTri
     return next(s.study_name for s in studies if any(t._trial_id == trial._trial_id for t in s.get_trials()))
 
 
-def _fold_run_exists(params: Params) -> bool:
+def _fold_run_exists(tracker: Tracker, params: Params) -> bool:
     """The stage has opened fold 0 (its study and its MLflow run, which a worker waits for)."""
-    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
     exp = tracker.client.get_experiment_by_name(f"{params.tracking.experiment_prefix}-search_policy")
     return exp is not None and bool(tracker.client.search_runs(
         [exp.experiment_id], filter_string="tags.`autoaug.fold` = '0'", max_results=1))
