@@ -241,7 +241,7 @@ def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int,
     n = 0
     ranked = rank_trials(completed(prior), prior.directions)
     if first is not None:
-        ranked = [t for t in ranked if first(t)] + [t for t in ranked if not first(t)]
+        ranked.sort(key=lambda t: not first(t))  # stable: the ranking holds within each group
     for t in ranked:
         key = json.dumps(t.params, sort_keys=True)
         if key in seen:

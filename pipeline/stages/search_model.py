@@ -38,25 +38,26 @@ def champion_architecture(tracker: Tracker, params: Params, classes: Sequence[st
     if found is None:
         return None
     version, doc = found
-    why = ("retrain.warm_epochs = 0 (retrain would not start from its weights)" if not params.retrain.warm_epochs
-           else "its run has no model_config.json" if doc is None or "config" not in doc
-           else f"its classes {doc.get('classes')} are not the sample's {list(classes)}"
-           if list(doc.get("classes", [])) != list(classes) else None)
-    if why is not None:
-        print(f"{STAGE}: not keeping the @champion's architecture (version {version}): {why}", flush=True)
-        return None
-    assert doc is not None
-    return version, doc["config"]
+    if not params.retrain.warm_epochs:
+        why = "retrain.warm_epochs = 0 (retrain would not start from its weights)"
+    elif doc is None or "config" not in doc:
+        why = "its run has no model_config.json"
+    elif list(doc.get("classes", [])) != list(classes):
+        why = f"its classes {doc.get('classes')} are not the sample's {list(classes)}"
+    else:
+        return version, doc["config"]
+    print(f"{STAGE}: not keeping the @champion's architecture (version {version}): {why}", flush=True)
+    return None
 
 
 def keep_or_choose(params: Params, chosen: Candidate, champion: tuple[str, Any] | None,
                    trials: Sequence[FrozenTrial]) -> Candidate | None:
     """The @champion's candidate when ``choose.keep_champion_points`` keeps it over the rule's
     pick ``chosen`` (said either way), else None."""
-    points = params.model_search.choose.keep_champion_points
+    rule = params.model_search.choose
+    points = rule.keep_champion_points
     if champion is None or points is None or champion[1] == chosen.config:
         return None
-    rule = params.model_search.choose
     version, config = champion
     kept = keep_champion(chosen, trials, config, points,
                          max_params=rule.budget_params if rule.rule == "under_budget" else None)
