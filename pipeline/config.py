@@ -249,12 +249,14 @@ class PolicySearchConfig(StrictModel):
 class ChooseConfig(StrictModel):
     """Which Pareto member becomes the model (search_model's chosen.json)."""
 
-    rule: Literal["most_accurate", "smallest_within", "under_budget"] = Field(
-        "smallest_within", description="most_accurate | smallest_within (X points of the best or of a "
-        "reference) | under_budget (most accurate with at most budget_params)")
-    within_points: float = Field(1.0, ge=0, le=100, description="smallest_within: accuracy points allowed below")
-    reference: str | None = Field(None, description="smallest_within: compare with this reference model "
-                                  "(e.g. mobilenetv2) instead of the best found")
+    rule: Literal["most_accurate", "smallest_within", "cheapest_within", "under_budget"] = Field(
+        "smallest_within", description="most_accurate | smallest_within (the fewest parameters within X points "
+        "of the best or of a reference) | cheapest_within (the lowest measured training cost within X points) | "
+        "under_budget (most accurate with at most budget_params)")
+    within_points: float = Field(1.0, ge=0, le=100, description="smallest_within / cheapest_within: accuracy "
+                                 "points allowed below")
+    reference: str | None = Field(None, description="smallest_within / cheapest_within: compare with this "
+                                  "reference model (e.g. mobilenetv2) instead of the best found")
     budget_params: int | None = Field(None, gt=0, description="under_budget: parameter budget")
     keep_champion_points: float | None = Field(
         None, ge=0, le=100, description="keep the @champion's architecture when this search trained it (a warm "
@@ -263,7 +265,11 @@ class ChooseConfig(StrictModel):
 
     @property
     def name(self) -> str:
-        return self.rule if self.rule != "smallest_within" or not self.reference else f"within_{self.reference}"
+        if self.reference and self.rule == "smallest_within":
+            return f"within_{self.reference}"
+        if self.reference and self.rule == "cheapest_within":
+            return f"cheapest_within_{self.reference}"
+        return self.rule
 
     @model_validator(mode="after")
     def _check(self) -> ChooseConfig:
@@ -287,11 +293,14 @@ class ModelSearchConfig(StrictModel):
 
     trials: int = Field(24, ge=1, description="candidates trained (over-budget ones are not trained)")
     sampler: Literal["tpe", "nsga2"] = Field("tpe", description="Optuna's multi-objective TPE or NSGA-II")
-    objectives: list[Literal["accuracy", "params", "macs"]] = Field(
+    objectives: list[Literal["accuracy", "params", "macs", "train_cost"]] = Field(
         default_factory=lambda: ["accuracy", "params"],  # type: ignore[arg-type]  # literals, as listed
-        description="accuracy first; macs optional")
+        description="accuracy first; macs and train_cost optional")
     max_params: int | None = Field(1_000_000, gt=0, description="parameter budget (an Optuna constraint)")
     max_macs: int | None = Field(None, gt=0, description="MACs budget per image (an Optuna constraint)")
+    max_train_cost: float | None = Field(
+        None, gt=0, description="training-cost budget (an Optuna constraint): a candidate's measured training "
+        "step at recipe.batch_size as a multiple of ResNet-20's, both timed on the machine that runs the trial")
     train_images: int = Field(4000, ge=10, description="search-split images each candidate trains on")
     val_images: int = Field(2000, ge=10, description="validation images each candidate is scored on")
     held_out: float = Field(0.4, gt=0, lt=1, description="validation share of the sample (as the policy search)")
@@ -319,8 +328,11 @@ class ModelSearchConfig(StrictModel):
     @model_validator(mode="after")
     def _check(self) -> ModelSearchConfig:
         if not self.objectives or self.objectives[0] != "accuracy" or len(set(self.objectives)) != len(self.objectives):
-            raise ValueError(f"objectives = {self.objectives}: start with accuracy, then params and/or macs, "
-                             "each once")
+            raise ValueError(f"objectives = {self.objectives}: start with accuracy, then any of params, macs and "
+                             "train_cost, each once")
+        if self.choose.rule == "cheapest_within" and self.max_train_cost is None and "train_cost" not in self.objectives:
+            raise ValueError("choose.rule = cheapest_within needs the training cost measured: add train_cost to "
+                             "objectives (then the front holds the fast models) or set max_train_cost")
         if self.choose.reference is not None and self.choose.reference not in self.references:
             raise ValueError(f"choose.reference = {self.choose.reference!r} must be one of references "
                              f"{self.references}")

@@ -33,6 +33,16 @@ class DataVersion:
         run = self.runs.get(stage)
         return run.data.tags.get(key) if run is not None else None
 
+    def architecture(self) -> str:
+        """Which architecture the model search settled on: ``new``, the @champion's (``v3``), or the
+        champion's kept over the rule's pick (``v3 kept``); ``-`` without a model search."""
+        if self.runs.get("search_model") is None:
+            return "-"
+        version = self.metric("search_model", "champion_architecture_version")
+        if version is None:
+            return "new"
+        return f"v{version:.0f}" + (" kept" if self.metric("search_model", "kept_champion") else "")
+
     def row(self) -> dict[str, str]:
         def num(value: float | None, fmt: str) -> str:
             return "-" if value is None else format(value, fmt)
@@ -49,6 +59,7 @@ class DataVersion:
             "warm trials": num(self.metric("search_policy", "warm_started_trials"), ".0f"),
             "warm from": warm_from,
             "pareto": num(self.metric("search_model", "pareto_size"), ".0f"),
+            "model": self.architecture(),
             "test acc": num(self.metric("retrain", "test_accuracy"), ".4f"),
             "champion": {"True": "yes", "False": "no"}.get(champion or "", "-"),
             "runs": " ".join(f"{stage}={run.info.run_id[:8]}" for stage, run in self.runs.items()),

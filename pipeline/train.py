@@ -13,7 +13,9 @@ device, so the same seed gives the same batches and augmentations on CPU and CUD
 
 from __future__ import annotations
 
+import copy
 import math
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -50,6 +52,7 @@ __all__ = [
     "normalise",
     "random_crop",
     "random_flip",
+    "step_seconds",
     "train",
 ]
 
@@ -557,3 +560,72 @@ def train(
     result.images_per_s = done / result.train_seconds if result.train_seconds else 0.0
     model.eval()
     return result
+
+
+def step_times(
+    models: nn.Module | list[nn.Module],
+    cfg: TrainConfig,
+    *,
+    num_classes: int,
+    image_size: int = 32,
+    device: str | torch.device | None = None,
+    steps: int = 3,
+) -> list[list[float]]:
+    """Seconds of each of ``steps`` ``train`` SGD steps of each model, on copies (see
+    ``step_seconds``). Several models take their steps in turn (model 0's step 1, model 1's
+    step 1, ...), so a slower moment of the machine slows them alike: their ratio is what a
+    noisy machine measures best. The first steps include allocations and kernel selection."""
+    if steps < 1:
+        raise ValueError(f"step_seconds: steps = {steps} must be >= 1")
+    models = [models] if isinstance(models, nn.Module) else models
+    dev = model_device(models[0], device)
+    n = cfg.batch_size * steps
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8, generator=gen)
+    data = ImageSet(images, torch.randint(0, num_classes, (n,), generator=gen), [str(c) for c in range(num_classes)],
+                    [str(i) for i in range(n)])
+    times: list[list[float]] = [[] for _ in models]
+    # the global RNG (dropout, data-dependent init) is left as it was: timing changes no later draw
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        runs = []
+        for model in models:
+            probe = copy.deepcopy(model)
+            runs.append(_Run.start(probe, data, cfg.model_copy(update={"epochs": 1}), dev,
+                                   autocast_dtype(cfg.precision, dev), augment=None, seed=0, progress=False))
+            probe.train()
+        for i in range(steps):
+            for run, out in zip(runs, times, strict=True):
+                batch = slice(i * run.batch_size, (i + 1) * run.batch_size)
+                start = time.perf_counter()
+                loss, _ = _train_step(run, run.images[batch], run.labels[batch])
+                loss.item()  # waits for the device
+                out.append(time.perf_counter() - start)
+    for run in runs:
+        run.bar.close()
+    return times
+
+
+def step_seconds(
+    model: nn.Module,
+    cfg: TrainConfig,
+    *,
+    num_classes: int,
+    image_size: int = 32,
+    device: str | torch.device | None = None,
+    steps: int = 3,
+    warmup: int = 1,
+) -> float:
+    """Median seconds of one of ``train``'s SGD steps on ``model`` at ``cfg``'s batch size.
+
+    What a model costs to train on this machine, measured rather than counted: depthwise and
+    squeeze-excite blocks run far below a CPU's dense-convolution speed, so MACs understate
+    their cost. The step is the trainer's own (channels_last, autocast, optimiser, lr schedule)
+    on random images, run on a copy of ``model`` (its weights and BN statistics are left as they
+    were); flip, crop and the policy cost the same for every model and are left out. The first
+    ``warmup`` steps (allocations, kernel selection) are not timed.
+    """
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"step_seconds: steps = {steps} must be >= 1 and warmup = {warmup} >= 0")
+    times = step_times(model, cfg, num_classes=num_classes, image_size=image_size, device=device,
+                       steps=steps + warmup)[0]
+    return statistics.median(times[warmup:])

@@ -30,6 +30,8 @@ def test_one_line_per_data_version_with_its_lineage(tmp_path: Path, capsys) -> N
     policy = _stage(tracker, "search_policy", "bbbb2222", {"best_score_mean": 0.63, "warm_started_trials": 15},
                     {"autoaug.warm_start_from": "search_policy-0f0f0f0f-aaaa1111-fold0,"
                                                 "search_policy-0f0f0f0f-aaaa1111-fold1"})
+    _stage(tracker, "search_model", "bbbb2222", {"pareto_size": 3, "champion_architecture_version": 1,
+                                                 "kept_champion": 1})
     _stage(tracker, "retrain", "bbbb2222", {"test_accuracy": 0.79, "train_images": 50000})
     _stage(tracker, "publish", "bbbb2222", {}, {"autoaug.champion": "False"})
 
@@ -39,7 +41,8 @@ def test_one_line_per_data_version_with_its_lineage(tmp_path: Path, capsys) -> N
     assert (first["train images"], first["policy score"], first["pareto"], first["test acc"], first["champion"],
             first["warm from"]) == ("45000", "0.6100", "4", "0.8000", "yes", "-")
     assert (second["warm trials"], second["warm from"], second["pareto"], second["champion"]) == \
-        ("15", "aaaa1111", "-", "no")
+        ("15", "aaaa1111", "3", "no")
+    assert (first["model"], second["model"]) == ("new", "v1 kept")  # v2 kept the champion's architecture
     assert f"search_policy={policy[:8]}" in second["runs"]
 
     params = tmp_path / "params.yaml"

@@ -22,6 +22,8 @@ from pipeline.train import (
     normalise,
     random_crop,
     random_flip,
+    step_seconds,
+    step_times,
     train,
 )
 
@@ -279,3 +281,23 @@ def test_empty_training_set_is_an_error() -> None:
     empty = colour_task(4, 0).subset(torch.arange(0))
     with pytest.raises(ValueError, match="empty"):
         train(fresh(), empty, FAST, progress=False)
+
+
+def test_step_seconds_times_the_trainers_step_on_a_copy() -> None:
+    model = fresh()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    seconds = step_seconds(model, FAST, num_classes=4, image_size=16, steps=2)
+    assert seconds > 0
+    assert torch.equal(rng, torch.get_rng_state())  # the dropout draws of the copy's steps leave no trace
+    after = model.state_dict()  # weights and BN statistics untouched: the copy took the steps
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # A network with ~2,000x the MACs takes measurably longer per step (a margin no noise closes).
+    wide = nn.Sequential(nn.Conv2d(3, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 4))
+    assert step_seconds(wide, FAST, num_classes=4, image_size=16, steps=1) > 5 * seconds
+    with pytest.raises(ValueError, match="steps = 0"):
+        step_seconds(model, FAST, num_classes=4, steps=0)
+    # several models take their steps in turn: one list of times per model, in the order given
+    small, big = step_times([model, wide], FAST, num_classes=4, image_size=16, steps=3)
+    assert len(small) == len(big) == 3 and min(big) > 5 * min(small)

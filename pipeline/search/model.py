@@ -4,7 +4,15 @@ A trial samples a configuration from ``pipeline.models.SPACE`` (every field cate
 the space is static and TPE / NSGA-II model it directly), builds it, and, when it fits the
 parameter (and MACs) budget, trains it on the search split of the sample with the found
 policy for a short schedule and scores it on the validation split. Objectives: maximise
-validation accuracy, minimise parameters (and optionally MACs).
+validation accuracy, minimise parameters (and optionally MACs and the training cost).
+
+The training cost is measured, not counted: a few of the trainer's own SGD steps on the
+candidate, each over a ResNet-20 step taken just before it on the same machine (the median of
+the ratios; ``pipeline.train.step_times``), so that a busier moment slows both.
+MACs understate what depthwise and squeeze-excite blocks cost on a CPU several-fold, so
+``max_train_cost`` is the budget that bounds a candidate's (and the retrained model's)
+training time. Being a timing, it moves a little between runs and between machines: a
+candidate right at the limit may fall either side.
 
 Budgets are Optuna constraints, not score penalties: the objective records each budget's
 violation (``value - limit``; <= 0 is feasible) with ``Trial.set_constraint`` (Optuna 5's
@@ -18,7 +26,10 @@ both searches see the same D_M / D_A partition of the sample.
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,11 +56,12 @@ from pipeline.models import (
 from pipeline.search.folds import stratified_splits
 from pipeline.search.runner import PreparedPart, WarmSettings
 from pipeline.search.studies import pareto_front
-from pipeline.train import EpochMetrics, evaluate, train
+from pipeline.train import EpochMetrics, evaluate, step_times, train
 
 STAGE = "search_model"
 OBJECTIVES: dict[str, Literal["minimize", "maximize"]] = {"accuracy": "maximize", "params": "minimize",
-                                                          "macs": "minimize"}
+                                                          "macs": "minimize", "train_cost": "minimize"}
+COST_REFERENCE = "resnet20"  # the unit of the training cost
 
 
 class NoFeasibleTrialError(AutoaugError):
@@ -82,16 +94,19 @@ class Candidate:
     macs: int
     trial: int | None = None
     train_seconds: float = 0.0
+    train_cost: float | None = None  # measured training step / ResNet-20's (when the search measured it)
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config, "accuracy": self.accuracy, "params": self.params, "macs": self.macs,
-                "trial": self.trial, "train_seconds": self.train_seconds}
+                "trial": self.trial, "train_seconds": self.train_seconds, "train_cost": self.train_cost}
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> Candidate:
         attrs = trial.user_attrs
+        cost = attrs.get("train_cost")
         return cls(config_from_params(trial.params), float(attrs["accuracy"]), int(attrs["params"]),
-                   int(attrs["macs"]), trial.number, float(attrs.get("train_seconds", 0.0)))
+                   int(attrs["macs"]), trial.number, float(attrs.get("train_seconds", 0.0)),
+                   None if cost is None else float(cost))
 
 
 def choose(front: Sequence[Candidate], rule: ChooseConfig, references: Mapping[str, Candidate]) -> Candidate:
@@ -100,6 +115,8 @@ def choose(front: Sequence[Candidate], rule: ChooseConfig, references: Mapping[s
     most_accurate      the highest validation accuracy
     smallest_within    the fewest parameters within ``within_points`` accuracy points of the
                        best found (or of ``reference``: "as good as MobileNetV2 but smaller")
+    cheapest_within    the lowest measured training cost within ``within_points`` (the same
+                       anchor): the model that is cheapest to retrain and to keep retraining
     under_budget       the most accurate with at most ``budget_params`` parameters
     """
     if not front:
@@ -107,7 +124,7 @@ def choose(front: Sequence[Candidate], rule: ChooseConfig, references: Mapping[s
     best = max(front, key=lambda c: (c.accuracy, -c.params))
     if rule.rule == "most_accurate":
         return best
-    if rule.rule == "smallest_within":
+    if rule.rule in ("smallest_within", "cheapest_within"):
         anchor = best.accuracy
         if rule.reference is not None:
             if rule.reference not in references:
@@ -115,7 +132,11 @@ def choose(front: Sequence[Candidate], rule: ChooseConfig, references: Mapping[s
                                    f"trained references {sorted(references)}")
             anchor = references[rule.reference].accuracy
         close = [c for c in front if c.accuracy >= anchor - rule.within_points / 100]
-        return min(close, key=lambda c: (c.params, -c.accuracy)) if close else best
+        if not close:
+            return best
+        if rule.rule == "cheapest_within":
+            return min(close, key=lambda c: (math.inf if c.train_cost is None else c.train_cost, c.params))
+        return min(close, key=lambda c: (c.params, -c.accuracy))
     small = [c for c in front if rule.budget_params is not None and c.params <= rule.budget_params]
     if not small:
         raise NoFeasibleTrialError(
@@ -154,6 +175,7 @@ class ModelSearch(WarmSettings):
         self.device = device
         self.progress = progress
         self.train_set, self.val_set = self.split(sample, cfg)
+        self._cost_unit: torch.nn.Module | None = None  # ResNet-20, built on first need
 
     # ------------------------------------------------------------------ data
 
@@ -190,9 +212,12 @@ class ModelSearch(WarmSettings):
     def space_of(cfg: ModelSearchConfig) -> dict[str, Any]:
         """Everything that changes what a trial's values mean (budgets included: a trial's
         feasibility is part of its record)."""
-        return {"space": SPACE, "objectives": cfg.objectives, "recipe": cfg.recipe.model_dump(),
-                "train_images": cfg.train_images, "val_images": cfg.val_images, "held_out": cfg.held_out,
-                "max_params": cfg.max_params, "max_macs": cfg.max_macs, "augment": cfg.augment}
+        space = {"space": SPACE, "objectives": cfg.objectives, "recipe": cfg.recipe.model_dump(),
+                 "train_images": cfg.train_images, "val_images": cfg.val_images, "held_out": cfg.held_out,
+                 "max_params": cfg.max_params, "max_macs": cfg.max_macs, "augment": cfg.augment}
+        if cfg.max_train_cost is not None:  # only when set: studies from before the key keep their identity
+            space["max_train_cost"] = cfg.max_train_cost
+        return space
 
     def parts(self) -> list[str | None]:
         return [None]
@@ -234,6 +259,16 @@ class ModelSearch(WarmSettings):
         macs = count_macs(model) if need_macs else -1
         if self.cfg.max_macs:
             violation["macs"] = macs - self.cfg.max_macs
+        # Timing a few training steps costs seconds: only for a candidate within the counted
+        # budgets (unless the cost is an objective, which every trial must report).
+        cost = -1.0
+        wants_cost = self.cfg.max_train_cost is not None or "train_cost" in self.cfg.objectives
+        if wants_cost and (all(v <= 0 for v in violation.values()) or "train_cost" in self.cfg.objectives):
+            cost, step = self.train_cost(model)
+            trial.set_user_attr("step_seconds", step)
+            trial.set_user_attr("train_cost", cost)
+            if self.cfg.max_train_cost is not None:
+                violation["train_cost"] = cost - self.cfg.max_train_cost
         for key, value in violation.items():
             trial.set_constraint(key, value)
         trial.set_user_attr("params", params)
@@ -246,8 +281,22 @@ class ModelSearch(WarmSettings):
         else:
             trial.set_user_attr("skipped", "over budget: not trained")
         trial.set_user_attr("accuracy", accuracy)
-        values = {"accuracy": accuracy, "params": float(params), "macs": float(macs)}
+        values = {"accuracy": accuracy, "params": float(params), "macs": float(macs), "train_cost": cost}
         return tuple(values[o] for o in self.cfg.objectives)
+
+    def train_cost(self, model: torch.nn.Module, timed: int = 5) -> tuple[float, float]:
+        """(cost, step seconds): ``model``'s training step over ResNet-20's, the median of the
+        ratios of ``timed`` step pairs (after one untimed pair; at the candidate recipe, on
+        copies). The two take their steps in turn, so each ratio compares two steps taken a
+        moment apart: on a machine whose speed jumps between steps (a shared VM), the ratio of
+        adjacent steps holds where either's time alone moves by half."""
+        if self._cost_unit is None:
+            self._cost_unit = build_model(COST_REFERENCE, num_classes=len(self.train_set.classes),
+                                          seed=self.cfg.seed)
+        unit, own = step_times([self._cost_unit, model], self.cfg.recipe, num_classes=len(self.train_set.classes),
+                               image_size=int(self.train_set.images.shape[-1]), device=self.device, steps=timed + 1)
+        ratios = [a / b for a, b in zip(own[1:], unit[1:], strict=True)]
+        return statistics.median(ratios), statistics.median(own[1:])
 
     def fit(self, model: torch.nn.Module, seed: int) -> tuple[float, float, list[float]]:
         """Train on the search split, score on the validation split: (accuracy, seconds, curve)."""
@@ -269,9 +318,12 @@ class ModelSearch(WarmSettings):
         """The feasible Pareto front, most accurate first."""
         trials = [t for t in ranked[0] if feasible(t)]
         if not trials:
+            broken = Counter(k for t in ranked[0] for k, v in t.constraints.items() if v > 0)
+            binds = f"max_{broken.most_common(1)[0][0]}" if broken else "max_params"
             raise NoFeasibleTrialError(
                 f"search_model: none of {len(ranked[0])} trials fits the budget (max_params = "
-                f"{self.cfg.max_params}, max_macs = {self.cfg.max_macs}); raise model_search.max_params")
+                f"{self.cfg.max_params}, max_macs = {self.cfg.max_macs}, max_train_cost = "
+                f"{self.cfg.max_train_cost}); raise model_search.{binds}")
         directions = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
                       for d in self.directions]
         front = pareto_front(trials, directions)

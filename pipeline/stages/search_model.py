@@ -108,7 +108,7 @@ def search_model_stage(params: Params, sample_dir: str | os.PathLike[str], polic
         # the champion's version when the model is its architecture (kept, or picked by the rule)
         champion_version = int(champion[0]) if champion is not None and champion[1] == chosen.config else None
         pareto = {"fingerprint": fingerprint, "study": outcome.study_names[0], "objectives": cfg.objectives,
-                  "max_params": cfg.max_params, "max_macs": cfg.max_macs,
+                  "max_params": cfg.max_params, "max_macs": cfg.max_macs, "max_train_cost": cfg.max_train_cost,
                   "front": [c.to_dict() for c in front],
                   "references": {n: c.to_dict() for n, c in references.items()},
                   "picks": {n: c.trial for n, c in picks.items()}}
@@ -118,7 +118,8 @@ def search_model_stage(params: Params, sample_dir: str | os.PathLike[str], polic
         summary = {"fingerprint": fingerprint, "trials": outcome.trials, "trained_trials": runner.counted(outcome.studies[0]),
                    "warm_started_trials": outcome.warm_started, "history_trials": outcome.history_trials,
                    "pareto_size": len(front), "chosen_trial": chosen.trial, "chosen_accuracy": chosen.accuracy,
-                   "chosen_params": chosen.params, "chosen_macs": chosen.macs, "best_accuracy": front[0].accuracy,
+                   "chosen_params": chosen.params, "chosen_macs": chosen.macs,
+                   "chosen_train_cost": chosen.train_cost, "best_accuracy": front[0].accuracy,
                    "champion_architecture_version": champion_version, "kept_champion": kept is not None,
                    **{f"{n}_accuracy": c.accuracy for n, c in references.items()},
                    **{f"{n}_params": c.params for n, c in references.items()},

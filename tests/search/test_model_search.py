@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,27 @@ REFERENCES = {"mobilenetv2": Candidate("mobilenetv2", accuracy=0.76, params=2_20
 def test_choose_applies_each_rule(rule: ChooseConfig, expected: str) -> None:
     assert choose(FRONT, rule, REFERENCES).config == expected
     assert choose(list(reversed(FRONT)), rule, REFERENCES).config == expected  # order does not matter
+
+
+def test_cheapest_within_picks_the_lowest_training_cost_close_enough_to_the_anchor() -> None:
+    front = [replace(c, train_cost=cost) for c, cost in zip(FRONT, [0.9, 2.5, 1.4, 0.6], strict=True)]
+    rule = ChooseConfig(rule="cheapest_within", within_points=2.5)  # a, b, c qualify: a is the cheapest
+    assert choose(front, rule, REFERENCES).config == "a"
+    assert choose(front, rule.model_copy(update={"within_points": 0.6}), REFERENCES).config == "a"
+    assert choose(front, rule.model_copy(update={"within_points": 10.5}), REFERENCES).config == "d"
+    faster_b = [replace(c, train_cost=0.5) if c.config == "b" else c for c in front]
+    assert choose(faster_b, rule, REFERENCES).config == "b"
+    # within 1 point of MobileNetV2 (0.76): a, b, c; a is the cheapest of them
+    assert choose(front, rule.model_copy(update={"within_points": 1.0, "reference": "mobilenetv2"}),
+                  REFERENCES).config == "a"
+    assert ChooseConfig(rule="cheapest_within", reference="mobilenetv2").name == "cheapest_within_mobilenetv2"
+
+
+def test_cheapest_within_needs_the_training_cost_measured() -> None:
+    with pytest.raises(AutoaugError, match="cheapest_within needs the training cost measured"):
+        parse_params({"model_search": {**TINY_SEARCH, "choose": {"rule": "cheapest_within"}}})
+    for extra in ({"max_train_cost": 2.0}, {"objectives": ["accuracy", "params", "train_cost"]}):
+        parse_params({"model_search": {**TINY_SEARCH, **extra, "choose": {"rule": "cheapest_within"}}})
 
 
 def test_most_accurate_breaks_ties_by_size() -> None:
@@ -367,6 +389,87 @@ def test_an_impossible_budget_ends_quickly_without_training(
     assert not any(is_feasible(t) for t in finished(study))
     assert not (tmp_path / "out" / "chosen.json").exists()
     assert [r.info.status for r in stage_runs(params) if PARENT not in r.data.tags] == ["FAILED"]
+
+
+def fake_step_times(calls: list[str]) -> Any:
+    """A deterministic stand-in for the timed steps: one second per million parameters, the
+    first (untimed) step twice as slow."""
+
+    def times(models: list[torch.nn.Module], cfg: Any, *, steps: int, **kwargs: Any) -> list[list[float]]:
+        calls.extend(type(m).__name__ for m in models)
+        return [[2 * count_params(m) / 1e6] + [count_params(m) / 1e6] * (steps - 1) for m in models]
+
+    return times
+
+
+def fake_costs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Deterministic step times (``fake_step_times``) and no MACs counting; returns the timed models."""
+    calls: list[str] = []
+    monkeypatch.setattr(model_search, "step_times", fake_step_times(calls))
+    monkeypatch.setattr(model_search, "count_macs", lambda model: 1)
+    return calls
+
+
+def test_a_training_cost_budget_times_candidates_within_the_other_budgets_and_never_trains_one_over_it(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = fake_costs(monkeypatch)
+    # cost = params / ResNet-20's 272,474: the seeded 410k draw (cost 1.5) is over 1.0, the 233k one is not
+    params = search_params(tmp_path, mlflow_uri, trials=1, max_train_cost=1.0)
+    sample = write_tiny_sample(tmp_path / "sample")
+    summary = search_model_stage(params, sample, write_policy(tmp_path / "policy.json"), tmp_path / "out", None,
+                                 progress=False)
+    study = the_study(params, summary["fingerprint"])
+    reference = count_params(build_model("resnet20", 3))
+    timed = [t for t in finished(study) if "train_cost" in t.user_attrs]
+    assert calls == ["ResNet20", "SpaceNet"] * len(timed)  # the unit is timed with each candidate
+    for t in finished(study):
+        if t.user_attrs["params"] > params.model_search.max_params:  # over a counted budget: not timed
+            assert "train_cost" not in t.user_attrs and "train_cost" not in t.constraints
+            continue
+        cost = t.user_attrs["train_cost"]
+        assert cost == pytest.approx(t.user_attrs["params"] / reference)
+        assert t.constraints["train_cost"] == pytest.approx(cost - 1.0)
+        assert is_feasible(t) == (cost <= 1.0)
+        assert ("train_seconds" in t.user_attrs) == (cost <= 1.0)  # over the cost budget: never trained
+    assert any(t.user_attrs.get("train_cost", 0) > 1.0 for t in finished(study)), "seeded draws: 410k is over"
+    front = json.loads((tmp_path / "out" / "pareto.json").read_text())
+    assert front["max_train_cost"] == 1.0
+    assert all(0 < c["train_cost"] <= 1.0 for c in front["front"])
+    assert json.loads((tmp_path / "out" / "chosen.json").read_text())["train_cost"] <= 1.0
+    assert summary["chosen_train_cost"] <= 1.0
+
+
+def test_training_cost_as_an_objective_is_measured_for_every_candidate(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_costs(monkeypatch)
+    monkeypatch.setattr(model_search, "train", no_training)
+    params = search_params(tmp_path, mlflow_uri, trials=1, max_params=1000, objectives=["accuracy", "train_cost"])
+    sample = write_tiny_sample(tmp_path / "sample")
+    with pytest.raises(NoFeasibleTrialError, match="raise model_search.max_params"):
+        search_model_stage(params, sample, write_policy(tmp_path / "policy.json"), tmp_path / "out", None,
+                           progress=False)
+    study = the_study(params, json.loads((sample / "manifest.json").read_text())["fingerprint"])
+    trials = finished(study)
+    assert trials and all("train_cost" in t.user_attrs for t in trials)  # an objective: even over budget
+    assert all(t.values[1] == pytest.approx(t.user_attrs["train_cost"]) for t in trials)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+
+
+def test_the_error_for_no_feasible_trial_names_the_budget_that_binds() -> None:
+    cfg = parse_params({"model_search": {**TINY_SEARCH, "max_train_cost": 0.5}}).model_search
+    method = ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"))
+    over = [frozen(i, [0.0, 1000], constraints={"params": -1.0, "train_cost": 0.3}, seed=i) for i in range(3)]
+    with pytest.raises(NoFeasibleTrialError, match=r"max_train_cost = 0.5\); raise model_search.max_train_cost"):
+        method.combine([over], [])
+
+
+def test_the_training_cost_budget_enters_the_study_identity_only_when_set() -> None:
+    base = parse_params({"model_search": TINY_SEARCH}).model_search
+    assert "max_train_cost" not in ModelSearch.space_of(base)  # studies from before the key keep their hash
+    capped = base.model_copy(update={"max_train_cost": 2.0})
+    assert ModelSearch.space_of(capped)["max_train_cost"] == 2.0
 
 
 def model_search_cap() -> int:
