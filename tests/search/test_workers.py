@@ -17,6 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 from optuna.trial import TrialState
 
@@ -93,8 +94,9 @@ def test_a_killed_worker_loses_no_trial_and_its_configuration_is_retried(
     tmp_path: Path, sample_dir: Path, params: Params,
 ) -> None:
     # Fold 0 must outlast the test's polling (the stage alone ran 2 x 40 trials in 24 s on a fast
-    # CPU, before a poll saw its fold run) and keep the worker busy while the test watches it.
-    budget = 80
+    # CPU, and 2 x 80 in 36 s before a poll saw its fold run) and keep the worker busy while the
+    # test watches it.
+    budget = 200
     path = _write_params(params, tmp_path / "params.yaml", trials_per_fold=budget, folds=2)
     common = ["--params", str(path), "--sample", str(sample_dir), "--cache-dir", str(tmp_path / "cache"),
               "--no-progress"]
@@ -107,13 +109,19 @@ def test_a_killed_worker_loses_no_trial_and_its_configuration_is_retried(
     running = None
     while time.monotonic() < deadline and running is None:
         time.sleep(0.2)
-        studies = [s.study_name for s in optuna.get_all_study_summaries(storage)] if _has_tables(storage) else []
-        if studies and worker is None and _fold_run_exists(tracker, params):
+        # The fold run is opened after its study (runner.run), so it alone says the stage is in
+        # fold 0; reading the Optuna file while the stage writes trials to it can be refused.
+        if worker is None and _fold_run_exists(tracker, params):
+            assert stage.poll() is None, "the stage finished fold 0 before the test saw it: raise the budget"
             stage.send_signal(signal.SIGINT)
             _finish_interrupted(stage)
             worker = _spawn("worker", "search_policy", "--wait", "60", *common, cwd=tmp_path)
-        if worker is not None and studies:
-            trials = [t for name in studies for t in optuna.load_study(study_name=name, storage=storage).trials]
+        if worker is not None:
+            try:
+                trials = [t for s in optuna.get_all_study_summaries(storage)
+                          for t in optuna.load_study(study_name=s.study_name, storage=storage).trials]
+            except sqlalchemy.exc.OperationalError:  # the file is locked by the worker's write: poll again
+                continue
             if sum(t.state == TrialState.COMPLETE for t in trials) >= 2:
                 # a running trial of the worker's that has drawn its configuration (params), so the
                 # retry below has something to repeat
@@ -153,14 +161,6 @@ def _fold_run_exists(tracker: Tracker, params: Params) -> bool:
     exp = tracker.client.get_experiment_by_name(f"{params.tracking.experiment_prefix}-search_policy")
     return exp is not None and bool(tracker.client.search_runs(
         [exp.experiment_id], filter_string="tags.`autoaug.fold` = '0'", max_results=1))
-
-
-def _has_tables(storage: optuna.storages.RDBStorage) -> bool:
-    try:
-        optuna.get_all_study_summaries(storage)
-    except Exception:  # noqa: BLE001 - the stage has not created the schema yet
-        return False
-    return True
 
 
 def _finish_any(proc: subprocess.Popen[str]) -> str:
