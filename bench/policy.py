@@ -1,19 +1,35 @@
-"""Does the found policy help? The same child recipe on the real 10k sample, four ways.
+"""Does the found policy help? The same model and recipe trained several ways, scored on the
+CIFAR-10 test set (10,000 images).
 
-(a) flip/crop only, (b) + torchvision RandAugment(2, 9), (c) + torchvision AutoAugment(CIFAR10),
-(d) + the policy found by `search_policy`; each over several seeds, scored on the CIFAR-10 test
-set (10,000 images). (b) and (c) are torchvision's own transforms applied per image (wrapped as
-a batch transform, seeded from the trainer's generator), so the peers are exactly torchvision;
-(d) runs on autoaug's batched kernels.
+Variants: ``flipcrop`` (flip/crop only), ``randaugment`` (torchvision RandAugment(2, 9)),
+``autoaugment`` (torchvision AutoAugment(CIFAR10)), ``trivialaugment`` (torchvision
+TrivialAugmentWide), and every policy given with ``--policy NAME=PATH`` (``found`` by default:
+outputs/search_policy/policy.json; add e.g. ``found5=...`` for the paper's 5-draw objective or
+``rasearch=...`` for the `method: randaugment` search's result). torchvision's transforms are
+applied per image (wrapped as a batch transform, seeded from the trainer's generator), so those
+peers are exactly torchvision; the found policies run on autoaug's batched kernels.
 
-    python -m bench.policy --data /path/to/cifar10-jpg.tar.gz --policy outputs/search_policy/policy.json
+Two recipes:
+- ``--recipe child`` (the default): the policy search's child model and recipe on the 10k
+  sample, the budget the search scores candidates at;
+- ``--recipe retrain``: the model the pipeline retrains (``--chosen``: chosen.json, or a
+  baseline name) with ``retrain.recipe`` on every training image: the budget the policy is used
+  at.
+
+    python -m bench.policy --data /path/to/cifar10-jpg.tar.gz --policy found=outputs/search_policy/policy.json
+    python -m bench.policy --data data/raw --recipe retrain --chosen outputs/search_model/chosen.json \
+        --variants flipcrop,trivialaugment,found --seeds 1
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torchvision.transforms import v2
@@ -25,6 +41,13 @@ from pipeline.data import load_data, stable_sample
 from pipeline.device import pick_device
 from pipeline.models import build_model
 from pipeline.train import evaluate, train
+
+TORCHVISION = {
+    "randaugment": lambda: v2.RandAugment(num_ops=2, magnitude=9),
+    "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
+    "trivialaugment": lambda: v2.TrivialAugmentWide(),
+}
+PEERS = ("randaugment", "autoaugment", "trivialaugment")  # the fixed policies a found one must match
 
 
 class PerImage:
@@ -44,60 +67,108 @@ class PerImage:
         return out.to(images.device)
 
 
+def named_policies(given: list[str]) -> dict[str, str]:
+    """``NAME=PATH`` pairs (a bare PATH is ``found``), in the order given."""
+    out: dict[str, str] = {}
+    for item in given:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = "found", item
+        if name in TORCHVISION or name == "flipcrop":
+            raise SystemExit(f"--policy {item}: {name!r} names a built-in variant; pick another name")
+        out[name] = path
+    return out
+
+
+def chosen_model(spec: str) -> tuple[Any, str]:
+    """(config for build_model, a short label) from a chosen.json path or a baseline name."""
+    path = Path(spec)
+    if path.is_file():
+        chosen = json.loads(path.read_text())
+        label = chosen["config"] if isinstance(chosen["config"], str) else f"chosen({chosen.get('params', '?')} params)"
+        return chosen["config"], label
+    return spec, spec
+
+
 def main() -> None:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--policy", default="outputs/search_policy/policy.json", help="the found policy")
-    p.add_argument("--params", default="params.yaml", help="child recipe: policy_search.child(_model)")
-    p.add_argument("--epochs", type=int, default=None, help="override the child recipe's epochs")
+    p.add_argument("--policy", action="append", default=None, metavar="NAME=PATH",
+                   help="a policy to compare (repeatable); default found=outputs/search_policy/policy.json")
+    p.add_argument("--params", default="params.yaml", help="recipes: policy_search.child(_model), retrain.recipe")
+    p.add_argument("--recipe", choices=("child", "retrain"), default="child",
+                   help="child: the search's child on the 10k sample; retrain: the retrained model on all images")
+    p.add_argument("--chosen", default="outputs/search_model/chosen.json",
+                   help="--recipe retrain: chosen.json or a baseline model name (resnet20, airbench_half, ...)")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--variants", default="flipcrop,randaugment,autoaugment,found")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--variants", default=None,
+                   help="comma-separated; default flipcrop,randaugment,autoaugment,trivialaugment + the policies")
     args = p.parse_args()
+    run(args)
 
-    params = load_params(args.params).policy_search
-    recipe = params.child
+
+def run(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    policies = named_policies(args.policy or ["found=outputs/search_policy/policy.json"])
+    names = args.variants.split(",") if args.variants else ["flipcrop", *TORCHVISION, *policies]
+    unknown = [n for n in names if n != "flipcrop" and n not in TORCHVISION and n not in policies]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {', '.join(unknown)}; built in: flipcrop, {', '.join(TORCHVISION)}; "
+                         f"policies given: {', '.join(policies) or 'none'}")
+    sets = load_data(args.data)
+    if args.recipe == "child":
+        recipe, model_spec, label = params.policy_search.child, params.policy_search.child_model, None
+        train_set = stable_sample(sets["train"], 2000 if args.quick else 10_000, 0)
+    else:
+        recipe = params.retrain.recipe
+        model_spec, label = chosen_model(args.chosen)
+        train_set = sets["train"]
+        if args.quick:
+            train_set = stable_sample(train_set, 2000, 0)
+    label = label or str(model_spec)
     if args.epochs:
         recipe = recipe.model_copy(update={"epochs": args.epochs})
     if args.quick:
         recipe = recipe.model_copy(update={"epochs": 1})
-    sets = load_data(args.data)
-    sample = stable_sample(sets["train"], 2000 if args.quick else 10_000, 0)
     test = sets["test"]
     if args.quick:
         test = test.subset(torch.arange(0, len(test), 10))
     device = pick_device()
-    sample, test = sample.to(device), test.to(device)
-    variants: dict[str, Callable | None] = {
-        "flipcrop": None,
-        "randaugment": PerImage(v2.RandAugment(num_ops=2, magnitude=9)),
-        "autoaugment": PerImage(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)),
-        "found": load_policy(args.policy),
-    }
-    chosen = args.variants.split(",")
-    seeds = [0] if args.quick else list(range(args.seeds))
+    train_set, test = train_set.to(device), test.to(device)
+    augment: dict[str, Callable | None] = {"flipcrop": None}
+    augment.update({n: PerImage(make()) for n, make in TORCHVISION.items()})
+    augment.update({n: load_policy(path) for n, path in policies.items() if n in names})
+    seeds = [args.first_seed] if args.quick else list(range(args.first_seed, args.first_seed + args.seeds))
     results: dict[str, list[float]] = {}
     minutes: dict[str, list[float]] = {}
-    for name in chosen:
+    for name in names:
         for seed in seeds:
-            model = build_model(params.child_model, num_classes=len(sample.classes), seed=seed)
+            model = build_model(model_spec, num_classes=len(train_set.classes), seed=seed)
             t0 = time.perf_counter()
-            train(model, sample, recipe, augment=variants[name], device=device, seed=seed, progress=False)
+            train(model, train_set, recipe, augment=augment[name], device=device, seed=seed, progress=False)
             secs = time.perf_counter() - t0
-            acc = evaluate(model, test, tta_flip=recipe.tta).accuracy
+            acc = evaluate(model, test, tta_flip=recipe.tta, tta_translate=recipe.tta_translate,
+                           precision=recipe.precision).accuracy
             results.setdefault(name, []).append(acc)
             minutes.setdefault(name, []).append(secs / 60)
-            print(f"{name:12s} seed {seed}: test accuracy {acc:.4f}  ({secs / 60:.1f} min)", flush=True)
-    print(f"\nmodel {params.child_model}, {recipe.epochs} epochs, {len(sample)} training images, "
+            print(f"{name:14s} seed {seed}: test accuracy {acc:.4f}  ({secs / 60:.1f} min)", flush=True)
+    print(f"\nrecipe {args.recipe}: model {label}, {recipe.epochs} epochs, {len(train_set)} training images, "
           f"{len(test)} test images")
-    print(f"{'variant':12s} {'mean':>7s} {'std':>7s}  per seed")
+    print(f"{'variant':14s} {'mean':>7s} {'std':>7s}  per seed")
     for name, accs in results.items():
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        print(f"{name:12s} {statistics.mean(accs):7.4f} {std:7.4f}  {' '.join(f'{a:.4f}' for a in accs)}")
+        print(f"{name:14s} {statistics.mean(accs):7.4f} {std:7.4f}  {' '.join(f'{a:.4f}' for a in accs)}")
     means = {n: statistics.mean(a) for n, a in results.items()}
-    peers = [means[n] for n in ("randaugment", "autoaugment") if n in means]
     fields: dict[str, object] = {f"{n}_acc": v for n, v in means.items()}
-    if "found" in means and peers:
-        fields["found_minus_best_peer"] = means["found"] - max(peers)
-    fields.update(model=params.child_model, epochs=recipe.epochs, seeds=len(seeds),
+    best_fixed = max((means[n] for n in PEERS if n in means), default=None)
+    for name in policies:
+        if name in means and "flipcrop" in means:
+            fields[f"{name}_minus_flipcrop"] = means[name] - means["flipcrop"]
+        if name in means and best_fixed is not None:
+            fields[f"{name}_minus_best_fixed"] = means[name] - best_fixed
+    fields.update(recipe=args.recipe, model=label.replace(" ", "_"), epochs=recipe.epochs,
+                  train_images=len(train_set), seeds=len(seeds),
                   minutes_per_run=statistics.median([m for ms in minutes.values() for m in ms]), machine=machine())
     print(result_line(**fields))
 
