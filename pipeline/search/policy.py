@@ -37,7 +37,7 @@ from pipeline.search.folds import stratified_splits
 from pipeline.search.runner import PreparedPart, SearchOutcome, StudyRunner, WarmSettings
 from pipeline.search.studies import fingerprint_of, own_best_value
 from pipeline.tracking import RunLogger
-from pipeline.train import EvalResult, evaluate, train
+from pipeline.train import EvalResult, evaluate, place_model, train
 
 STAGE = "search_policy"
 
@@ -103,10 +103,7 @@ def train_child(train_set: ImageSet, model_name: str, recipe: TrainConfig, *, se
     path = cache / f"{key}.pt" if cache else None
     if path is not None and path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        model.to(device)
-        if recipe.channels_last:  # as train() leaves a child: a contiguous one scores ~2x slower on a CPU
-            model.to(memory_format=torch.channels_last)
-        return model, 0.0
+        return place_model(model, device, recipe), 0.0  # as train() leaves a freshly trained child
     if start is not None:
         model.load_state_dict(torch.load(start, map_location="cpu", weights_only=True))
     t0 = time.perf_counter()
