@@ -24,7 +24,6 @@ Two recipes:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from pipeline.config import load_params
 from pipeline.data import load_data, stable_sample
 from pipeline.device import pick_device
 from pipeline.models import build_model
+from pipeline.stages.retrain import read_chosen
 from pipeline.train import evaluate, train
 
 TORCHVISION = {
@@ -47,7 +47,6 @@ TORCHVISION = {
     "autoaugment": lambda: v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10),
     "trivialaugment": lambda: v2.TrivialAugmentWide(),
 }
-PEERS = ("randaugment", "autoaugment", "trivialaugment")  # the fixed policies a found one must match
 
 
 class PerImage:
@@ -81,13 +80,13 @@ def named_policies(given: list[str]) -> dict[str, str]:
 
 
 def chosen_model(spec: str) -> tuple[Any, str]:
-    """(config for build_model, a short label) from a chosen.json path or a baseline name."""
-    path = Path(spec)
-    if path.is_file():
-        chosen = json.loads(path.read_text())
-        label = chosen["config"] if isinstance(chosen["config"], str) else f"chosen({chosen.get('params', '?')} params)"
-        return chosen["config"], label
-    return spec, spec
+    """(config for build_model, a short label) from a chosen.json path (validated as `retrain`
+    reads it) or a baseline name."""
+    if not Path(spec).is_file():
+        return spec, spec
+    chosen = read_chosen(spec)
+    config = chosen["config"]
+    return config, config if isinstance(config, str) else f"chosen({chosen.get('params', '?')} params)"
 
 
 def main() -> None:
@@ -118,7 +117,8 @@ def run(args: argparse.Namespace) -> None:
                          f"policies given: {', '.join(policies) or 'none'}")
     sets = load_data(args.data)
     if args.recipe == "child":
-        recipe, model_spec, label = params.policy_search.child, params.policy_search.child_model, None
+        recipe, model_spec = params.policy_search.child, params.policy_search.child_model
+        label = str(model_spec)
         train_set = stable_sample(sets["train"], 2000 if args.quick else 10_000, 0)
     else:
         recipe = params.retrain.recipe
@@ -126,7 +126,6 @@ def run(args: argparse.Namespace) -> None:
         train_set = sets["train"]
         if args.quick:
             train_set = stable_sample(train_set, 2000, 0)
-    label = label or str(model_spec)
     if args.epochs:
         recipe = recipe.model_copy(update={"epochs": args.epochs})
     if args.quick:
@@ -137,7 +136,7 @@ def run(args: argparse.Namespace) -> None:
     device = pick_device()
     train_set, test = train_set.to(device), test.to(device)
     augment: dict[str, Callable | None] = {"flipcrop": None}
-    augment.update({n: PerImage(make()) for n, make in TORCHVISION.items()})
+    augment.update({n: PerImage(make()) for n, make in TORCHVISION.items() if n in names})
     augment.update({n: load_policy(path) for n, path in policies.items() if n in names})
     seeds = [args.first_seed] if args.quick else list(range(args.first_seed, args.first_seed + args.seeds))
     results: dict[str, list[float]] = {}
@@ -161,7 +160,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"{name:14s} {statistics.mean(accs):7.4f} {std:7.4f}  {' '.join(f'{a:.4f}' for a in accs)}")
     means = {n: statistics.mean(a) for n, a in results.items()}
     fields: dict[str, object] = {f"{n}_acc": v for n, v in means.items()}
-    best_fixed = max((means[n] for n in PEERS if n in means), default=None)
+    best_fixed = max((means[n] for n in TORCHVISION if n in means), default=None)  # what a found policy must match
     for name in policies:
         if name in means and "flipcrop" in means:
             fields[f"{name}_minus_flipcrop"] = means[name] - means["flipcrop"]
