@@ -102,39 +102,28 @@ def test_a_killed_worker_loses_no_trial_and_its_configuration_is_retried(
               "--no-progress"]
     # The stage opens fold 0 and is stopped (Ctrl-C) while the worker searches it alone.
     stage = _spawn("search-policy", "--out", str(tmp_path / "out"), *common, cwd=tmp_path)
-    worker = None
     storage = optuna.storages.RDBStorage(load_params(path).tracking.optuna_storage)
     tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)  # once: polls stay fast
     deadline = time.monotonic() + 180
-    running = None
-    while time.monotonic() < deadline and running is None:
+    while not _fold_run_exists(tracker, params):
+        assert time.monotonic() < deadline, "the stage never opened fold 0"
+        # The fold run is opened after its study (runner.run), so it alone says the stage is in fold 0.
+        assert stage.poll() is None, "the stage finished fold 0 before the test saw it: raise the budget"
         time.sleep(0.2)
-        # The fold run is opened after its study (runner.run), so it alone says the stage is in
-        # fold 0; reading the Optuna file while the stage writes trials to it can be refused.
-        if worker is None and _fold_run_exists(tracker, params):
-            assert stage.poll() is None, "the stage finished fold 0 before the test saw it: raise the budget"
-            stage.send_signal(signal.SIGINT)
-            _finish_interrupted(stage)
-            worker = _spawn("worker", "search_policy", "--wait", "60", *common, cwd=tmp_path)
-        if worker is not None:
-            try:
-                trials = [t for s in optuna.get_all_study_summaries(storage)
-                          for t in optuna.load_study(study_name=s.study_name, storage=storage).trials]
-            except sqlalchemy.exc.OperationalError:  # the file is locked by the worker's write: poll again
-                continue
-            if sum(t.state == TrialState.COMPLETE for t in trials) >= 2:
-                # a running trial of the worker's that has drawn its configuration (params), so the
-                # retry below has something to repeat
-                running = [t for t in trials if t.state == TrialState.RUNNING and t.params
-                           and t.user_attrs.get(WORKER_ATTR, "").split(":")[1:2] == [str(worker.pid)]] or None
-    said = ""
-    if worker is not None and not running:
-        worker.kill()  # do not leave it waiting for a stage that will not come back
+    stage.send_signal(signal.SIGINT)
+    _finish_interrupted(stage)
+    killed = None
+    for _ in range(5):  # a trial can finish between the poll that saw it running and the kill: try again
+        worker = _spawn("worker", "search_policy", "--wait", "60", *common, cwd=tmp_path)
+        seen = _worker_running_a_trial(storage, worker, deadline)
+        os.kill(worker.pid, signal.SIGKILL)  # mid-trial, and probably with finished trials not yet logged
         said = worker.communicate(timeout=30)[0]
-    assert worker is not None and running, f"the worker never ran a trial: {said}"
-    os.kill(worker.pid, signal.SIGKILL)  # mid-trial, and probably with finished trials not yet logged
-    worker.communicate(timeout=30)
-    killed = running[0]
+        assert seen, f"the worker never ran a trial: {said}"
+        # what the storage holds once the process is gone: a trial of its still running was killed in it
+        killed = next(iter(_running_trials(storage, worker.pid)), None)
+        if killed is not None:
+            break
+    assert killed is not None, "five workers were each killed between two trials"
 
     stage = _spawn("search-policy", "--out", str(tmp_path / "out"), *common, cwd=tmp_path)
     _finish(stage)
@@ -150,6 +139,32 @@ def test_a_killed_worker_loses_no_trial_and_its_configuration_is_retried(
     for study in studies:
         assert len(study.get_trials(states=(TrialState.COMPLETE,))) == budget
     _check_one_run_per_trial(params, studies)
+
+
+def _running_trials(storage: optuna.storages.BaseStorage, pid: int) -> list[optuna.trial.FrozenTrial]:
+    """Trials of process `pid` that are running and have drawn their configuration (params), so a
+    retry has something to repeat."""
+    trials = [t for s in optuna.get_all_study_summaries(storage)
+              for t in optuna.load_study(study_name=s.study_name, storage=storage).trials]
+    return [t for t in trials if t.state == TrialState.RUNNING and t.params
+            and t.user_attrs.get(WORKER_ATTR, "").split(":")[1:2] == [str(pid)]]
+
+
+def _worker_running_a_trial(storage: optuna.storages.BaseStorage, worker: subprocess.Popen[str],
+                            deadline: float) -> bool:
+    """Polls until the worker has finished two trials and is running a third."""
+    while time.monotonic() < deadline and worker.poll() is None:
+        time.sleep(0.2)
+        try:
+            done = sum(t.state == TrialState.COMPLETE and
+                       t.user_attrs.get(WORKER_ATTR, "").split(":")[1:2] == [str(worker.pid)]
+                       for s in optuna.get_all_study_summaries(storage)
+                       for t in optuna.load_study(study_name=s.study_name, storage=storage).trials)
+            if done >= 2 and _running_trials(storage, worker.pid):
+                return True
+        except sqlalchemy.exc.OperationalError:  # the file is locked by the worker's write: poll again
+            continue
+    return False
 
 
 def killed_study_name(studies: list[optuna.Study], trial: optuna.trial.FrozenTrial) -> str:
