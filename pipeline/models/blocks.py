@@ -121,21 +121,41 @@ class InvertedResidual(nn.Module):
 
 
 class BasicResidual(nn.Module):
-    """ResNet basic block (two 3x3 convs); a 1x1 projection when the shape changes."""
+    """ResNet basic block (two kxk convs); a 1x1 projection when the shape changes."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, kernel: int = 3, activation: str = "relu"
+    ) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            ConvBNAct(in_channels, out_channels, 3, stride),
-            ConvBNAct(out_channels, out_channels, 3, activation=None),
+            ConvBNAct(in_channels, out_channels, kernel, stride, activation=activation),
+            ConvBNAct(out_channels, out_channels, kernel, activation=None),
         )
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = ConvBNAct(in_channels, out_channels, 1, stride, activation=None)
-        self.act = nn.ReLU(inplace=True)
+        self.act = make_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.body(x) + self.shortcut(x))
+
+
+class ConvPool(nn.Sequential):
+    """airbench's downsampling: a kxk conv at the input's resolution, then a 2x2 max-pool when
+    ``stride`` is 2, then BatchNorm and the activation. Dense convolutions of a few wide layers
+    are what a CPU runs fastest per MAC (oneDNN, AMX); pooling after the conv lets it see every
+    pixel, at 4x the MACs of a strided conv."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1, activation: str = "relu"
+    ) -> None:
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel, 1, kernel // 2, bias=False)]
+        if stride == 2:
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))  # ceil: the blocks' shape contract
+        elif stride != 1:
+            raise ValueError(f"ConvPool: stride {stride} must be 1 or 2")
+        layers += [nn.BatchNorm2d(out_channels), make_activation(activation)]
+        super().__init__(*layers)
 
 
 class ClassifierHead(nn.Module):

@@ -9,8 +9,14 @@ dict holding one value per field::
      "head": {"channels": 1280, "dropout": 0.0}}
 
 Every block always carries every field, so the Optuna search space is static (what
-TPE / NSGA-II sample best); fields a block type does not use are ignored (``conv``
-ignores expansion and se, ``mbconv2`` ignores se, ``identity`` ignores everything).
+TPE / NSGA-II sample best); fields a block type does not use are ignored (``conv``,
+``convpool`` and ``res`` ignore expansion and se, ``mbconv2`` ignores se, ``identity``
+ignores everything).
+
+Block types: ``conv`` (conv-BN-act, strided), ``convpool`` (airbench's conv, 2x2 max-pool,
+BN, act), ``res`` (a ResNet basic block), ``dsconv`` (MobileNetV1), ``mbconv2`` / ``mbconv3``
+(MobileNetV2 / V3 inverted residuals), ``identity``. The dense ones (conv, convpool, res) train
+2-4x faster per MAC on a CPU than the depthwise ones (BENCHMARKS.md: training cost).
 
 Valid by construction: stride 2 is only offered at three fixed positions (blocks 2, 3
 and 5, as in MobileNetV2 for CIFAR), so a 32x32 input is downsampled at most 8x and
@@ -27,14 +33,16 @@ import torch
 from torch import nn
 
 from pipeline.models.blocks import (
+    BasicResidual,
     ClassifierHead,
     ConvBNAct,
+    ConvPool,
     DepthwiseSeparable,
     InvertedResidual,
 )
 
 NUM_BLOCKS = 7
-BLOCK_TYPES = ["conv", "dsconv", "mbconv2", "mbconv3", "identity"]
+BLOCK_TYPES = ["conv", "convpool", "res", "dsconv", "mbconv2", "mbconv3", "identity"]
 _ACTS = ["relu", "relu6", "hswish", "swish"]
 _BLOCK_CHANNELS = [
     [16, 24, 32],
@@ -115,6 +123,10 @@ def _make_block(block: dict[str, Any], in_channels: int, out_channels: int, stri
     kind, kernel, act = block["type"], block["kernel"], block["activation"]
     if kind == "conv":
         return ConvBNAct(in_channels, out_channels, kernel, stride, activation=act)
+    if kind == "convpool":
+        return ConvPool(in_channels, out_channels, kernel, stride, activation=act)
+    if kind == "res":
+        return BasicResidual(in_channels, out_channels, stride, kernel, activation=act)
     if kind == "dsconv":
         return DepthwiseSeparable(in_channels, out_channels, kernel, stride, activation=act)
     if kind == "mbconv2":

@@ -9,6 +9,7 @@ from pipeline.models.blocks import (
     BasicResidual,
     ClassifierHead,
     ConvBNAct,
+    ConvPool,
     DepthwiseSeparable,
     InvertedResidual,
     SqueezeExcite,
@@ -23,6 +24,9 @@ BLOCKS = {
     "mbconv3_se_hswish": lambda cin, cout, s: InvertedResidual(cin, cout, 5, s, 4, "hswish", se=True),
     "mbconv_expansion1": lambda cin, cout, s: InvertedResidual(cin, cout, 7, s, expansion=1),
     "basic_residual": lambda cin, cout, s: BasicResidual(cin, cout, s),
+    "basic_residual_k5_swish": lambda cin, cout, s: BasicResidual(cin, cout, s, 5, "swish"),
+    "convpool": lambda cin, cout, s: ConvPool(cin, cout, 3, s),
+    "convpool_k5_gelu": lambda cin, cout, s: ConvPool(cin, cout, 5, s, activation="gelu"),
 }
 
 
@@ -40,6 +44,15 @@ def test_inverted_residual_uses_the_skip_only_when_shapes_match() -> None:
     assert InvertedResidual(8, 8, stride=1).use_residual
     assert not InvertedResidual(8, 8, stride=2).use_residual
     assert not InvertedResidual(8, 16, stride=1).use_residual
+
+
+def test_convpool_pools_after_a_full_resolution_conv() -> None:
+    block = ConvPool(3, 8, 3, stride=2)
+    kinds = [type(m) for m in block]
+    assert kinds[:2] == [nn.Conv2d, nn.MaxPool2d] and block[0].stride == (1, 1)
+    assert nn.MaxPool2d not in [type(m) for m in ConvPool(3, 8, 3, stride=1)]
+    with pytest.raises(ValueError, match="stride 3"):
+        ConvPool(3, 8, 3, stride=3)
 
 
 def test_squeeze_excite_gates_channels_between_0_and_1() -> None:

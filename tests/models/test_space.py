@@ -33,7 +33,7 @@ def test_space_is_json_and_has_seven_blocks_with_every_type() -> None:
     for block in SPACE["blocks"]:
         assert set(block["type"]) == set(BLOCK_TYPES)
         assert set(block) == {"type", "repeats", "channels", "kernel", "stride", "expansion", "activation", "se"}
-    assert {"conv", "dsconv", "mbconv2", "mbconv3", "identity"} <= set(BLOCK_TYPES)
+    assert {"conv", "convpool", "res", "dsconv", "mbconv2", "mbconv3", "identity"} <= set(BLOCK_TYPES)
 
 
 def test_downsampling_is_bounded_by_the_table() -> None:
@@ -134,3 +134,22 @@ def test_a_seed_fixes_the_initial_weights_in_any_process_and_leaves_the_global_r
     c = build_model(MOBILENETV2_CONFIG, seed=8).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resnet20_is_a_point_of_the_space() -> None:
+    """The residual block type expresses ResNet-20 exactly: the same layers, the same parameters."""
+    def block(i: int, kind: str, channels: int, stride: int = 1) -> dict[str, Any]:
+        return {"type": kind, "repeats": 3, "channels": channels, "kernel": 3, "stride": stride,
+                "expansion": 1, "activation": "relu", "se": False}
+
+    blocks = [block(i, "identity", SPACE["blocks"][i]["channels"][0]) for i in range(NUM_BLOCKS)]
+    blocks[0], blocks[2], blocks[3] = block(0, "res", 16), block(2, "res", 32, 2), block(3, "res", 64, 2)
+    cfg = validate_config({"stem": {"channels": 16, "activation": "relu"}, "blocks": blocks,
+                           "head": {"channels": 0, "dropout": 0.0}})
+    ours, theirs = build_model(cfg), build_model("resnet20")
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters()) == 272_474
+    def leaves(model: torch.nn.Module) -> list[str]:
+        skip = (torch.nn.Identity, torch.nn.Dropout)  # the head's: no layer, no parameter
+        return [type(m).__name__ for m in model.modules() if not list(m.children()) and not isinstance(m, skip)]
+
+    assert leaves(ours) == leaves(theirs)
