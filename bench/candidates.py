@@ -3,10 +3,11 @@
 The model search scores each candidate after a short schedule on a small split of the sample.
 That is only useful if the short score orders candidates the way a longer schedule would. This
 bench draws ``--configs`` random configurations of the search space that fit the budget (the
-same draw the search's random start-up trials make), adds the reference networks, trains every
-one under each named recipe variant on the search split (``ModelSearch.split``: the policy
-search's first D_M / D_A) and prints, per variant: the validation accuracies, the seconds, and
-Spearman's rank correlation with the last variant (the "long" one, the ground truth).
+same draw the search's random start-up trials make), adds the reference networks and any
+``--chosen`` configuration (a chosen.json), trains every one under each named recipe variant
+on the search split (``ModelSearch.split``: the policy search's first D_M / D_A) and prints, per
+variant: the validation accuracies, the seconds, and Spearman's rank correlation with the last
+variant (the "long" one, the ground truth).
 
 Variants are ``name:key=value,key=value`` over ``model_search.recipe`` plus four extra keys:
 ``images`` (training images; default model_search.train_images), ``augment`` (policy | flipcrop),
@@ -40,6 +41,7 @@ from pipeline.device import pick_device  # noqa: E402
 from pipeline.models import build_model, count_macs, count_params, suggest_config  # noqa: E402
 from pipeline.search.model import ModelSearch  # noqa: E402
 from pipeline.stages.common import read_policy  # noqa: E402
+from pipeline.stages.retrain import read_chosen  # noqa: E402
 
 EXTRA_KEYS = {"images", "augment", "val"}
 
@@ -107,6 +109,8 @@ def main() -> None:
     p.add_argument("--policy", default=None, help="policy.json for variants with augment=policy")
     p.add_argument("--configs", type=int, default=4, help="random feasible configurations of the space")
     p.add_argument("--references", nargs="*", default=["resnet20"])
+    p.add_argument("--chosen", action="append", default=[], metavar="PATH",
+                   help="also score this configuration (a chosen.json, or any JSON with a 'config' key)")
     p.add_argument("--variant", action="append", required=True, help="name:key=value,... (last = ground truth)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -128,6 +132,7 @@ def main() -> None:
     models: list[tuple[str, dict[str, Any] | str]] = [(f"random{i}", c) for i, c in
                                                      enumerate(random_configs(base, args.configs, args.seed))]
     models += [(name, name) for name in args.references]
+    models += [(Path(path).stem, read_chosen(path)["config"]) for path in args.chosen]
     print(f"{len(models)} models x {len(variants)} variants on {len(sample)} sample images; {machine()}", flush=True)
 
     acc: dict[str, list[float]] = {name: [] for name, _, _ in variants}

@@ -46,9 +46,9 @@ def make_project(root: Path, policy_search: Mapping[str, Any] | None = None) -> 
     params["policy_search"].update({**dict(folds=2, trials_per_fold=2, top_n=1, startup_trials=1, n_sub=2,
                                            warm_start=1, child_model="resnet20",
                                            child={"epochs": 1, "batch_size": 8}), **(policy_search or {})})
-    # seeded random candidates (startup_trials covers them all): seed 4's first draws are 410k
-    # and 233k parameters, so the 500k budget trains small models and rejects one or two
-    params["model_search"].update(trials=2, startup_trials=50, seed=4, train_images=10, val_images=10,
+    # seeded random candidates (startup_trials covers them all): seed 25's first draws are 347k,
+    # 1.4M, 6.4M and 496k parameters, so the 500k budget trains small models and rejects two
+    params["model_search"].update(trials=2, startup_trials=50, seed=25, train_images=10, val_images=10,
                                   max_params=500_000, max_macs=None, max_train_cost=None, references=["resnet20"],
                                   warm_start=1)
     params["model_search"]["recipe"].update(epochs=1, batch_size=8)
