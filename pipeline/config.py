@@ -288,6 +288,11 @@ def _space_recipe(**overrides: Any) -> TrainConfig:
     return TrainConfig(**fields)
 
 
+SpacePoint = Literal["airbench_like", "resnet20", "mobilenetv2"]
+"""The names of ``pipeline.models.SPACE_POINTS`` (spelled out here: this module does not import torch)."""
+DEFAULT_SEED_POINTS: tuple[SpacePoint, ...] = ("airbench_like", "resnet20")
+
+
 class ModelSearchConfig(StrictModel):
     """Multi-objective architecture search over the 7-block space (stage search_model)."""
 
@@ -314,6 +319,9 @@ class ModelSearchConfig(StrictModel):
                                "study's trials (scored on the prior data) from its first trial")
     references: list[str] = Field(default_factory=lambda: ["resnet20", "mobilenetv2"],
                                   description="baselines trained with the same recipe, drawn on the Pareto plot")
+    seed_points: list[SpacePoint] = Field(default_factory=lambda: list(DEFAULT_SEED_POINTS),
+                                   description="named points of the space (pipeline.models.SPACE_POINTS) a cold "
+                                   "search trains first; they count as trials and obey the budgets")
     seed: int = Field(0, ge=0)
     recipe: TrainConfig = Field(default_factory=_space_recipe, description="short schedule per candidate")
     choose: ChooseConfig = Field(default_factory=ChooseConfig)

@@ -18,6 +18,7 @@ from pipeline.models.cost import count_macs, count_params
 from pipeline.models.space import (
     MOBILENETV2_CONFIG,
     SPACE,
+    SPACE_POINTS,
     ModelConfigError,
     SpaceNet,
     sample_config,
@@ -63,6 +64,7 @@ __all__ = [
     "BASELINES",
     "MOBILENETV2_CONFIG",
     "SPACE",
+    "SPACE_POINTS",
     "AirbenchNet",
     "ModelConfigError",
     "ResNet20",

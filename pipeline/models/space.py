@@ -203,3 +203,29 @@ def _mobilenetv2_config() -> dict[str, Any]:
 
 MOBILENETV2_CONFIG: dict[str, Any] = validate_config(_mobilenetv2_config())
 """MobileNetV2 for 32x32 inputs expressed in the search space (about 2.2 M parameters)."""
+
+
+def _point(stem: int, blocks: dict[int, tuple[str, int, int, int]]) -> dict[str, Any]:
+    """A configuration from ``{block index: (type, channels, repeats, stride)}``; the other
+    blocks are ``identity``. Kernel 3, relu, no head conv, no dropout."""
+    layers = []
+    for i in range(NUM_BLOCKS):
+        kind, channels, repeats, stride = blocks.get(i, ("identity", SPACE["blocks"][i]["channels"][0], 1, 1))
+        layers.append({"type": kind, "repeats": repeats, "channels": channels, "kernel": 3, "stride": stride,
+                       "expansion": 1, "activation": "relu", "se": False})
+    return validate_config({"stem": {"channels": stem, "activation": "relu"}, "blocks": layers,
+                            "head": {"channels": 0, "dropout": 0.0}})
+
+
+SPACE_POINTS: dict[str, dict[str, Any]] = {
+    # airbench's layout: conv at full resolution, max-pool, BN, act, at widths 48 / 96 / 192
+    # (640,010 parameters, 46.9 M MACs; 87.4 % after 15 epochs at the retrain recipe, BENCHMARKS.md)
+    "airbench_like": _point(32, {2: ("convpool", 48, 1, 2), 3: ("convpool", 96, 1, 2), 4: ("conv", 96, 1, 1),
+                                 5: ("convpool", 192, 1, 2), 6: ("conv", 192, 1, 1)}),
+    # ResNet-20 itself (272,474 parameters; the same layers as the reference network)
+    "resnet20": _point(16, {0: ("res", 16, 3, 1), 2: ("res", 32, 3, 2), 3: ("res", 64, 3, 2)}),
+    "mobilenetv2": MOBILENETV2_CONFIG,
+}
+"""Hand-designed networks that are points of the space, by name: ``model_search.seed_points``
+are trained first in a cold search, so the sampler starts from known-good designs."""
+

@@ -47,6 +47,7 @@ from pipeline.files import write_text_atomic
 from pipeline.hashing import json_digest
 from pipeline.models import (
     SPACE,
+    SPACE_POINTS,
     build_model,
     count_macs,
     count_params,
@@ -54,7 +55,7 @@ from pipeline.models import (
     validate_config,
 )
 from pipeline.search.folds import stratified_splits
-from pipeline.search.runner import PreparedPart, WarmSettings
+from pipeline.search.runner import SEEDED_ATTR, PreparedPart, WarmSettings
 from pipeline.search.studies import pareto_front
 from pipeline.train import EpochMetrics, evaluate, step_times, train
 
@@ -84,6 +85,16 @@ def config_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return validate_config(cfg)
 
 
+def params_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of ``config_from_params``: a configuration as a trial's parameters."""
+    validate_config(dict(cfg))
+    params = {f"stem.{k}": v for k, v in cfg["stem"].items()}
+    for i, block in enumerate(cfg["blocks"]):
+        params.update({f"block{i}.{k}": v for k, v in block.items()})
+    params.update({f"head.{k}": v for k, v in cfg["head"].items()})
+    return params
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A scored model: a search-space configuration or a reference baseline's name."""
@@ -95,10 +106,12 @@ class Candidate:
     trial: int | None = None
     train_seconds: float = 0.0
     train_cost: float | None = None  # measured training step / ResNet-20's (when the search measured it)
+    seed_point: str | None = None  # the SPACE_POINTS name, for a hand-designed point the search started from
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config, "accuracy": self.accuracy, "params": self.params, "macs": self.macs,
-                "trial": self.trial, "train_seconds": self.train_seconds, "train_cost": self.train_cost}
+                "trial": self.trial, "train_seconds": self.train_seconds, "train_cost": self.train_cost,
+                "seed_point": self.seed_point}
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> Candidate:
@@ -106,7 +119,7 @@ class Candidate:
         cost = attrs.get("train_cost")
         return cls(config_from_params(trial.params), float(attrs["accuracy"]), int(attrs["params"]),
                    int(attrs["macs"]), trial.number, float(attrs.get("train_seconds", 0.0)),
-                   None if cost is None else float(cost))
+                   None if cost is None else float(cost), attrs.get(SEEDED_ATTR))
 
 
 def choose(front: Sequence[Candidate], rule: ChooseConfig, references: Mapping[str, Candidate]) -> Candidate:
@@ -241,6 +254,10 @@ class ModelSearch(WarmSettings):
 
     def trial_artifacts(self, trial: FrozenTrial) -> dict[str, Mapping[str, Any]]:
         return {"config.json": self.decode(trial.params)}
+
+    def seed_points(self, part: int) -> list[tuple[str, dict[str, Any]]]:
+        """``seed_points`` of params as trial parameters (the names ``suggest_config`` gives)."""
+        return [(name, params_from_config(SPACE_POINTS[name])) for name in self.cfg.seed_points]
 
     def warm_first(self, trial: FrozenTrial) -> bool:
         return self.champion is not None and config_from_params(trial.params) == self.champion

@@ -73,6 +73,8 @@ COLD_ATTR = "autoaug.cold_start"  # study user attribute: why a prior study coul
 HISTORY_COUNT_ATTR = "autoaug.history_trials"  # study user attribute: prior trials given to the sampler
 
 MAX_UNCOUNTED_FACTOR = 20
+SEEDED_ATTR = "seed_point"
+"""Trial attribute: the name of the hand-designed point a cold study enqueued (``Method.seed_points``)."""
 ADOPT_AFTER_S = 60.0  # a trial finished this long ago by a process on another host and still not
 #                      logged is logged by the coordinator (its process is taken to have died)
 POLL_S = 2.0  # how often the coordinator looks at trials that other processes are running
@@ -173,6 +175,10 @@ class SearchMethod(Protocol):
         """Whether a prior trial is re-evaluated before the prior's ranked best on a warm start."""
         ...
 
+    def seed_points(self, part: int) -> list[tuple[str, dict[str, Any]]]:
+        """(name, trial parameters) of hand-designed points a cold part evaluates first."""
+        ...
+
     def space(self) -> dict[str, Any]:
         """What defines the search space: its hash is part of every study name."""
         ...
@@ -231,6 +237,10 @@ class WarmSettings:
     def warm_first(self, trial: FrozenTrial) -> bool:
         """Whether a prior trial is re-evaluated before the prior's ranked best (none, here)."""
         return False
+
+    def seed_points(self, part: int) -> list[tuple[str, dict[str, Any]]]:
+        """Hand-designed points a cold part evaluates first (none, here)."""
+        return []
 
 
 @dataclass
@@ -318,6 +328,9 @@ class StudyRunner:
                 study.set_user_attr(HISTORY_COUNT_ATTR, history)
             if warm or history:
                 study.set_user_attr(WARM_ATTR, prior.study_name)
+        if fresh and not warm:  # a cold part starts from the method's known-good points, if any
+            for name, point in self.method.seed_points(part):
+                study.enqueue_trial(point, user_attrs={SEEDED_ATTR: name})
         if fresh and found.cold_reason:
             # Never a silent mix of incompatible trials, never a crash: a cold start, said out loud.
             print(f"{study.study_name}: cold start: {found.cold_reason}", file=sys.stderr, flush=True)
@@ -523,7 +536,8 @@ class StudyRunner:
                 tags={**self.tags, "optuna.study": study.study_name, "optuna.trial": t.number,
                       WORKER_ATTR: owner or self.worker_id,
                       **({"autoaug.warm_start_from": t.user_attrs["warm_start_from"]}
-                         if "warm_start_from" in t.user_attrs else {})},
+                         if "warm_start_from" in t.user_attrs else {}),
+                      **({"autoaug.seed_point": t.user_attrs[SEEDED_ATTR]} if SEEDED_ATTR in t.user_attrs else {})},
                 dicts=self.method.trial_artifacts(t),
             )
         return pending

@@ -10,6 +10,7 @@ the first four draws are 347k (trained), 1.4M and 6.4M (over budget, never train
 from __future__ import annotations
 
 import json
+import typing
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -25,11 +26,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 import pipeline.search.model as model_search
 from pipeline.augment import Policy
-from pipeline.config import ChooseConfig, Params, parse_params
+from pipeline.config import ChooseConfig, Params, SpacePoint, parse_params
 from pipeline.data import write_sample
 from pipeline.errors import AutoaugError, DataError
 from pipeline.models import (
     SPACE,
+    SPACE_POINTS,
     ModelConfigError,
     build_model,
     count_params,
@@ -43,6 +45,7 @@ from pipeline.search.model import (
     choose,
     config_from_params,
     keep_champion,
+    params_from_config,
     pareto_front,
 )
 from pipeline.search.studies import rank_trials
@@ -58,7 +61,7 @@ PARENT = "mlflow.parentRunId"
 
 TINY_SEARCH: dict[str, Any] = {
     "trials": 2, "seed": 25, "startup_trials": 50, "train_images": 10, "val_images": 10,
-    "max_params": 500_000, "references": [], "warm_start": 2, "warm_budget": 1.0,
+    "max_params": 500_000, "references": [], "warm_start": 2, "warm_budget": 1.0, "seed_points": [],
     "recipe": {"epochs": 1, "batch_size": 16},
 }
 
@@ -578,6 +581,47 @@ def test_new_data_warm_starts_from_the_prior_pareto_front(searched: dict[str, An
 
 
 # ------------------------------------------------------------------ known bugs
+
+
+def test_a_cold_search_trains_its_seed_points_first_within_the_budgets(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_fit_first_best(monkeypatch)  # ResNet-20, trained first, scores 0.9: the front's best
+    # mobilenetv2 (2.2M parameters) is over the 500k budget: enqueued, never trained
+    params = search_params(tmp_path, mlflow_uri, trials=2, seed_points=["resnet20", "mobilenetv2"])
+    policy = write_policy(tmp_path / "policy.json")
+    first = search_model_stage(params, write_tiny_sample(tmp_path / "s1", seed=0), policy, tmp_path / "o1", None,
+                               progress=False)
+    study = the_study(params, first["fingerprint"])
+    trials = sorted(finished(study), key=lambda t: t.number)
+    assert config_from_params(trials[0].params) == SPACE_POINTS["resnet20"]
+    assert config_from_params(trials[1].params) == SPACE_POINTS["mobilenetv2"]
+    assert [t.user_attrs.get("seed_point") for t in trials[:2]] == ["resnet20", "mobilenetv2"]
+    assert is_feasible(trials[0]) and not is_feasible(trials[1]) and "train_seconds" not in trials[1].user_attrs
+    assert trials[0].user_attrs["params"] == count_params(build_model("resnet20", 3))
+    assert not any("seed_point" in t.user_attrs for t in trials[2:])  # then the sampler's own draws
+    assert sum(is_feasible(t) for t in trials) == 2  # the seed point counts as one of the trials
+    chosen = json.loads((tmp_path / "o1" / "chosen.json").read_text())
+    assert chosen["trial"] == 0 and chosen["seed_point"] == "resnet20"
+    runs = {r.data.tags[TRIAL_TAG]: r for r in stage_runs(params) if TRIAL_TAG in r.data.tags}
+    assert runs["0"].data.tags["autoaug.seed_point"] == "resnet20"
+    assert "autoaug.seed_point" not in runs[str(trials[-1].number)].data.tags
+
+    # new data: the search warm-starts from the prior's front and does not enqueue the points again
+    second = search_model_stage(params, write_tiny_sample(tmp_path / "s2", seed=1), policy, tmp_path / "o2", None,
+                                progress=False)
+    assert second["warm_started_trials"] >= 1
+    assert not any("seed_point" in t.user_attrs for t in finished(the_study(params, second["fingerprint"])))
+
+
+def test_the_seed_points_are_the_configs_names_and_points_of_the_space() -> None:
+    assert set(typing.get_args(SpacePoint)) == set(SPACE_POINTS)
+    for config in SPACE_POINTS.values():
+        assert validate_config(config) and config_from_params(params_from_config(config)) == config
+    assert count_params(build_model(SPACE_POINTS["airbench_like"])) == 640_010
+    assert count_params(build_model(SPACE_POINTS["resnet20"])) == count_params(build_model("resnet20"))
+    with pytest.raises(AutoaugError, match="seed_points"):
+        parse_params({"model_search": {"seed_points": ["vgg16"]}})
 
 
 def fake_fit_first_best(monkeypatch: pytest.MonkeyPatch) -> list[int]:
