@@ -96,20 +96,24 @@ def test_a_killed_worker_loses_no_trial_and_its_configuration_is_retried(
     # Fold 0 must outlast the test's polling (the stage alone ran 2 x 40 trials in 24 s on a fast
     # CPU, and 2 x 80 in 36 s before a poll saw its fold run) and keep the worker busy while the
     # test watches it.
-    budget = 200
+    # CI once saw the whole stage (2 x 200 trials, 0.7 min) finish before the first poll came back:
+    # the MLflow store is set up before the stage starts, so that the first poll is quick.
+    budget = 400
     path = _write_params(params, tmp_path / "params.yaml", trials_per_fold=budget, folds=2)
     common = ["--params", str(path), "--sample", str(sample_dir), "--cache-dir", str(tmp_path / "cache"),
               "--no-progress"]
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)  # once: polls stay fast
+    _fold_run_exists(tracker, params)
     # The stage opens fold 0 and is stopped (Ctrl-C) while the worker searches it alone.
     stage = _spawn("search-policy", "--out", str(tmp_path / "out"), *common, cwd=tmp_path)
     storage = optuna.storages.RDBStorage(load_params(path).tracking.optuna_storage)
-    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)  # once: polls stay fast
     deadline = time.monotonic() + 180
     while not _fold_run_exists(tracker, params):
         assert time.monotonic() < deadline, "the stage never opened fold 0"
         # The fold run is opened after its study (runner.run), so it alone says the stage is in fold 0.
         assert stage.poll() is None, "the stage finished fold 0 before the test saw it: raise the budget"
         time.sleep(0.2)
+    assert stage.poll() is None, "the stage finished before the test saw fold 0 open: raise the budget"
     stage.send_signal(signal.SIGINT)
     _finish_interrupted(stage)
     killed = None
