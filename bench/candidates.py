@@ -72,9 +72,11 @@ def parse_variant(text: str, base: ModelSearchConfig) -> tuple[str, ModelSearchC
 
 def random_configs(cfg: ModelSearchConfig, n: int, seed: int) -> list[dict[str, Any]]:
     """The first ``n`` random draws of the space that fit ``max_params`` and ``max_macs``."""
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     found: list[dict[str, Any]] = []
-    for _ in range(2000 if n > 0 else 0):
+    if n <= 0:
+        return found
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    for _ in range(2000):
         trial = study.ask()
         config = suggest_config(trial)
         study.tell(trial, 0.0)

@@ -75,6 +75,8 @@ HISTORY_COUNT_ATTR = "autoaug.history_trials"  # study user attribute: prior tri
 MAX_UNCOUNTED_FACTOR = 20
 SEEDED_ATTR = "seed_point"
 """Trial attribute: the name of the hand-designed point a cold study enqueued (``Method.seed_points``)."""
+LINEAGE_TAGS = {"warm_start_from": "autoaug.warm_start_from", SEEDED_ATTR: "autoaug.seed_point"}
+"""Where an enqueued trial came from: its user attribute -> the tag on its MLflow run."""
 ADOPT_AFTER_S = 60.0  # a trial finished this long ago by a process on another host and still not
 #                      logged is logged by the coordinator (its process is taken to have died)
 POLL_S = 2.0  # how often the coordinator looks at trials that other processes are running
@@ -535,9 +537,7 @@ class StudyRunner:
                 params=self.method.trial_params(part, t), metrics=metrics, curves=curves,
                 tags={**self.tags, "optuna.study": study.study_name, "optuna.trial": t.number,
                       WORKER_ATTR: owner or self.worker_id,
-                      **({"autoaug.warm_start_from": t.user_attrs["warm_start_from"]}
-                         if "warm_start_from" in t.user_attrs else {}),
-                      **({"autoaug.seed_point": t.user_attrs[SEEDED_ATTR]} if SEEDED_ATTR in t.user_attrs else {})},
+                      **{tag: t.user_attrs[attr] for attr, tag in LINEAGE_TAGS.items() if attr in t.user_attrs}},
                 dicts=self.method.trial_artifacts(t),
             )
         return pending

@@ -11,6 +11,7 @@ import torch
 from pipeline.models import (
     MOBILENETV2_CONFIG,
     SPACE,
+    SPACE_POINTS,
     ModelConfigError,
     SpaceNet,
     build_model,
@@ -137,15 +138,9 @@ def test_a_seed_fixes_the_initial_weights_in_any_process_and_leaves_the_global_r
 
 
 def test_resnet20_is_a_point_of_the_space() -> None:
-    """The residual block type expresses ResNet-20 exactly: the same layers, the same parameters."""
-    def block(i: int, kind: str, channels: int, stride: int = 1) -> dict[str, Any]:
-        return {"type": kind, "repeats": 3, "channels": channels, "kernel": 3, "stride": stride,
-                "expansion": 1, "activation": "relu", "se": False}
-
-    blocks = [block(i, "identity", SPACE["blocks"][i]["channels"][0]) for i in range(NUM_BLOCKS)]
-    blocks[0], blocks[2], blocks[3] = block(0, "res", 16), block(2, "res", 32, 2), block(3, "res", 64, 2)
-    cfg = validate_config({"stem": {"channels": 16, "activation": "relu"}, "blocks": blocks,
-                           "head": {"channels": 0, "dropout": 0.0}})
+    """The residual block type expresses ResNet-20 exactly: the same layers, the same parameters
+    (the point the model search is seeded with, ``SPACE_POINTS["resnet20"]``)."""
+    cfg = validate_config(SPACE_POINTS["resnet20"])
     ours, theirs = build_model(cfg), build_model("resnet20")
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters()) == 272_474
     def leaves(model: torch.nn.Module) -> list[str]:
