@@ -19,12 +19,22 @@ Two recipes:
     python -m bench.policy --data /path/to/cifar10-jpg.tar.gz --policy found=outputs/search_policy/policy.json
     python -m bench.policy --data data/raw --recipe retrain --chosen outputs/search_model/chosen.json \
         --variants flipcrop,trivialaugment,found --seeds 1
+
+A run at the retrain recipe takes about half an hour on 2 cores, so ``--ledger FILE`` keeps every
+finished (variant, seed) as a JSON line (accuracy, minutes, machine, commit, the policy file's
+hash) and a later invocation, in this session or another, skips what the ledger already holds for
+the same recipe, model and policy file and reports from all of it: an interrupted comparison
+loses at most the run in progress, and seeds accumulate across sessions.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import hashlib
+import json
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +89,61 @@ def named_policies(given: list[str]) -> dict[str, str]:
     return out
 
 
+def file_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Ledger:
+    """Finished runs of this bench, one JSON object per line, appended as each run ends.
+
+    A run is identified by its setting (recipe, model, epochs, training and test images: ``setting``),
+    its variant, the policy file's hash for a found policy (a re-searched policy.json is a new
+    variant) and its seed. Lines that do not parse are reported and ignored (a run killed while
+    appending leaves at most a truncated last line)."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path else None
+        self.entries: list[dict[str, Any]] = []
+        if self.path and self.path.is_file():
+            for n, line in enumerate(self.path.read_text().splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    self.entries.append(json.loads(line))
+                except json.JSONDecodeError:
+                    print(f"ledger {self.path}:{n}: not JSON, ignored", flush=True)
+
+    @staticmethod
+    def key(entry: dict[str, Any]) -> tuple[Any, ...]:
+        return (json.dumps(entry["setting"], sort_keys=True), entry["variant"], entry.get("policy_hash"), entry["seed"])
+
+    def find(self, setting: dict[str, Any], variant: str, policy_hash: str | None, seed: int) -> dict[str, Any] | None:
+        want = self.key({"setting": setting, "variant": variant, "policy_hash": policy_hash, "seed": seed})
+        return next((e for e in reversed(self.entries) if self.key(e) == want), None)
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a+b") as fh:
+                fh.seek(0, 2)
+                if fh.tell():  # after a truncated line, start a new one
+                    fh.seek(-1, 2)
+                    if fh.read(1) != b"\n":
+                        fh.write(b"\n")
+                fh.write((json.dumps(entry, sort_keys=True) + "\n").encode())
+                fh.flush()
+
+
 def chosen_model(spec: str) -> tuple[Any, str]:
     """(config for build_model, a short label) from a chosen.json path (validated as `retrain`
     reads it) or a baseline name."""
@@ -103,6 +168,9 @@ def main() -> None:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--variants", default=None,
                    help="comma-separated; default flipcrop,randaugment,autoaugment,trivialaugment + the policies")
+    p.add_argument("--ledger", default=None, metavar="FILE",
+                   help="JSON lines of finished runs: runs it holds are not trained again, and the report uses them")
+    p.add_argument("--rerun", action="store_true", help="with --ledger: train every run even if the ledger holds it")
     args = p.parse_args()
     run(args)
 
@@ -139,19 +207,33 @@ def run(args: argparse.Namespace) -> None:
     augment.update({n: PerImage(make()) for n, make in TORCHVISION.items() if n in names})
     augment.update({n: load_policy(path) for n, path in policies.items() if n in names})
     seeds = [args.first_seed] if args.quick else list(range(args.first_seed, args.first_seed + args.seeds))
+    setting = {"recipe": args.recipe, "model": label, "epochs": recipe.epochs, "train_images": len(train_set),
+               "test_images": len(test), "quick": bool(args.quick)}
+    hashes = {n: file_hash(path) for n, path in policies.items()}
+    ledger = Ledger(args.ledger)
     results: dict[str, list[float]] = {}
     minutes: dict[str, list[float]] = {}
     for name in names:
         for seed in seeds:
-            model = build_model(model_spec, num_classes=len(train_set.classes), seed=seed)
-            t0 = time.perf_counter()
-            train(model, train_set, recipe, augment=augment[name], device=device, seed=seed, progress=False)
-            secs = time.perf_counter() - t0
-            acc = evaluate(model, test, tta_flip=recipe.tta, tta_translate=recipe.tta_translate,
-                           precision=recipe.precision).accuracy
+            done = None if args.rerun else ledger.find(setting, name, hashes.get(name), seed)
+            if done is not None:
+                acc, mins = done["accuracy"], done["minutes"]
+                print(f"{name:14s} seed {seed}: test accuracy {acc:.4f}  ({mins:.1f} min, from the ledger: "
+                      f"{done.get('date', '?')}, {done.get('machine', '?')})", flush=True)
+            else:
+                model = build_model(model_spec, num_classes=len(train_set.classes), seed=seed)
+                t0 = time.perf_counter()
+                train(model, train_set, recipe, augment=augment[name], device=device, seed=seed, progress=False)
+                mins = (time.perf_counter() - t0) / 60
+                acc = evaluate(model, test, tta_flip=recipe.tta, tta_translate=recipe.tta_translate,
+                               precision=recipe.precision).accuracy
+                ledger.add({"setting": setting, "variant": name, "policy_hash": hashes.get(name),
+                            "policy": policies.get(name), "seed": seed, "accuracy": acc, "minutes": mins,
+                            "machine": machine(), "commit": commit(),
+                            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
+                print(f"{name:14s} seed {seed}: test accuracy {acc:.4f}  ({mins:.1f} min)", flush=True)
             results.setdefault(name, []).append(acc)
-            minutes.setdefault(name, []).append(secs / 60)
-            print(f"{name:14s} seed {seed}: test accuracy {acc:.4f}  ({secs / 60:.1f} min)", flush=True)
+            minutes.setdefault(name, []).append(mins)
     print(f"\nrecipe {args.recipe}: model {label}, {recipe.epochs} epochs, {len(train_set)} training images, "
           f"{len(test)} test images")
     print(f"{'variant':14s} {'mean':>7s} {'std':>7s}  per seed")

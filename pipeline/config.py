@@ -357,6 +357,9 @@ class RetrainConfig(StrictModel):
     warm_epochs: int = Field(0, ge=0, description="when the chosen architecture is the @champion's, start from "
                              "the champion's weights and train this many epochs instead of recipe.epochs "
                              "(at most recipe.epochs; 0 = always from scratch)")
+    warm_lr_scale: float = Field(0.1, gt=0, le=1, description="a fine-tune from the champion runs the recipe's "
+                                 "schedule at this share of recipe.lr (1 = the recipe's peak, which un-learns "
+                                 "an annealed model: BENCHMARKS.md, continuous AutoML, machine H)")
 
 
 class PublishConfig(StrictModel):

@@ -112,7 +112,8 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
     if start is not None:
         warm_from, state = start
         model.load_state_dict(state)
-        recipe = recipe.model_copy(update={"epochs": min(cfg.warm_epochs, recipe.epochs)})
+        recipe = recipe.model_copy(update={"epochs": min(cfg.warm_epochs, recipe.epochs),
+                                           "lr": recipe.lr * cfg.warm_lr_scale})
     fingerprint = chosen.get("fingerprint", "")
     lineage = {"search_model_run": chosen.get("mlflow_run_id"), "search_model_study": chosen.get("study"),
                "policy_studies": (policy.metadata.get("studies") if policy is not None else None) or [],

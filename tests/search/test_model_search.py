@@ -613,6 +613,17 @@ def test_a_cold_search_trains_its_seed_points_first_within_the_budgets(
     assert second["warm_started_trials"] >= 1
     assert not any("seed_point" in t.user_attrs for t in finished(the_study(params, second["fingerprint"])))
 
+    # a warm study that re-trains no prior configuration (warm_start 0; the sampler gets the
+    # prior's trials as history) starts from the seed points as a cold one does
+    no_reuse = search_params(tmp_path, mlflow_uri, trials=2, seed_points=["resnet20", "mobilenetv2"],
+                             warm_start=0, warm_history=True)
+    third = search_model_stage(no_reuse, write_tiny_sample(tmp_path / "s3", seed=2), policy, tmp_path / "o3", None,
+                               progress=False)
+    assert third["warm_started_trials"] == 0
+    own = sorted((t for t in finished(the_study(no_reuse, third["fingerprint"])) if "seed_point" in t.user_attrs),
+                 key=lambda t: t.number)
+    assert [t.user_attrs["seed_point"] for t in own] == ["resnet20", "mobilenetv2"]
+
 
 def test_the_seed_points_are_the_configs_names_and_points_of_the_space() -> None:
     assert set(typing.get_args(SpacePoint)) == set(SPACE_POINTS)

@@ -177,10 +177,12 @@ def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architectur
     store, policy = make_store(tmp_path), write_policy_dir(tmp_path / "policy") / "policy.json"
     chosen = write_chosen(tmp_path / "chosen.json", tiny_config())
     starts: list[dict[str, torch.Tensor]] = []
+    lrs: list[float] = []
     real_train = retrain.train
 
     def spy(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         starts.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        lrs.append(args[1].lr)
         return real_train(model, *args, **kwargs)
 
     monkeypatch.setattr(retrain, "train", spy)
@@ -198,6 +200,7 @@ def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architectur
     assert second["epochs"] == 1 and second["warm_start_from_version"] == str(first["model_version"])
     champion = torch.load(tmp_path / "r1" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(starts[1][k], v) for k, v in champion.items())  # trained on from its weights
+    assert lrs == [pytest.approx(params.retrain.recipe.lr), pytest.approx(params.retrain.recipe.lr * 0.1)]
     run = tracker.client.get_run(second["mlflow_run_id"])
     assert run.data.tags["autoaug.warm_start_from"] == f"{params.tracking.registered_model}@{first['model_version']}"
     assert run.info.run_id != first["mlflow_run_id"]
