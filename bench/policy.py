@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,8 +46,10 @@ from pipeline.augment import load_policy
 from pipeline.config import load_params
 from pipeline.data import load_data, stable_sample
 from pipeline.device import pick_device
+from pipeline.hashing import canonical_json, digest
 from pipeline.models import build_model
 from pipeline.stages.retrain import read_chosen
+from pipeline.tracking import git_commit
 from pipeline.train import evaluate, train
 
 TORCHVISION = {
@@ -90,16 +90,8 @@ def named_policies(given: list[str]) -> dict[str, str]:
 
 
 def file_hash(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """The project's content hash of a policy file (16 hex characters, as a content id)."""
+    return digest(Path(path).read_bytes(), 8)
 
 
 class Ledger:
@@ -124,7 +116,7 @@ class Ledger:
 
     @staticmethod
     def key(entry: dict[str, Any]) -> tuple[Any, ...]:
-        return (json.dumps(entry["setting"], sort_keys=True), entry["variant"], entry.get("policy_hash"), entry["seed"])
+        return (canonical_json(entry["setting"]), entry["variant"], entry.get("policy_hash"), entry["seed"])
 
     def find(self, setting: dict[str, Any], variant: str, policy_hash: str | None, seed: int) -> dict[str, Any] | None:
         want = self.key({"setting": setting, "variant": variant, "policy_hash": policy_hash, "seed": seed})
@@ -229,7 +221,7 @@ def run(args: argparse.Namespace) -> None:
                                precision=recipe.precision).accuracy
                 ledger.add({"setting": setting, "variant": name, "policy_hash": hashes.get(name),
                             "policy": policies.get(name), "seed": seed, "accuracy": acc, "minutes": mins,
-                            "machine": machine(), "commit": commit(),
+                            "machine": machine(), "commit": git_commit() or "unknown",
                             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")})
                 print(f"{name:14s} seed {seed}: test accuracy {acc:.4f}  ({mins:.1f} min)", flush=True)
             results.setdefault(name, []).append(acc)
