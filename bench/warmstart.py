@@ -23,6 +23,18 @@ project's sample and cached children, the search is run warm from a copy of v1's
 with the prior's best re-scored first (``enqueue``) and with the prior's trials also given to
 TPE as history (``enqueue+history``); its warm fraction is against the cold project's study.
 
+Each study's best is the highest of its own noisy scores, and the highest of 40 draws sits
+further above the truth than the highest of 12 (the winner's curse), so "reach the cold final
+best" is also measured on one scale (``*_common_*``): every study's incumbent (its best so far
+after each trial) is re-scored by one scorer with randomness neither search saw: policies by
+the cold project's child of that fold on its D_A with ``--rescore-draws`` fresh augmentation
+seeds, architectures trained ``--rescore-seeds`` times with fresh seeds on the model search's
+split with the cold project's policy. Warm reaches cold when its incumbent re-scores at least as
+high as cold's final incumbent (the same configuration re-scores the same).
+
+Each project step records its wall time in ``WORK/steps.json``; ``--measure-only`` re-measures
+the projects a finished (or interrupted-after-the-projects) run left, without re-running them.
+
 The profile is smaller than params.yaml's (fewer trials and epochs, the same for cold and warm;
 see PROFILE). Example (an hour on 2 Zen 4 cores with native bf16)::
 
@@ -35,9 +47,11 @@ import json
 import os
 import pickle
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +66,15 @@ from bench.common import base_parser, machine, result_line  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data import ImageSet, load_data  # noqa: E402
 from pipeline.device import pick_device  # noqa: E402
-from pipeline.search.policy import run_search  # noqa: E402
+from pipeline.hashing import canonical_json  # noqa: E402
+from pipeline.models import build_model  # noqa: E402
+from pipeline.search.model import ModelSearch, config_from_params  # noqa: E402
+from pipeline.search.policy import FastAutoAugment, run_search, train_child  # noqa: E402
 from pipeline.search.runner import HISTORY_COUNT_ATTR, WARM_ATTR  # noqa: E402
 from pipeline.search.studies import completed, open_storage  # noqa: E402
+from pipeline.stages.common import read_policy  # noqa: E402
 from pipeline.tracking import Tracker  # noqa: E402
+from pipeline.train import evaluate  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -73,7 +92,9 @@ QUICK: dict[str, dict[str, Any]] = {
     "sample": {"size": 400},
     "policy_search": {"folds": 2, "trials_per_fold": 6, "top_n": 2, "startup_trials": 2,
                       "child": {"epochs": 2}, "warm_child_epochs": 1},
-    "model_search": {"trials": 2, "startup_trials": 2, "references": [], "max_macs": 15_000_000,
+    # Two trials: the seed points. No training-cost budget: ResNet-20 sits on its limit (1.0) by
+    # definition, and a warm search's one trial must not depend on a timing.
+    "model_search": {"trials": 2, "startup_trials": 2, "references": [], "max_train_cost": None,
                      "train_images": 150, "val_images": 100, "recipe": {"epochs": 1}},
     "retrain": {"recipe": {"epochs": 2}, "warm_epochs": 1},
 }
@@ -169,13 +190,16 @@ def read(project: Path, path: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ measures
 
 
-def own_values(study: optuna.Study, counted_only: bool = False) -> list[float]:
-    """First-objective values of the study's own trials in trial order (trained ones only with
-    ``counted_only``: the model search's over-budget draws are never trained)."""
+def own_trials(study: optuna.Study, counted_only: bool = False) -> list[optuna.trial.FrozenTrial]:
+    """The study's own trials in trial order (trained ones only with ``counted_only``: the model
+    search's over-budget draws are never trained)."""
     trials = sorted(completed(study), key=lambda t: t.number)
-    if counted_only:
-        trials = [t for t in trials if "skipped" not in t.user_attrs]
-    return [float(t.values[0]) for t in trials]
+    return [t for t in trials if "skipped" not in t.user_attrs] if counted_only else trials
+
+
+def own_values(study: optuna.Study, counted_only: bool = False) -> list[float]:
+    """First-objective values of ``own_trials``."""
+    return [float(t.values[0]) for t in own_trials(study, counted_only)]
 
 
 def reach(warm: list[float], cold: list[float], tolerance: float = 0.0) -> tuple[float, float, float]:
@@ -184,6 +208,96 @@ def reach(warm: list[float], cold: list[float], tolerance: float = 0.0) -> tuple
     target = max(cold) - tolerance
     hit = next((i + 1 for i, v in enumerate(warm) if v >= target), None)
     return (hit / len(cold) if hit else float("inf")), max(cold), max(warm)
+
+
+def incumbents(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """After each trial (in the given order), the best so far by its own first value (the earlier
+    one on ties): what the study would have returned had it stopped there. Values are maximised."""
+    out: list[optuna.trial.FrozenTrial] = []
+    for t in trials:
+        out.append(t if not out or t.values[0] > out[-1].values[0] else out[-1])
+    return out
+
+
+Scorer = Callable[[dict[str, Any]], float]
+
+
+def memo(score: Scorer) -> Scorer:
+    """``score`` once per distinct configuration (the prior's best are in several studies)."""
+    seen: dict[str, float] = {}
+
+    def cached(params: dict[str, Any]) -> float:
+        key = canonical_json(params)
+        if key not in seen:
+            seen[key] = score(params)
+        return seen[key]
+
+    return cached
+
+
+def common_reach(warm: list[optuna.trial.FrozenTrial], cold: list[optuna.trial.FrozenTrial],
+                 score: Scorer) -> tuple[float, float, float]:
+    """``reach`` on one scale: each study's incumbents re-scored by ``score`` (the same scorer for
+    both, maximised). (Trials warm needed until its incumbent scored at least cold's final
+    incumbent, as a fraction of cold's trials, or inf; cold's final; warm's final.)"""
+    target = score(dict(incumbents(cold)[-1].params))
+    warm_scores = [score(dict(t.params)) for t in incumbents(warm)]
+    hit = next((i + 1 for i, v in enumerate(warm_scores) if v >= target), None)
+    return (hit / len(cold) if hit else float("inf")), target, warm_scores[-1]
+
+
+def policy_scorer(project: Path, fold: int, draws: int) -> Scorer:
+    """A policy's mean accuracy over ``draws`` fresh augmentation seeds (the search used
+    ``eval_seed``) on fold ``fold``'s D_A, by ``project``'s from-scratch child of that fold."""
+    cfg = load_params(project / "params.yaml").policy_search
+    fingerprint = read(project, "data/sample/manifest.json")["fingerprint"]
+    method = FastAutoAugment(cfg, ImageSet.load(project / "data" / "sample" / "images.pt"), fingerprint,
+                             device=pick_device(), cache=project / ".autoaug" / "cache" / "search_policy",
+                             progress=False)
+    d_m, d_a = method.split(fold)
+    child, seconds = train_child(d_m, cfg.child_model, cfg.child, seed=cfg.seed + fold, device=method.device,
+                                 cache=method.cache, key=method.child_key(fingerprint, fold), progress=False)
+    if seconds:
+        print(f"policy scorer: fold{fold}'s child was not in {method.cache}: trained it again", flush=True)
+
+    def score(params: dict[str, Any]) -> float:
+        policy = method.decode(params)
+        return statistics.mean(
+            evaluate(child, d_a, augment=policy, generator=torch.Generator().manual_seed(cfg.eval_seed + 1 + i),
+                     draws=cfg.draws, batch_size=max(100, 1000 // cfg.draws)).accuracy for i in range(draws))
+
+    return memo(score)
+
+
+def model_scorer(project: Path, seeds: int) -> Scorer:
+    """An architecture's mean validation accuracy over ``seeds`` trainings with fresh seeds (the
+    search seeds trial n with ``seed + n``) on the model search's split, with ``project``'s policy."""
+    cfg = load_params(project / "params.yaml").model_search
+    policy = read_policy(project / "outputs" / "search_policy" / "policy.json") if cfg.augment == "policy" else None
+    method = ModelSearch(cfg, ImageSet.load(project / "data" / "sample" / "images.pt"), policy=policy,
+                         device=pick_device(), progress=False)
+    classes = len(method.train_set.classes)
+
+    def score(params: dict[str, Any]) -> float:
+        config = config_from_params(params)
+        return statistics.mean(method.fit(build_model(config, num_classes=classes, seed=10_000 + i), seed=10_000 + i)[0]
+                               for i in range(seeds))
+
+    return memo(score)
+
+
+def on_scale(fields: dict[str, Any], key: str, label: str, warm: list[optuna.Study], cold: list[optuna.Study],
+             scorers: list[Scorer], counted: bool) -> None:
+    """``common_reach`` per part (part k scored by ``scorers[k]``), printed and put in ``fields``
+    as ``key``_fraction (the worst part), ``key``_cold and ``key``_warm (means over parts)."""
+    rows = [common_reach(own_trials(w, counted), own_trials(c, counted), score)
+            for w, c, score in zip(warm, cold, scorers, strict=True)]
+    for k, (frac, cbest, wbest) in enumerate(rows):
+        print(f"{label} part {k}, on one scale: cold's final incumbent {cbest:.4f}, warm's {wbest:.4f}; warm "
+              f"reached cold's after {frac:.2f} of the cold trials", flush=True)
+    fields[f"{key}_fraction"] = max(r[0] for r in rows)
+    fields[f"{key}_cold"] = statistics.mean(r[1] for r in rows)
+    fields[f"{key}_warm"] = statistics.mean(r[2] for r in rows)
 
 
 def studies_of(storage_url: str, stage: str, fingerprint: str) -> list[optuna.Study]:
@@ -209,19 +323,8 @@ def policy_equal_child(cold: Path, v1_storage: Path, work: Path, history: bool) 
     return result.fold_studies
 
 
-def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--work", default="/tmp/autoaug-warmstart", help="where the two projects are made")
-    p.add_argument("--v1-share", type=float, default=0.9, help="share of each class in the first version")
-    p.add_argument("--no-equal-child", action="store_true",
-                   help="skip step 4 (the policy search with the child held equal); warm_fraction is then "
-                   "the searches' as the pipeline ran them")
-    args = p.parse_args()
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    overrides = merge(PROFILE, QUICK) if args.quick else PROFILE
-    print(f"machine: {machine()}\nprofile: {json.dumps(overrides)}", flush=True)
-
+def run_projects(args: Any, work: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Steps 1-3 (v1, the warm update, cold); their wall times and v1's metrics."""
     data = load_data(args.data)
     v1, update = split_versions(data, args.v1_share, per_class=500 if args.quick else None,
                                 test_per_class=100 if args.quick else None)
@@ -230,33 +333,68 @@ def main() -> None:
     a2 = write_archive(work / "update", update, classes)
     print(f"v1: {len(v1['train'])} train + {len(v1['test'])} test images; update: {len(update['train'])} train",
           flush=True)
-
+    steps: dict[str, Any] = {}
     warm = make_project(work / "warm", overrides)
-    t_ingest1 = ingest(warm, a1)
-    t_v1 = repro(warm)
-    v1_metrics = read(warm, "outputs/retrain/metrics.json")
-    print(f"v1: ingest {t_ingest1:.0f} s, dvc repro {t_v1 / 60:.1f} min, champion {v1_metrics['test_accuracy']:.4f}",
-          flush=True)
-    v1_storage = work / "v1-optuna.db"
-    shutil.copy(warm / "optuna.db", v1_storage)  # the study storage as v1 left it (for step 4)
+    steps["t_ingest1"] = ingest(warm, a1)
+    steps["t_v1"] = repro(warm)
+    steps["v1_metrics"] = read(warm, "outputs/retrain/metrics.json")
+    print(f"v1: ingest {steps['t_ingest1']:.0f} s, dvc repro {steps['t_v1'] / 60:.1f} min, champion "
+          f"{steps['v1_metrics']['test_accuracy']:.4f}", flush=True)
+    shutil.copy(warm / "optuna.db", work / "v1-optuna.db")  # the study storage as v1 left it (for step 4)
 
-    t_ingest_warm = ingest(warm, a2)
-    t_warm = repro(warm)
+    steps["t_ingest_warm"] = ingest(warm, a2)
+    steps["t_warm"] = repro(warm)
     warm_metrics = read(warm, "outputs/retrain/metrics.json")
     warm_search = read(warm, "outputs/search_model/metrics.json")
-    kept = bool(warm_search.get("kept_champion"))
-    print(f"warm update: ingest {t_ingest_warm:.0f} s, dvc repro {t_warm / 60:.1f} min, champion "
+    print(f"warm update: ingest {steps['t_ingest_warm']:.0f} s, dvc repro {steps['t_warm'] / 60:.1f} min, champion "
           f"{warm_metrics['test_accuracy']:.4f} (model: the champion's architecture "
-          f"{warm_search.get('champion_architecture_version')}, kept over the rule's pick: {kept}; "
-          f"retrain from version {warm_metrics.get('warm_start_from_version')})", flush=True)
+          f"{warm_search.get('champion_architecture_version')}, kept over the rule's pick: "
+          f"{bool(warm_search.get('kept_champion'))}; retrain from version "
+          f"{warm_metrics.get('warm_start_from_version')})", flush=True)
 
     cold = make_project(work / "cold", overrides)
-    t_ingest_cold = ingest(cold, a1) + ingest(cold, a2)
-    t_cold = repro(cold)
-    cold_metrics = read(cold, "outputs/retrain/metrics.json")
-    print(f"cold: ingest {t_ingest_cold:.0f} s, dvc repro {t_cold / 60:.1f} min, champion "
-          f"{cold_metrics['test_accuracy']:.4f}", flush=True)
+    steps["t_ingest_cold"] = ingest(cold, a1) + ingest(cold, a2)
+    steps["t_cold"] = repro(cold)
+    print(f"cold: ingest {steps['t_ingest_cold']:.0f} s, dvc repro {steps['t_cold'] / 60:.1f} min, champion "
+          f"{read(cold, 'outputs/retrain/metrics.json')['test_accuracy']:.4f}", flush=True)
+    (work / "steps.json").write_text(json.dumps(steps, indent=1))
+    return steps
 
+
+def main() -> None:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--work", default="/tmp/autoaug-warmstart", help="where the two projects are made")
+    p.add_argument("--v1-share", type=float, default=0.9, help="share of each class in the first version")
+    p.add_argument("--no-equal-child", action="store_true",
+                   help="skip step 4 (the policy search with the child held equal); warm_fraction is then "
+                   "the searches' as the pipeline ran them")
+    p.add_argument("--rescore-draws", type=int, default=5,
+                   help="fresh augmentation seeds per policy on the common scale (0: no common scale)")
+    p.add_argument("--rescore-seeds", type=int, default=2,
+                   help="fresh training seeds per architecture on the common scale (0: none)")
+    p.add_argument("--measure-only", action="store_true",
+                   help="measure the projects a previous run left in --work (its steps.json) without re-running them")
+    args = p.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    overrides = merge(PROFILE, QUICK) if args.quick else PROFILE
+    print(f"machine: {machine()}\nprofile: {json.dumps(overrides)}", flush=True)
+    if args.measure_only:
+        if not (work / "steps.json").is_file():
+            raise SystemExit(f"--measure-only: {work / 'steps.json'} is missing: no finished run in {work}")
+        steps = json.loads((work / "steps.json").read_text())
+    else:
+        steps = run_projects(args, work, overrides)
+    measure(args, work, steps)
+
+
+def measure(args: Any, work: Path, steps: dict[str, Any]) -> None:
+    warm, cold = work / "warm", work / "cold"
+    t_warm, t_cold = steps["t_warm"], steps["t_cold"]
+    v1_metrics = steps["v1_metrics"]
+    warm_metrics = read(warm, "outputs/retrain/metrics.json")
+    cold_metrics = read(cold, "outputs/retrain/metrics.json")
+    kept = bool(read(warm, "outputs/search_model/metrics.json").get("kept_champion"))
     for name, project in (("warm", warm), ("cold", cold)):
         policy_s = read(project, "outputs/search_policy/summary.json")
         model_s = read(project, "outputs/search_model/metrics.json")
@@ -269,7 +407,10 @@ def main() -> None:
     assert read(warm, "data/sample/manifest.json")["fingerprint"] == fp, "the two projects hold different data"
     fields: dict[str, Any] = {}
 
-    # Per search, as the pipeline ran it.
+    # Per search, as the pipeline ran it; and on one scale (see the module's docstring).
+    folds = load_params(cold / "params.yaml").policy_search.folds
+    policy_scale = [policy_scorer(cold, k, args.rescore_draws) for k in range(folds)] if args.rescore_draws else None
+    model_scale = model_scorer(cold, args.rescore_seeds) if args.rescore_seeds else None
     for stage, key in (("search_policy", "policy"), ("search_model", "model")):
         cold_studies = studies_of(f"sqlite:///{cold / 'optuna.db'}", stage, fp)
         warm_studies = studies_of(f"sqlite:///{warm / 'optuna.db'}", stage, fp)
@@ -282,6 +423,9 @@ def main() -> None:
         fields[f"{key}_warm_fraction"] = max(r[0] for r in rows)
         fields[f"{key}_cold_best"] = sum(r[1] for r in rows) / len(rows)
         fields[f"{key}_warm_best"] = sum(r[2] for r in rows) / len(rows)
+        scorers = policy_scale if stage == "search_policy" else ([model_scale] if model_scale else None)
+        if scorers:
+            on_scale(fields, f"{key}_common", key, warm_studies, cold_studies, scorers, counted)
     cold_summary = read(cold, "outputs/search_policy/summary.json")
     warm_summary = read(warm, "outputs/search_policy/summary.json")
     print(f"policy children: cold {cold_summary['child_train_seconds']:.0f} s (clean D_A accuracy "
@@ -292,7 +436,7 @@ def main() -> None:
     cold_policy = studies_of(f"sqlite:///{cold / 'optuna.db'}", "search_policy", fp)
     for history in () if args.no_equal_child else (False, True):
         label = "enqueue+history" if history else "enqueue"
-        studies = policy_equal_child(cold, v1_storage, work, history)
+        studies = policy_equal_child(cold, work / "v1-optuna.db", work, history)
         rows = [reach(own_values(w), own_values(c)) for w, c in zip(studies, cold_policy, strict=True)]
         for (frac, cbest, wbest), w in zip(rows, studies, strict=True):
             print(f"equal child, warm {label}: {w.study_name}: cold best {cbest:.4f}, warm best {wbest:.4f} in "
@@ -301,12 +445,17 @@ def main() -> None:
         tag = "hist" if history else "enq"
         fields[f"policy_equal_{tag}_fraction"] = max(r[0] for r in rows)
         fields[f"policy_equal_{tag}_best"] = sum(r[2] for r in rows) / len(rows)
+        if policy_scale:
+            on_scale(fields, f"policy_equal_{tag}_common", f"equal child, warm {label}", studies, cold_policy,
+                     policy_scale, False)
+    if "policy_common_fraction" in fields and "model_common_fraction" in fields:
+        fields["warm_fraction_common"] = max(fields["policy_common_fraction"], fields["model_common_fraction"])
 
     fields.update(
         warm_fraction=max(fields.get("policy_equal_enq_fraction", fields["policy_warm_fraction"]),
                           fields["model_warm_fraction"]),
         time_ratio=t_warm / t_cold, warm_repro_min=t_warm / 60, cold_repro_min=t_cold / 60,
-        v1_repro_min=t_v1 / 60, cold_acc=cold_metrics["test_accuracy"], warm_acc=warm_metrics["test_accuracy"],
+        v1_repro_min=steps["t_v1"] / 60, cold_acc=cold_metrics["test_accuracy"], warm_acc=warm_metrics["test_accuracy"],
         v1_acc=v1_metrics["test_accuracy"], retrain_from_champion=warm_metrics.get("warm_start_from_version") is not None,
         kept_champion=kept,
         cold_minutes_retrain=cold_metrics["train_minutes"], warm_minutes_retrain=warm_metrics["train_minutes"],

@@ -1,0 +1,55 @@
+"""bench/warmstart.py's measures: the incumbent after each trial, and "warm reached cold's best"
+on one scale (each study's incumbents re-scored by one scorer), which a lucky cold maximum does
+not decide."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+
+from bench.warmstart import common_reach, incumbents, memo, reach
+
+
+def trial(x: float, value: float) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(params={"x": x}, distributions={"x": optuna.distributions.FloatDistribution(0, 10)},
+                                     value=value)
+
+
+def test_the_incumbent_is_the_best_so_far_and_the_earlier_one_on_ties() -> None:
+    trials = [trial(1, 0.5), trial(2, 0.7), trial(3, 0.6), trial(4, 0.7), trial(5, 0.8)]
+    assert [t.params["x"] for t in incumbents(trials)] == [1, 2, 2, 2, 5]
+    assert incumbents([]) == []
+
+
+def test_a_lucky_cold_maximum_is_re_scored_and_the_same_configuration_scores_the_same() -> None:
+    # Cold's own best (x=7, 0.72) was a lucky draw: re-scored it is 0.69. Warm's own scores are
+    # all lower than 0.72, so the strict measure says it never reached cold; on one scale, warm's
+    # second incumbent (x=5, the best configuration) re-scores above cold's final one.
+    truth = {1.0: 0.60, 5.0: 0.70, 7.0: 0.69, 9.0: 0.65}
+    cold = [trial(9, 0.66), trial(7, 0.72), trial(1, 0.61)]
+    warm = [trial(1, 0.60), trial(5, 0.705), trial(9, 0.64)]
+    assert reach([t.value for t in warm], [t.value for t in cold])[0] == math.inf
+    fraction, cold_final, warm_final = common_reach(warm, cold, lambda p: truth[p["x"]])
+    assert (fraction, cold_final, warm_final) == (2 / 3, 0.69, 0.70)
+
+
+def test_warm_that_never_finds_as_good_a_configuration_does_not_reach_on_one_scale() -> None:
+    truth = {1.0: 0.60, 5.0: 0.70, 9.0: 0.65}
+    cold = [trial(1, 0.61), trial(5, 0.70)]
+    warm = [trial(1, 0.60), trial(9, 0.71)]  # a lucky draw for a worse configuration
+    assert reach([t.value for t in warm], [t.value for t in cold])[0] == 1.0  # strictly: "reached"
+    fraction, cold_final, warm_final = common_reach(warm, cold, lambda p: truth[p["x"]])
+    assert fraction == math.inf and (cold_final, warm_final) == (0.70, 0.65)
+
+
+def test_memo_scores_each_configuration_once() -> None:
+    calls: list[float] = []
+
+    def score(params: dict) -> float:
+        calls.append(params["x"])
+        return params["x"] / 10
+
+    cached = memo(score)
+    assert [cached({"x": 3.0}), cached({"x": 3.0}), cached({"x": 4.0})] == [0.3, 0.3, 0.4]
+    assert calls == [3.0, 4.0]
