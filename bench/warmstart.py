@@ -69,12 +69,11 @@ from pipeline.device import pick_device  # noqa: E402
 from pipeline.hashing import canonical_json  # noqa: E402
 from pipeline.models import build_model  # noqa: E402
 from pipeline.search.model import ModelSearch, config_from_params  # noqa: E402
-from pipeline.search.policy import FastAutoAugment, run_search, train_child  # noqa: E402
+from pipeline.search.policy import FastAutoAugment, run_search  # noqa: E402
 from pipeline.search.runner import HISTORY_COUNT_ATTR, WARM_ATTR  # noqa: E402
 from pipeline.search.studies import completed, open_storage  # noqa: E402
 from pipeline.stages.common import read_policy  # noqa: E402
 from pipeline.tracking import Tracker  # noqa: E402
-from pipeline.train import evaluate  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -205,9 +204,13 @@ def own_values(study: optuna.Study, counted_only: bool = False) -> list[float]:
 def reach(warm: list[float], cold: list[float], tolerance: float = 0.0) -> tuple[float, float, float]:
     """(trials warm needed to reach cold's best - ``tolerance`` as a fraction of cold's trials, or
     inf when it never did; cold best; warm best)."""
-    target = max(cold) - tolerance
-    hit = next((i + 1 for i, v in enumerate(warm) if v >= target), None)
-    return (hit / len(cold) if hit else float("inf")), max(cold), max(warm)
+    return reached_after(warm, max(cold) - tolerance, len(cold)), max(cold), max(warm)
+
+
+def reached_after(values: list[float], target: float, out_of: int) -> float:
+    """Trials until a value was at least ``target``, as a fraction of ``out_of``; inf if none was."""
+    hit = next((i + 1 for i, v in enumerate(values) if v >= target), None)
+    return hit / out_of if hit else float("inf")
 
 
 def incumbents(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
@@ -242,8 +245,7 @@ def common_reach(warm: list[optuna.trial.FrozenTrial], cold: list[optuna.trial.F
     incumbent, as a fraction of cold's trials, or inf; cold's final; warm's final.)"""
     target = score(dict(incumbents(cold)[-1].params))
     warm_scores = [score(dict(t.params)) for t in incumbents(warm)]
-    hit = next((i + 1 for i, v in enumerate(warm_scores) if v >= target), None)
-    return (hit / len(cold) if hit else float("inf")), target, warm_scores[-1]
+    return reached_after(warm_scores, target, len(cold)), target, warm_scores[-1]
 
 
 def policy_scorer(project: Path, fold: int, draws: int) -> Scorer:
@@ -255,16 +257,13 @@ def policy_scorer(project: Path, fold: int, draws: int) -> Scorer:
                              device=pick_device(), cache=project / ".autoaug" / "cache" / "search_policy",
                              progress=False)
     d_m, d_a = method.split(fold)
-    child, seconds = train_child(d_m, cfg.child_model, cfg.child, seed=cfg.seed + fold, device=method.device,
-                                 cache=method.cache, key=method.child_key(fingerprint, fold), progress=False)
+    child, seconds = method.scratch_child(fold, d_m)
     if seconds:
         print(f"policy scorer: fold{fold}'s child was not in {method.cache}: trained it again", flush=True)
 
     def score(params: dict[str, Any]) -> float:
         policy = method.decode(params)
-        return statistics.mean(
-            evaluate(child, d_a, augment=policy, generator=torch.Generator().manual_seed(cfg.eval_seed + 1 + i),
-                     draws=cfg.draws, batch_size=max(100, 1000 // cfg.draws)).accuracy for i in range(draws))
+        return statistics.mean(method.score(child, d_a, policy, cfg.eval_seed + 1 + i).accuracy for i in range(draws))
 
     return memo(score)
 

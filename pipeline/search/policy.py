@@ -220,8 +220,7 @@ class FastAutoAugment(_PolicyMethod):
         base = self._prior_child(part, prior)
         metrics: dict[str, float] = {}
         if base is None:
-            child, seconds = train_child(d_m, cfg.child_model, cfg.child, seed=cfg.seed + part,
-                                         device=self.device, cache=self.cache, key=key, progress=self.progress)
+            child, seconds = self.scratch_child(part, d_m)
         else:
             epochs = min(cfg.warm_child_epochs, cfg.child.epochs)
             recipe = cfg.child.model_copy(update={"epochs": epochs})
@@ -232,15 +231,25 @@ class FastAutoAugment(_PolicyMethod):
         clean = evaluate(child, d_a)
 
         def objective(trial: optuna.Trial) -> float:
-            policy = suggest_policy(trial, cfg)
-            res = evaluate(child, d_a, augment=policy, generator=torch.Generator().manual_seed(cfg.eval_seed),
-                           draws=cfg.draws, batch_size=max(100, 1000 // cfg.draws))  # draws x batch per pass
+            res = self.score(child, d_a, suggest_policy(trial, cfg), cfg.eval_seed)
             trial.set_user_attr("accuracy", res.accuracy)
             trial.set_user_attr("loss", res.loss)
             return _score(res, cfg.objective)
 
         return PreparedPart(objective, {"child_clean_accuracy": clean.accuracy, "child_train_seconds": seconds,
                                         **metrics})
+
+    def scratch_child(self, part: int, d_m: ImageSet) -> tuple[torch.nn.Module, float]:
+        """Split ``part``'s child trained from scratch on ``d_m`` (or read from the cache)."""
+        cfg = self.cfg
+        return train_child(d_m, cfg.child_model, cfg.child, seed=cfg.seed + part, device=self.device,
+                           cache=self.cache, key=self.child_key(self.fingerprint, part), progress=self.progress)
+
+    def score(self, child: torch.nn.Module, d_a: ImageSet, policy: Policy, seed: int) -> EvalResult:
+        """How a trial scores a candidate: ``child`` on ``d_a`` augmented by ``policy`` (``draws``
+        draws per image) with the augmentation seed ``seed``."""
+        return evaluate(child, d_a, augment=policy, generator=torch.Generator().manual_seed(seed),
+                        draws=self.cfg.draws, batch_size=max(100, 1000 // self.cfg.draws))  # draws x batch per pass
 
     def _prior_child(self, part: int, prior: str | None) -> Path | None:
         """The cached child of the prior data's split ``part`` to fine-tune, if asked for and there."""
