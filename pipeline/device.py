@@ -15,6 +15,7 @@ themselves, so a new rule (another accelerator, a precision fallback) is one edi
 from __future__ import annotations
 
 import contextlib
+import platform
 import warnings
 from typing import Any
 
@@ -55,14 +56,18 @@ def model_device(model: nn.Module, preferred: str | torch.device | None = None) 
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16, AMX).
+    """Whether this CPU runs bf16 natively: on x86, AVX-512 BF16 or AMX (asked of the CPU itself).
 
-    Without it PyTorch falls back to reference bf16 kernels: on an AVX2-only CPU an
-    airbench step under bf16 autocast runs ~16x slower than in fp32 (BENCHMARKS.md).
+    Without it PyTorch falls back to slower kernels: on an AVX2-only CPU an airbench step under
+    bf16 autocast runs ~16x slower than in fp32, and on an AVX-512 CPU without the BF16
+    extension ~3.5x slower (BENCHMARKS.md). oneDNN's own check (``_is_mkldnn_bf16_supported``)
+    is not the test: it also says yes for plain AVX-512, where it only emulates bf16.
     """
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
+        if platform.machine().lower() in ("x86_64", "amd64", "x86", "i686"):
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # e.g. Arm's BF16 extension
+    except (AttributeError, RuntimeError):  # a build without these checks or without oneDNN
         return False
 
 

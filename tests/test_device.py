@@ -72,3 +72,22 @@ def test_explicit_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch: pyte
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert device_module.autocast_dtype("bf16", cpu) == torch.bfloat16
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "native"), [(False, False, False), (True, False, True), (False, True, True)])
+def test_on_x86_native_bf16_means_the_bf16_extension_or_amx_not_onednns_emulation(
+    monkeypatch: pytest.MonkeyPatch, avx512_bf16: bool, amx: bool, native: bool
+) -> None:
+    # oneDNN says bf16 is supported on any AVX-512 CPU (it emulates it there, ~3.5x slower than fp32).
+    monkeypatch.setattr(device_module.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert device_module.cpu_has_fast_bf16() is native
+
+
+def test_off_x86_native_bf16_is_onednns_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(device_module.platform, "machine", lambda: "aarch64")
+    for answer in (True, False):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda a=answer: a, raising=False)
+        assert device_module.cpu_has_fast_bf16() is answer
