@@ -63,7 +63,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import base_parser, machine, result_line  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from pipeline.config import PolicySearchConfig, load_params  # noqa: E402
 from pipeline.data import ImageSet, load_data  # noqa: E402
 from pipeline.device import pick_device  # noqa: E402
 from pipeline.hashing import canonical_json  # noqa: E402
@@ -249,17 +249,22 @@ def common_reach(warm: list[optuna.trial.FrozenTrial], cold: list[optuna.trial.F
 
 
 def policy_scorer(project: Path, fold: int, draws: int) -> Scorer:
+    """``fold_scorer`` of ``project``'s sample, cached children and params."""
+    return fold_scorer(load_params(project / "params.yaml").policy_search,
+                       ImageSet.load(project / "data" / "sample" / "images.pt"),
+                       read(project, "data/sample/manifest.json")["fingerprint"],
+                       project / ".autoaug" / "cache" / "search_policy", fold, draws)
+
+
+def fold_scorer(cfg: PolicySearchConfig, sample: ImageSet, fingerprint: str, cache: Path, fold: int,
+                draws: int) -> Scorer:
     """A policy's mean accuracy over ``draws`` fresh augmentation seeds (the search used
-    ``eval_seed``) on fold ``fold``'s D_A, by ``project``'s from-scratch child of that fold."""
-    cfg = load_params(project / "params.yaml").policy_search
-    fingerprint = read(project, "data/sample/manifest.json")["fingerprint"]
-    method = FastAutoAugment(cfg, ImageSet.load(project / "data" / "sample" / "images.pt"), fingerprint,
-                             device=pick_device(), cache=project / ".autoaug" / "cache" / "search_policy",
-                             progress=False)
+    ``eval_seed``) on fold ``fold``'s D_A, by the from-scratch child of that fold (from ``cache``)."""
+    method = FastAutoAugment(cfg, sample, fingerprint, device=pick_device(), cache=cache, progress=False)
     d_m, d_a = method.split(fold)
     child, seconds = method.scratch_child(fold, d_m)
     if seconds:
-        print(f"policy scorer: fold{fold}'s child was not in {method.cache}: trained it again", flush=True)
+        print(f"policy scorer: fold{fold}'s child was not in {cache}: trained it again", flush=True)
 
     def score(params: dict[str, Any]) -> float:
         policy = method.decode(params)
