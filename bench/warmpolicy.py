@@ -29,7 +29,6 @@ Studies, children and re-scores persist in ``--work``: an interrupted run resume
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import statistics
 import sys
 from collections.abc import Iterator
@@ -46,6 +45,7 @@ from bench.warmstart import (  # noqa: E402
     PROFILE,
     QUICK,
     common_reach,
+    copy_storage,
     fold_scorer,
     merge,
     own_trials,
@@ -99,16 +99,6 @@ def search(sample: ImageSet, fp: str, cfg: PolicySearchConfig, db: Path, work: P
         result = run_search(sample, fp, cfg, open_storage(f"sqlite:///{db}"), run, device=pick_device(),
                             cache=work / "cache", progress=False)
     return result.fold_studies
-
-
-def copy_storage(src: Path, dst: Path) -> None:
-    """A consistent copy of the SQLite study storage ``src`` (WAL mode: the file alone may lack
-    the latest commits while a connection is open), written atomically."""
-    part = dst.with_suffix(".part")
-    part.unlink(missing_ok=True)
-    with contextlib.closing(sqlite3.connect(src)) as source, contextlib.closing(sqlite3.connect(part)) as target:
-        source.backup(target)
-    part.replace(dst)
 
 
 def versions(data_path: str, params: Params, share: float, quick: bool) -> tuple[ImageSet, ImageSet]:

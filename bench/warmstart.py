@@ -43,10 +43,12 @@ see PROFILE). Example (an hour on 2 Zen 4 cores with native bf16)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -304,6 +306,16 @@ def on_scale(fields: dict[str, Any], key: str, label: str, warm: list[optuna.Stu
     fields[f"{key}_warm"] = statistics.mean(r[2] for r in rows)
 
 
+def copy_storage(src: Path, dst: Path) -> None:
+    """A consistent copy of the SQLite study storage ``src`` (WAL mode: the file alone may lack
+    the latest commits while a connection is open), written atomically."""
+    part = dst.with_suffix(".part")
+    part.unlink(missing_ok=True)
+    with contextlib.closing(sqlite3.connect(src)) as source, contextlib.closing(sqlite3.connect(part)) as target:
+        source.backup(target)
+    part.replace(dst)
+
+
 def studies_of(storage_url: str, stage: str, fingerprint: str) -> list[optuna.Study]:
     storage = open_storage(storage_url)
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
@@ -317,7 +329,7 @@ def policy_equal_child(cold: Path, v1_storage: Path, work: Path, history: bool) 
     params = load_params(cold / "params.yaml")
     cfg = params.policy_search.model_copy(update={"warm_child_epochs": 0, "warm_history": history})
     db = work / f"equal-child-{'history' if history else 'enqueue'}.db"
-    shutil.copy(v1_storage, db)
+    copy_storage(v1_storage, db)
     sample = ImageSet.load(cold / "data" / "sample" / "images.pt")
     fingerprint = read(cold, "data/sample/manifest.json")["fingerprint"]
     tracker = Tracker(f"sqlite:///{work / 'equal-child-mlflow.db'}", "bench")
@@ -344,7 +356,7 @@ def run_projects(args: Any, work: Path, overrides: dict[str, Any]) -> dict[str, 
     steps["v1_metrics"] = read(warm, "outputs/retrain/metrics.json")
     print(f"v1: ingest {steps['t_ingest1']:.0f} s, dvc repro {steps['t_v1'] / 60:.1f} min, champion "
           f"{steps['v1_metrics']['test_accuracy']:.4f}", flush=True)
-    shutil.copy(warm / "optuna.db", work / "v1-optuna.db")  # the study storage as v1 left it (for step 4)
+    copy_storage(warm / "optuna.db", work / "v1-optuna.db")  # the study storage as v1 left it (for step 4)
 
     steps["t_ingest_warm"] = ingest(warm, a2)
     steps["t_warm"] = repro(warm)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import optuna
 
-from bench.warmpolicy import copy_storage, search_seed
+from bench.warmpolicy import search_seed
+from bench.warmstart import copy_storage
 from pipeline.config import PolicySearchConfig
 from pipeline.data import ImageSet
 from pipeline.search import policy as policy_module
