@@ -13,7 +13,10 @@ of that run. This bench isolates the policy search and repeats it:
    children and the D_A augmentation seed stay the same), on the update's sample: the cold
    study (empty storage) and, for each warm mechanism, a warm study (a copy of v1's storage).
    Every study scores with the same from-scratch children (``warm_child_epochs: 0``), so only
-   the prior and the sampler's seed differ between them;
+   the prior and the sampler's seed differ between them, except in the ``finetuned``
+   mechanisms, which score with v1's child fine-tuned as the pipeline's warm fold does;
+   seed 0 is the pipeline's own, which v1's search used too (their random start-up trials
+   coincide, as after a real update); seeds 1 and up share no draw with v1's search;
 4. on one scale (as ``bench/warmstart.py``): each study's incumbents (its best so far after each
    trial) re-scored by the fold's child on D_A with ``--rescore-draws`` fresh augmentation seeds.
    Per (seed, fold): trials the warm study needed until its incumbent re-scored at least as high
@@ -67,6 +70,10 @@ REPO = Path(__file__).resolve().parent.parent
 MECHANISMS: dict[str, dict[str, Any]] = {
     "enqueue": {},  # params.yaml's warm start: the prior's best re-scored first, then TPE
     "history": {"warm_history": True},  # ... and the prior's trials given to TPE as history
+    # params.yaml's warm fold fine-tunes the prior data's child (3 epochs) and scores with it;
+    # the one scale still re-scores with the from-scratch child of the update's fold.
+    "finetuned": {"warm_child_epochs": 3},
+    "finetuned+history": {"warm_child_epochs": 3, "warm_history": True},
 }
 """Warm mechanisms compared: a name -> the policy_search keys it changes."""
 
