@@ -12,9 +12,9 @@ of that run. This bench isolates the policy search and repeats it:
 3. for each search seed ``s`` (an offset of the TPE sampler's seed only: the splits, the
    children and the D_A augmentation seed stay the same), on the update's sample: the cold
    study (empty storage) and, for each warm mechanism, a warm study (a copy of v1's storage).
-   Every study scores with the same from-scratch children (``warm_child_epochs: 0``), so only
-   the prior and the sampler's seed differ between them, except in the ``finetuned``
-   mechanisms, which score with v1's child fine-tuned as the pipeline's warm fold does;
+   The studies score with the update's from-scratch children (``warm_child_epochs: 0``), so
+   only the prior and the sampler's seed differ, except in the mechanisms that fine-tune v1's
+   child as the pipeline's warm fold does (``all_folds``, ``finetuned*``);
    seed 0 is the pipeline's own, which v1's search used too (their random start-up trials
    coincide, as after a real update); seeds 1 and up share no draw with v1's search;
 4. on one scale (as ``bench/warmstart.py``): each study's incumbents (its best so far after each
@@ -68,12 +68,17 @@ from pipeline.tracking import Tracker  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 MECHANISMS: dict[str, dict[str, Any]] = {
-    "enqueue": {},  # params.yaml's warm start: the prior's best re-scored first, then TPE
-    "history": {"warm_history": True},  # ... and the prior's trials given to TPE as history
-    # params.yaml's warm fold fine-tunes the prior data's child (3 epochs) and scores with it;
-    # the one scale still re-scores with the from-scratch child of the update's fold.
-    "finetuned": {"warm_child_epochs": 3},
-    "finetuned+history": {"warm_child_epochs": 3, "warm_history": True},
+    # params.yaml's warm start: the best of every prior fold's study in turn (its own fold's first)
+    # re-scored first, then TPE; the fold's child fine-tuned from v1's (3 epochs) and scoring.
+    "all_folds": {"warm_child_epochs": 3},
+    "all_folds+scratch": {},  # ... with the update's from-scratch child (the child held equal)
+    # The prior's best of the fold's own study only (before warm_all_folds), from-scratch child:
+    "enqueue": {"warm_all_folds": False},
+    "history": {"warm_all_folds": False, "warm_history": True},  # ... and the prior's trials as TPE history
+    # ... with the fold's child fine-tuned from v1's; the one scale still re-scores with the
+    # update's from-scratch child of the fold.
+    "finetuned": {"warm_all_folds": False, "warm_child_epochs": 3},
+    "finetuned+history": {"warm_all_folds": False, "warm_child_epochs": 3, "warm_history": True},
 }
 """Warm mechanisms compared: a name -> the policy_search keys it changes."""
 

@@ -207,6 +207,8 @@ class PolicySearchConfig(StrictModel):
     startup_trials: int = Field(10, ge=0, description="random trials before TPE takes over")
     warm_start: int = Field(5, ge=0, description="best configurations of a prior study re-evaluated first")
     warm_budget: float = Field(0.5, gt=0, le=1, description="share of trials_per_fold a warm-started fold runs")
+    warm_all_folds: bool = Field(True, description="a warm-started fold re-evaluates the best of every prior "
+                                 "fold's study in turn, its own fold's first (the folds search one problem)")
     patience: int = Field(0, ge=0, description="a warm-started fold stops after this many trials without a "
                           "better one (0 = runs its budget)")
     warm_history: bool = Field(False, description="a warm-started fold's TPE also models the prior study's "

@@ -129,6 +129,10 @@ class _PolicyMethod(WarmSettings):
     stage = STAGE
     objective_names = ["score"]
 
+    @property
+    def warm_all_parts(self) -> bool:
+        return bool(self.cfg.warm_all_folds)
+
     def __init__(self, cfg: PolicySearchConfig, sample: ImageSet, fingerprint: str, *, device: torch.device,
                  cache: Path | None = None, progress: bool = True) -> None:
         self.cfg = cfg

@@ -55,6 +55,7 @@ from pipeline.search.studies import (
     add_history,
     completed,
     find_prior,
+    fingerprint_of,
     own_best_value,
     pareto_front,
     rank_trials,
@@ -177,6 +178,12 @@ class SearchMethod(Protocol):
         """Whether a prior trial is re-evaluated before the prior's ranked best on a warm start."""
         ...
 
+    @property
+    def warm_all_parts(self) -> bool:
+        """Whether a warm-started part also re-evaluates the best of the other parts' prior
+        studies (in turn with its own), not only its own part's."""
+        ...
+
     def seed_points(self, part: int) -> list[tuple[str, dict[str, Any]]]:
         """(name, trial parameters) of hand-designed points a cold part evaluates first."""
         ...
@@ -238,6 +245,11 @@ class WarmSettings:
 
     def warm_first(self, trial: FrozenTrial) -> bool:
         """Whether a prior trial is re-evaluated before the prior's ranked best (none, here)."""
+        return False
+
+    @property
+    def warm_all_parts(self) -> bool:
+        """Only the part's own prior study (a method whose parts are one problem may pool them)."""
         return False
 
     def seed_points(self, part: int) -> list[tuple[str, dict[str, Any]]]:
@@ -324,7 +336,9 @@ class StudyRunner:
         warm = history = 0
         if prior is not None and fresh:
             if self.warm_start:  # never more prior configurations than the warm budget runs
-                warm = warm_start(study, prior, min(self.warm_start, self._warm_trials()), first=self.method.warm_first)
+                others = self._other_parts(prior, part) if self.method.warm_all_parts else []
+                warm = warm_start(study, prior, min(self.warm_start, self._warm_trials()), first=self.method.warm_first,
+                                  others=others)
             if self.method.warm_history:  # after the enqueued ones: add_history leaves a used study alone
                 history = add_history(study, prior)
                 study.set_user_attr(HISTORY_COUNT_ATTR, history)
@@ -341,6 +355,23 @@ class StudyRunner:
         study.set_user_attr(FORMAT_ATTR, STUDY_FORMAT)
         study.set_user_attr(READY_ATTR, True)
         return study, warm, prior.study_name if prior is not None else None
+
+    def _other_parts(self, prior: optuna.Study, part: int) -> list[optuna.Study]:
+        """The studies of the other parts on the prior's data (same stage and space), those
+        that exist and hold a finished trial."""
+        fingerprint = fingerprint_of(prior.study_name, self.method.stage)
+        found = []
+        for k, name in enumerate(self.method.parts()):
+            if k == part:
+                continue
+            try:
+                other = optuna.load_study(study_name=study_name(self.method.stage, self.space_hash, fingerprint, name),
+                                          storage=self.storage)
+            except KeyError:
+                continue
+            if completed(other) and other.user_attrs.get(FORMAT_ATTR, STUDY_FORMAT) == STUDY_FORMAT:
+                found.append(other)
+        return found
 
     def budget(self, study: optuna.Study) -> int:
         """Trials the part runs: ``trials_per_part``, or its ``warm_budget`` share when the study

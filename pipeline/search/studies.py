@@ -226,10 +226,16 @@ def own_best_value(study: optuna.Study) -> float:
 
 
 def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int,
-               first: Callable[[FrozenTrial], bool] | None = None) -> int:
+               first: Callable[[FrozenTrial], bool] | None = None,
+               others: Sequence[optuna.Study] = ()) -> int:
     """Enqueue the ``top_k`` best configurations of ``prior``; returns how many were enqueued.
     Prior trials for which ``first`` is true come before the ranking (e.g. the model search's
     @champion architecture, which the ranking may put beyond ``top_k``).
+
+    ``others``: more prior studies of the same search on the same data (the policy search's
+    other folds). Then the ``top_k`` are taken in turn: the prior's best, each other study's
+    best, the prior's second, ... (a configuration already taken is skipped). Each enqueued
+    trial records the study it came from (``warm_start_from``).
 
     Works for any number of objectives (``rank_trials``). Only done once per study (a study
     that already has trials was warm-started or has its own history), so a resumed stage does
@@ -237,18 +243,25 @@ def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int,
     """
     if study.get_trials(deepcopy=False):
         return 0
+    queues: list[tuple[str, list[FrozenTrial]]] = []
+    for source in (prior, *others):
+        ranked = rank_trials(completed(source), source.directions)
+        if first is not None:
+            ranked.sort(key=lambda t: not first(t))  # stable: the ranking holds within each group
+        queues.append((source.study_name, ranked))
     seen: set[str] = set()
     n = 0
-    ranked = rank_trials(completed(prior), prior.directions)
-    if first is not None:
-        ranked.sort(key=lambda t: not first(t))  # stable: the ranking holds within each group
-    for t in ranked:
-        key = json.dumps(t.params, sort_keys=True)
-        if key in seen:
-            continue
-        seen.add(key)
-        study.enqueue_trial(t.params, user_attrs={"warm_start_from": prior.study_name})
-        n += 1
-        if n >= top_k:
-            break
+    for round_ in range(max(len(ranked) for _, ranked in queues)):
+        for name, ranked in queues:
+            if round_ >= len(ranked):
+                continue
+            t = ranked[round_]
+            key = json.dumps(t.params, sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            study.enqueue_trial(t.params, user_attrs={"warm_start_from": name})
+            n += 1
+            if n >= top_k:
+                return n
     return n

@@ -121,20 +121,40 @@ def test_interrupted_stage_resumes_without_losing_or_duplicating(
     assert len(trial_keys) == len(set(trial_keys)) == 10
 
 
-def test_new_data_warm_starts_from_the_prior_study(tmp_path: Path, params: Params) -> None:
+def _two_data_versions(tmp_path: Path, params: Params) -> dict:
+    """The stage on a first sample, then on a second one (a data update); the second's summary."""
     from pipeline.data import write_sample
 
     first, second = tiny_sample(seed=0), tiny_sample(seed=1)
     write_sample(first, tmp_path / "s1", seed=0, pool=first)
     write_sample(second, tmp_path / "s2", seed=0, pool=second)
     search_policy_stage(params, tmp_path / "s1", tmp_path / "o1", tmp_path / "cache", progress=False)
-    summary = search_policy_stage(params, tmp_path / "s2", tmp_path / "o2", tmp_path / "cache", progress=False)
+    return search_policy_stage(params, tmp_path / "s2", tmp_path / "o2", tmp_path / "cache", progress=False)
+
+
+def test_new_data_warm_starts_from_the_prior_study(tmp_path: Path, params: Params) -> None:
+    summary = _two_data_versions(tmp_path, params)
     assert summary["warm_started_trials"] == 2 * min(params.policy_search.warm_start, 5)
     storage = optuna.storages.RDBStorage(params.tracking.optuna_storage)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     assert len(names) == 4  # two splits x two data versions
     new = optuna.load_study(study_name=[n for n in names if summary["fingerprint"] in n][0], storage=storage)
     assert new.trials[0].user_attrs.get("warm_start_from")
+    # warm_all_folds: the prior's best of both folds, in turn, the fold's own first
+    sources = [t.user_attrs["warm_start_from"] for t in new.trials if "warm_start_from" in t.user_attrs]
+    own = new.study_name.replace(summary["fingerprint"], new.user_attrs["warm_started_from"].split("-")[2])
+    assert sources[0] == own == new.user_attrs["warm_started_from"]
+    assert set(sources) == {n for n in names if summary["fingerprint"] not in n}
+
+
+def test_without_warm_all_folds_a_fold_re_evaluates_only_its_own_prior(tmp_path: Path, params: Params) -> None:
+    params = params.model_copy(update={"policy_search": params.policy_search.model_copy(update={"warm_all_folds": False})})
+    summary = _two_data_versions(tmp_path, params)
+    storage = optuna.storages.RDBStorage(params.tracking.optuna_storage)
+    for name in [s.study_name for s in optuna.get_all_study_summaries(storage) if summary["fingerprint"] in s.study_name]:
+        study = optuna.load_study(study_name=name, storage=storage)
+        sources = {t.user_attrs["warm_start_from"] for t in study.trials if "warm_start_from" in t.user_attrs}
+        assert sources == {study.user_attrs["warm_started_from"]}
 
 
 def test_randaugment_method_runs_through_the_same_stage(tmp_path: Path, sample_dir: Path, params: Params) -> None:

@@ -1,0 +1,43 @@
+"""Warm start from several prior studies: the best of each in turn, the own study's first."""
+
+from __future__ import annotations
+
+import optuna
+
+from pipeline.search.studies import warm_start
+
+X = optuna.distributions.FloatDistribution(0, 10)
+
+
+def prior(name: str, scores: dict[float, float]) -> optuna.Study:
+    study = optuna.create_study(study_name=name, direction="maximize")
+    study.add_trials([optuna.trial.create_trial(params={"x": x}, distributions={"x": X}, value=v)
+                      for x, v in scores.items()])
+    return study
+
+
+def queued(study: optuna.Study) -> list[tuple[float, str]]:
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    return [(t.system_attrs["fixed_params"]["x"], t.user_attrs["warm_start_from"]) for t in waiting]
+
+
+def test_the_priors_best_are_taken_in_turn_and_a_configuration_only_once() -> None:
+    own = prior("fold1", {1.0: 0.9, 2.0: 0.8, 3.0: 0.7})
+    other = prior("fold0", {1.0: 0.95, 4.0: 0.85, 5.0: 0.6})  # its best is own's best: taken once
+    new = optuna.create_study(direction="maximize")
+    assert warm_start(new, own, 4, others=[other]) == 4
+    assert queued(new) == [(1.0, "fold1"), (2.0, "fold1"), (4.0, "fold0"), (3.0, "fold1")]
+
+
+def test_without_others_it_is_the_own_studys_top_k() -> None:
+    own = prior("fold1", {1.0: 0.9, 2.0: 0.8, 3.0: 0.7})
+    new = optuna.create_study(direction="maximize")
+    assert warm_start(new, own, 2) == 2
+    assert queued(new) == [(1.0, "fold1"), (2.0, "fold1")]
+
+
+def test_a_study_that_has_trials_is_not_warm_started_again() -> None:
+    own = prior("fold1", {1.0: 0.9})
+    new = optuna.create_study(direction="maximize")
+    warm_start(new, own, 1)
+    assert warm_start(new, own, 1, others=[prior("fold0", {4.0: 0.5})]) == 0
