@@ -56,6 +56,7 @@ from pipeline.search.studies import (
     completed,
     find_prior,
     fingerprint_of,
+    load_prior,
     own_best_value,
     pareto_front,
     rank_trials,
@@ -357,21 +358,12 @@ class StudyRunner:
         return study, warm, prior.study_name if prior is not None else None
 
     def _other_parts(self, prior: optuna.Study, part: int) -> list[optuna.Study]:
-        """The studies of the other parts on the prior's data (same stage and space), those
-        that exist and hold a finished trial."""
+        """The usable studies (``load_prior``) of the other parts on the prior's data, same
+        stage and space."""
         fingerprint = fingerprint_of(prior.study_name, self.method.stage)
-        found = []
-        for k, name in enumerate(self.method.parts()):
-            if k == part:
-                continue
-            try:
-                other = optuna.load_study(study_name=study_name(self.method.stage, self.space_hash, fingerprint, name),
-                                          storage=self.storage)
-            except KeyError:
-                continue
-            if completed(other) and other.user_attrs.get(FORMAT_ATTR, STUDY_FORMAT) == STUDY_FORMAT:
-                found.append(other)
-        return found
+        others = (load_prior(self.storage, study_name(self.method.stage, self.space_hash, fingerprint, name)).study
+                  for k, name in enumerate(self.method.parts()) if k != part)
+        return [other for other in others if other is not None]
 
     def budget(self, study: optuna.Study) -> int:
         """Trials the part runs: ``trials_per_part``, or its ``warm_budget`` share when the study

@@ -137,6 +137,13 @@ def find_prior(storage: optuna.storages.BaseStorage, stage: str, space: str, fin
                                f"{old.removeprefix(stage + '-').split('-')[0]} -> {space})")
         return Prior(None)
     _, name, n_trials = max(same)
+    return load_prior(storage, name, n_trials)
+
+
+def load_prior(storage: optuna.storages.BaseStorage, name: str, n_trials: int | None = None) -> Prior:
+    """The study ``name`` when a warm start can use it; otherwise why not: it is missing or
+    cannot be read, was written by an incompatible version, or has no finished trial
+    (``n_trials``: its trial count as a summary gave it, for the message)."""
     try:
         study = optuna.load_study(study_name=name, storage=storage)
         version = study.user_attrs.get(FORMAT_ATTR, STUDY_FORMAT)
@@ -147,7 +154,8 @@ def find_prior(storage: optuna.storages.BaseStorage, stage: str, space: str, fin
         return Prior(None, f"the prior study {name} was written by an incompatible version "
                            f"(format {version}, this version reads {STUDY_FORMAT})")
     if not finished:
-        return Prior(None, f"the prior study {name} has no finished trial ({n_trials} in all)")
+        return Prior(None, f"the prior study {name} has no finished trial "
+                           f"({len(study.get_trials(deepcopy=False)) if n_trials is None else n_trials} in all)")
     return Prior(study)
 
 
