@@ -50,7 +50,7 @@ from pipeline.hashing import canonical_json, digest
 from pipeline.models import build_model
 from pipeline.stages.retrain import read_chosen
 from pipeline.tracking import git_commit
-from pipeline.train import evaluate, train
+from pipeline.train import EpochMetrics, evaluate, train
 
 TORCHVISION = {
     "randaugment": lambda: v2.RandAugment(num_ops=2, magnitude=9),
@@ -136,6 +136,19 @@ class Ledger:
                 fh.flush()
 
 
+def epoch_line(name: str, seed: int) -> Callable[[EpochMetrics], None]:
+    """A trainer callback printing one line per epoch (a run is tens of minutes on 2 cores; a
+    log file shows how far it got and when it will end)."""
+
+    def report(m: EpochMetrics) -> None:
+        left = m.elapsed_s / m.epoch * (m.epochs - m.epoch)
+        print(f"  {name} seed {seed}: epoch {m.epoch}/{m.epochs} loss {m.train_loss:.4f} "
+              f"train acc {m.train_accuracy:.4f}  {m.images_per_s:.0f} img/s  "
+              f"{m.elapsed_s / 60:.1f} min, ~{left / 60:.0f} min left", flush=True)
+
+    return report
+
+
 def chosen_model(spec: str) -> tuple[Any, str]:
     """(config for build_model, a short label) from a chosen.json path (validated as `retrain`
     reads it) or a baseline name."""
@@ -215,7 +228,8 @@ def run(args: argparse.Namespace) -> None:
             else:
                 model = build_model(model_spec, num_classes=len(train_set.classes), seed=seed)
                 t0 = time.perf_counter()
-                train(model, train_set, recipe, augment=augment[name], device=device, seed=seed, progress=False)
+                train(model, train_set, recipe, augment=augment[name], device=device, seed=seed, progress=False,
+                      callback=epoch_line(name, seed))
                 mins = (time.perf_counter() - t0) / 60
                 acc = evaluate(model, test, tta_flip=recipe.tta, tta_translate=recipe.tta_translate,
                                precision=recipe.precision).accuracy

@@ -1,12 +1,14 @@
 """bench/policy.py's ledger: finished runs are kept, found again by setting, variant, policy file
-and seed, and a truncated line (a run killed while appending) does not stop the next invocation."""
+and seed, and a truncated line (a run killed while appending) does not stop the next invocation; the
+per-epoch progress line."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from bench.policy import Ledger, file_hash
+from bench.policy import Ledger, epoch_line, file_hash
+from pipeline.train import EpochMetrics
 
 SETTING = {"recipe": "retrain", "model": "airbench_like", "epochs": 30, "train_images": 50000,
            "test_images": 10000, "quick": False}
@@ -56,3 +58,11 @@ def test_without_a_file_the_ledger_keeps_runs_in_memory_only(tmp_path: Path) -> 
     ledger.add(entry("flipcrop", 0, 0.88))
     assert ledger.find(SETTING, "flipcrop", None, 0)["accuracy"] == 0.88
     assert not list(tmp_path.iterdir())
+
+
+def test_the_epoch_line_names_the_run_and_estimates_the_time_left(capsys) -> None:
+    epoch_line("found", 2)(EpochMetrics(epoch=3, epochs=30, train_loss=1.25, train_accuracy=0.5, eval_loss=None,
+                                        eval_accuracy=None, images_per_s=900.0, lr=0.1, elapsed_s=360.0))
+    out = capsys.readouterr().out
+    assert "found seed 2: epoch 3/30" in out
+    assert "6.0 min, ~54 min left" in out  # 2 min per epoch, 27 epochs to go
