@@ -53,7 +53,9 @@ def _check_pixels(upload: Upload, max_pixels: int) -> None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(upload.data)) as img:
                 width, height = img.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as exc:  # PIL's own limit, past twice Image.MAX_IMAGE_PIXELS
+        raise HTTPException(413, f"image {upload.filename!r} is too large to decode ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return  # decode_image reports it as not an image
     if width * height > max_pixels:
         raise HTTPException(

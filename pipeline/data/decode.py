@@ -6,7 +6,8 @@ Conversion rules (also in the README):
   white background; CMYK/YCbCr/LAB are converted with PIL's converters.
 - size: an image that is not 32x32 is resized so that its shorter side is 32 (bicubic, with
   PIL's antialiasing when shrinking) and then centre-cropped to 32x32, so the aspect ratio is
-  kept and nothing is stretched.
+  kept and nothing is stretched (past 1024:1 only the centre square is resampled, so memory
+  stays small whatever the shape).
 Files PIL cannot decode are reported as corrupt and skipped by the caller.
 """
 
@@ -65,14 +66,25 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+# Past this many pixels the intermediate (shorter side at 32) is not built: see _to_size.
+_MAX_INTERMEDIATE_PIXELS = 1 << 20
+
+
 def _to_size(img: Image.Image) -> Image.Image:
     w, h = img.size
     if (w, h) == (IMAGE_SIZE, IMAGE_SIZE):
         return img
     scale = IMAGE_SIZE / min(w, h)
     new_w, new_h = max(IMAGE_SIZE, round(w * scale)), max(IMAGE_SIZE, round(h * scale))
-    img = img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
     left, top = (new_w - IMAGE_SIZE) // 2, (new_h - IMAGE_SIZE) // 2
+    if new_w * new_h > _MAX_INTERMEDIATE_PIXELS:
+        # An extreme aspect ratio (over 1024:1): resizing the whole image would build e.g.
+        # 32 x 512M pixels for a 1 x 16M strip. Resample only the centre square's source region
+        # (the same mapping; PIL's rounding can differ by a level from the full resize).
+        sx, sy = w / new_w, h / new_h
+        box = (left * sx, top * sy, (left + IMAGE_SIZE) * sx, (top + IMAGE_SIZE) * sy)
+        return img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+    img = img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
     return img.crop((left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))
 
 

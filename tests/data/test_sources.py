@@ -150,3 +150,31 @@ def test_class_without_images_is_rejected(tmp_path: Path) -> None:
         _records(tree)
     with pytest.raises(DataError, match="train/empty_class"):
         _records(tar_tree(tree, tmp_path / "t.tgz"))
+
+
+def test_extreme_aspect_ratio_resamples_only_the_centre(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    # 2 x 4096 (2048:1): the shorter side at 32 would be 32 x 65536 pixels; a 1 x 16M strip,
+    # 32 x 512M. Only the centre square's source region may be resampled.
+    ramp = np.linspace(0, 255, 4096)[:, None, None] * np.ones((1, 2, 3))
+    img = Image.fromarray(ramp.round().astype(np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    sizes: list[tuple[int, int]] = []
+    resize = Image.Image.resize
+
+    def spy(self: Image.Image, size: tuple[int, int], *args: object, **kwargs: object) -> Image.Image:
+        sizes.append(tuple(size))  # type: ignore[arg-type]
+        return resize(self, size, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    pixels = decode_image(buf.getvalue(), "strip.png", DecodeReport())
+    monkeypatch.undo()
+    assert pixels is not None and pixels.shape == (32, 32, 3)
+    assert max(w * h for w, h in sizes) <= 32 * 32
+    # The same picture as the full resize and centre crop (which this size still allows).
+    full = img.resize((32, 65536), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    top = (65536 - 32) // 2
+    expected = np.asarray(full.crop((0, top, 32, top + 32)), dtype=int)
+    assert np.abs(pixels.astype(int) - expected).max() <= 1

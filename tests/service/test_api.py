@@ -81,6 +81,25 @@ def test_broken_pointer_is_503_not_a_traceback(published: Path, client: TestClie
     assert client.get("/policy").status_code == 200  # the policy pointer is fine
 
 
+def test_broken_published_files_are_503_not_500_or_422(published: Path, client: TestClient) -> None:
+    current = json.loads((published / "current.json").read_text())
+    policy_dir = published / "policies" / f"{current['policy']:04d}"
+    (policy_dir / "policy.json").write_text('{"sub_policies": "not a list"}')
+    # a published policy that is not one is the server's fault (503), not the caller's (422)
+    for response in (client.get("/policy"), client.get(f"/policies/{current['policy']}"),
+                     client.post("/augment", files={"image": ("a.png", image_bytes(), "image/png")})):
+        assert response.status_code == 503, response.request.url
+        assert detail(response).startswith(f"published folder: policy version {current['policy']}:")
+    meta_path = published / "models" / f"{current['model']:04d}" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["params"]
+    meta_path.write_text(json.dumps(meta))
+    for url in ("/model", "/models"):
+        response = client.get(url)
+        assert response.status_code == 503, url
+        assert detail(response) == f"published folder: model version {current['model']}: {meta_path} has no 'params'"
+
+
 # ------------------------------------------------------------------------------ policy
 
 
@@ -233,6 +252,17 @@ def test_predict_bad_input(published: Path, make_client: Callable[..., TestClien
     assert wrong_field.status_code == 422 and detail(wrong_field) == "missing form field 'files'"
     bad_k = client.post("/predict?top_k=0", files=files(good))
     assert bad_k.status_code == 422 and detail(bad_k).startswith("query parameter 'top_k'")
+
+
+def test_predict_refuses_what_pil_calls_a_bomb(
+    published: Path, make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # past twice PIL's own MAX_IMAGE_PIXELS, Image.open itself refuses: too large (413), not 415
+    client = make_client(published, max_image_pixels=10**9)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    response = client.post("/predict", files=files(("bomb.png", image_bytes((60, 60)))))
+    assert response.status_code == 413
+    assert detail(response).startswith("image 'bomb.png' is too large to decode")
 
 
 def test_request_body_limit(published: Path, make_client: Callable[..., TestClient]) -> None:
