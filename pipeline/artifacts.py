@@ -40,7 +40,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from pipeline.augment import Policy
+from pipeline.augment import Policy, PolicyError
 from pipeline.errors import AutoaugError, first_line
 from pipeline.files import write_text_atomic
 
@@ -111,25 +111,49 @@ class PolicyRecord(_Record):
 
     def policy_text(self) -> str:
         """policy.json as published (what the service serves byte for byte)."""
-        return self.policy_path.read_text()
+        try:
+            return self.policy_path.read_text()
+        except OSError as exc:
+            raise ArtifactError(f"policy version {self.version}: cannot read {self.policy_path}: "
+                                f"{first_line(exc)}") from exc
 
     def policy(self) -> Policy:
-        """The published policy, validated."""
-        return Policy.from_json(self.policy_text())
+        """The published policy, validated (ArtifactError when what was published is not one)."""
+        try:
+            return Policy.from_json(self.policy_text())
+        except PolicyError as exc:
+            raise ArtifactError(f"policy version {self.version}: {self.policy_path} is not a valid policy "
+                                f"({first_line(exc)})") from exc
 
 
 @dataclass(frozen=True)
 class ModelRecord(_Record):
     """One published model version."""
 
+    def _field(self, key: str) -> Any:
+        try:
+            return self.meta[key]
+        except KeyError:
+            raise ArtifactError(f"model version {self.version}: {self.path / META_FILE} has no {key!r}") from None
+
     @property
     def classes(self) -> list[str]:
-        return list(self.meta["classes"])
+        classes = self._field("classes")
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise ArtifactError(f"model version {self.version}: 'classes' must be a list of names")
+        return list(classes)
 
     @property
     def config(self) -> dict[str, Any] | str:
         """A search-space config dict or a baseline name (``pipeline.models.build_model``)."""
-        return copy.deepcopy(self.meta["config"])
+        return copy.deepcopy(self._field("config"))
+
+    def count(self, key: str) -> int:
+        """An integer of meta.json (``params``, ``macs``), ArtifactError when missing or not one."""
+        value = self._field(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            raise ArtifactError(f"model version {self.version}: {key!r} must be an integer, got {value!r}")
+        return int(value)
 
     @property
     def state_dict_path(self) -> Path:

@@ -1,7 +1,8 @@
 """Errors for people: every error answer is ``{"detail": "<one line>"}`` with a fitting status.
 
 - 4xx: the request is wrong (the line names the file, field or version);
-- 503: nothing published yet (the line says what to run) or the published folder is broken.
+- 503: nothing published yet (the line says what to run) or the published folder is broken
+  (a pointer to a lost version, a policy.json that is not a policy, a meta.json missing a field).
 Validation errors, which FastAPI reports as a list, are folded into their first line.
 """
 
@@ -13,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from pipeline.artifacts import UnknownVersionError
+from pipeline.artifacts import ArtifactError, UnknownVersionError
 from pipeline.augment import PolicyError
 from service.published import BrokenPublishError, NotPublishedError
 from service.schemas import ErrorOut
@@ -57,6 +58,11 @@ async def _broken(request: Request, exc: Exception) -> JSONResponse:
     return error_response(503, str(exc))
 
 
+async def _artifact(request: Request, exc: Exception) -> JSONResponse:
+    # a published version that cannot be read as the contract says: the server's data, not the request
+    return error_response(503, f"published folder: {exc}")
+
+
 async def _unknown_version(request: Request, exc: Exception) -> JSONResponse:
     return error_response(404, str(exc))
 
@@ -69,5 +75,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(NotPublishedError, _not_published)
     app.add_exception_handler(BrokenPublishError, _broken)
+    app.add_exception_handler(ArtifactError, _artifact)  # UnknownVersionError, a subclass, keeps 404
     app.add_exception_handler(UnknownVersionError, _unknown_version)
     app.add_exception_handler(PolicyError, _bad_policy)

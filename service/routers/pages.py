@@ -94,7 +94,7 @@ def index(request: Request, settings: SettingsDep, published: PublishedDep, snap
         "mlflow": mlflow,
         "model": model,
         "model_rows": lineage_rows(model.meta.get("lineage", {}), mlflow) if model else [],
-        "config_text": json.dumps(model.meta["config"], indent=1) if model else "",
+        "config_text": json.dumps(model.config, indent=1) if model else "",
         "policy": policy,
         "policy_run": run_link(mlflow, policy.meta.get("mlflow_run_id")) if policy else None,
         "sub_policies": policy.policy().sub_policies if policy else [],
