@@ -109,15 +109,21 @@ class Tracker:
 
     def champion_weights(self, champion: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
         """A registered version's saved weights (its retrain run's ``weights/model.pt``: config,
-        classes and state dict), the run's metrics and its data fingerprint."""
+        classes and state dict), its retrain metrics (``weights/metrics.json`` as the stage wrote
+        them, lineage included; rebuilt from the run's metrics and params for a run without it)
+        and its data fingerprint."""
         import torch
+        from mlflow.exceptions import MlflowException
 
         run = self.client.get_run(champion.run_id)
         with tempfile.TemporaryDirectory() as tmp:
             path = self.client.download_artifacts(champion.run_id, "weights/model.pt", tmp)
             saved = dict(torch.load(path, map_location="cpu", weights_only=True))
-        metrics: dict[str, Any] = dict(run.data.metrics)
-        metrics["tta"] = run.data.params.get("retrain.recipe.tta", "")
+            try:
+                path = self.client.download_artifacts(champion.run_id, "weights/metrics.json", tmp)
+                metrics = dict(json.loads(Path(path).read_text()))
+            except (OSError, ValueError, MlflowException):
+                metrics = _metrics_of_run(run)
         return saved, metrics, run.data.tags.get("autoaug.fingerprint", "")
 
     def champion_config(self, model_name: str) -> tuple[str, dict[str, Any] | None] | None:
@@ -336,3 +342,23 @@ class RunLogger:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
+
+
+_COUNTS = ("epochs", "train_images", "test_images", "params", "macs")
+
+
+def _metrics_of_run(run: Any) -> dict[str, Any]:
+    """A retrain run's metrics.json rebuilt from what MLflow keeps (floats, flat names, params
+    as strings): per-class accuracies regrouped, counts as integers, the TTA as retrain names it."""
+    logged = dict(run.data.metrics)
+    metrics: dict[str, Any] = {k: v for k, v in logged.items() if not k.startswith("class_accuracy.")}
+    per_class = {k.split(".", 1)[1]: v for k, v in logged.items() if k.startswith("class_accuracy.")}
+    if per_class:
+        metrics["per_class_accuracy"] = per_class
+    for key in _COUNTS:
+        if key in metrics:
+            metrics[key] = int(metrics[key])
+    flip = run.data.params.get("retrain.recipe.tta") == "True"
+    translate = run.data.params.get("retrain.recipe.tta_translate") == "True"
+    metrics["tta"] = "flip+translate" if flip and translate else "flip" if flip else "none"
+    return metrics

@@ -46,6 +46,24 @@ def decide(new_accuracy: float, champion_accuracy: float | None, margin: float) 
                    f"{champion_accuracy:.4f} by more than the margin {margin:.4f}")
 
 
+def champion_score(champion: Any, rescored: dict[str, Any] | None) -> tuple[float | None, str]:
+    """(the champion's accuracy to beat, where it comes from).
+
+    Retrain re-scores the champion on its own test split and TTA (``champion_rescored``); that
+    figure is used when it is for the champion of now. Otherwise the accuracy tagged on the
+    registered version, which was measured on the test split of its day. A champion with
+    neither (registered by hand) counts as none: never let a NaN make every new model look worse.
+    """
+    if champion is None:
+        return None, "no champion"
+    if rescored and str(rescored.get("version")) == str(champion.version) and rescored.get("test_accuracy") is not None:
+        return float(rescored["test_accuracy"]), f"champion version {champion.version} re-scored on this test split"
+    recorded = float(champion.tags.get("test_accuracy", "nan"))
+    if math.isnan(recorded):
+        return None, f"champion version {champion.version} has no test_accuracy tag and was not re-scored"
+    return recorded, f"champion version {champion.version}'s accuracy as registered, on the test split of its day"
+
+
 def publish_stage(params: Params, retrain_dir: str | os.PathLike[str], policy_dir: str | os.PathLike[str],
                   published_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Run the stage; returns the decision written to ``out_dir/decision.json``."""
@@ -58,17 +76,14 @@ def publish_stage(params: Params, retrain_dir: str | os.PathLike[str], policy_di
     version = metrics.get("model_version")
     accuracy = float(metrics["test_accuracy"])
     champion = tracker.champion(name)
-    champion_accuracy = None
-    if champion is not None:
-        # A champion without a recorded accuracy (registered by hand) counts as none: never
-        # let a NaN make every new model look worse.
-        recorded = float(champion.tags.get("test_accuracy", "nan"))
-        champion_accuracy = None if math.isnan(recorded) else recorded
+    champion_accuracy, basis = champion_score(champion, metrics.get("champion_rescored"))
     already = champion is not None and version is not None and str(champion.version) == str(version)
     if already:
         promote, reason = False, f"version {version} is already the champion"
     else:
         promote, reason = decide(accuracy, champion_accuracy, params.publish.margin)
+        if champion is not None:
+            reason += f" ({basis})"
     if promote and version is None:
         promote, reason = False, "the retrain registered no model version: nothing to promote"
     # What published/ must serve: the champion after this stage (this version when promoted or
@@ -85,8 +100,6 @@ def publish_stage(params: Params, retrain_dir: str | os.PathLike[str], policy_di
         run_ids["publish"] = run.run_id
         policy_record = _publish_policy_if_new(Path(published_dir), policy, policy_dir, policy_summary, fingerprint)
         model_record = None
-        if promote:
-            tracker.promote(name, str(version))
         # (Re)written whenever published/ holds another model, e.g. on a new volume.
         if serve is not None and _published_registry_version(Path(published_dir)) != serve:
             if serve == str(version):
@@ -99,13 +112,12 @@ def publish_stage(params: Params, retrain_dir: str | os.PathLike[str], policy_di
             model_record = artifacts.publish_model(
                 published_dir, model, config=saved["config"], classes=saved["classes"], fingerprint=served_fp,
                 metrics={k: served_metrics[k] for k in PUBLISHED_METRICS if k in served_metrics},
-                lineage={"mlflow_run_ids": run_ids if serve == str(version) else
-                         {"retrain": champion.run_id if champion is not None else None},
-                         "registry": {"name": name, "version": serve},
-                         "policy_version": policy_record.version if policy_record else None,
-                         "studies": {"search_policy": policy.metadata.get("studies", []),
-                                     "search_model": lineage.get("search_model_study")}},
+                lineage=(_lineage(run_ids, name, serve, policy_record.version if policy_record else None,
+                                  policy.metadata.get("studies", []), lineage)
+                         if serve == str(version) else _restored_lineage(champion, name, served_metrics)),
             )
+        if promote:  # after published/ is written: an interrupted publish is simply decided again
+            tracker.promote(name, str(version))
         if metrics.get("mlflow_run_id"):
             tracker.client.set_tag(str(metrics["mlflow_run_id"]), "autoaug.promoted", str(promote))
         decision = {"promoted": promote, "reason": reason, "test_accuracy": accuracy,
@@ -119,6 +131,22 @@ def publish_stage(params: Params, retrain_dir: str | os.PathLike[str], policy_di
         run.log_dict(decision, "decision.json")
         write_text_atomic(out / "decision.json", json.dumps(decision, indent=2) + "\n")
     return decision
+
+
+def _lineage(run_ids: dict[str, Any], name: str, version: str, policy_version: int | None,
+             policy_studies: list[Any], retrain_lineage: dict[str, Any]) -> dict[str, Any]:
+    return {"mlflow_run_ids": run_ids, "registry": {"name": name, "version": version},
+            "policy_version": policy_version,
+            "studies": {"search_policy": policy_studies, "search_model": retrain_lineage.get("search_model_study")}}
+
+
+def _restored_lineage(champion: Any, name: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The kept champion's own lineage (from its retrain run), not this run's: its policy may
+    never have been published here, so no policy version is claimed."""
+    own = dict(metrics.get("lineage") or {})
+    run_ids = {"search_model": own.get("search_model_run"), "retrain": champion.run_id}
+    return {**_lineage(run_ids, name, str(champion.version), None, own.get("policy_studies", []), own),
+            "restored_from_registry": True}
 
 
 PUBLISHED_METRICS = ("test_accuracy", "per_class_accuracy", "tta", "latency_ms_batch1", "latency_ms_batch256",

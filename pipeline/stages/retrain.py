@@ -28,7 +28,7 @@ from pipeline.artifacts import NormalisedClassifier
 from pipeline.config import Params
 from pipeline.data import ImageSet, RawStore
 from pipeline.device import pick_device
-from pipeline.errors import DataError
+from pipeline.errors import DataError, first_line
 from pipeline.files import atomic_path, write_text_atomic
 from pipeline.hashing import json_digest
 from pipeline.models import ModelConfigError, build_model, count_macs, count_params, validate_config
@@ -91,6 +91,37 @@ def champion_start(tracker: Tracker, model_name: str, config: Any, classes: list
     return str(champion.version), saved["state_dict"]
 
 
+def score_champion(tracker: Tracker, model_name: str, test_set: ImageSet, recipe: Any,
+                   device: torch.device) -> dict[str, Any] | None:
+    """The @champion's accuracy on today's test split with today's TTA, or None (no champion).
+
+    The accuracy tagged on a registered version was measured on the test split of its day; after
+    a data update (more test images) or a TTA change it is not comparable, so publish compares
+    the new model with this re-score. ``test_accuracy`` is None (said why) when the champion's
+    weights cannot be read or its classes are not today's.
+    """
+    from mlflow.exceptions import MlflowException
+
+    champion = tracker.champion(model_name)
+    if champion is None:
+        return None
+    version = str(champion.version)
+    try:
+        saved, _, _ = tracker.champion_weights(champion)
+    except (MlflowException, OSError) as exc:
+        print(f"{STAGE}: cannot re-score the champion (version {version}): its weights are unreadable "
+              f"({first_line(exc)})", flush=True)
+        return {"version": version, "test_accuracy": None, "note": "weights unreadable"}
+    if list(saved.get("classes", [])) != list(test_set.classes):
+        return {"version": version, "test_accuracy": None, "note": "other classes"}
+    model = build_model(saved["config"], num_classes=len(saved["classes"]))
+    model.load_state_dict(saved["state_dict"])
+    scored = evaluate(model.to(device), test_set, tta_flip=recipe.tta, tta_translate=recipe.tta_translate,
+                      precision=recipe.precision)
+    print(f"{STAGE}: the champion (version {version}) scores {scored.accuracy:.4f} on this test split", flush=True)
+    return {"version": version, "test_accuracy": scored.accuracy}
+
+
 def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path: str | os.PathLike[str],
                   policy_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                   progress: bool = True) -> dict[str, Any]:
@@ -140,6 +171,7 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
         confusion = confusion_matrix(test_set, scored.predictions)
         per_class = {c: float(confusion[i, i] / max(int(confusion[i].sum()), 1))
                      for i, c in enumerate(test_set.classes)}
+        rescored = score_champion(tracker, params.tracking.registered_model, test_set, recipe, device)
         model_cpu = model.to("cpu")
         metrics = {
             "test_accuracy": scored.accuracy,
@@ -155,6 +187,7 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
             "train_images": len(train_set),
             "epochs": recipe.epochs,
             "warm_start_from_version": warm_from,
+            "champion_rescored": rescored,
             "fingerprint": fingerprint,
             "store_content_hash": store.content_hash(),
             "device": device.type,
@@ -177,6 +210,7 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
             run.log_dict(policy.to_dict(), "policy.json")
         run.log_dict({"config": config, "classes": train_set.classes}, "model_config.json")
         run.log_artifact(out / "model.pt", "weights")  # publish restores a champion from it
+        run.log_dict({**metrics, "lineage": lineage}, "weights/metrics.json")  # and its metrics and lineage
         version = run.log_model(NormalisedClassifier(model_cpu).eval(), name="model", example=test_set.images[:4],
                                 registered_model=params.tracking.registered_model,
                                 tags={"test_accuracy": scored.accuracy, "fingerprint": fingerprint})

@@ -21,7 +21,7 @@ from pipeline.artifacts import (
 from pipeline.augment import Policy
 from pipeline.config import Params
 from pipeline.errors import DataError
-from pipeline.stages.publish import decide, publish_stage
+from pipeline.stages.publish import champion_score, decide, publish_stage
 from pipeline.tracking import EXPERIMENT_KIND, MODEL_DEVELOPMENT, Tracker
 
 from ..data.trees import CLASSES
@@ -44,6 +44,21 @@ def test_decide(new: float, champion: float | None, margin: float, promote: bool
     promoted, reason = decide(new, champion, margin)
     assert promoted is promote
     assert fragment in reason
+
+
+def test_the_champion_is_judged_on_todays_test_split_when_retrain_rescored_it() -> None:
+    from types import SimpleNamespace
+
+    champion = SimpleNamespace(version=3, tags={"test_accuracy": "0.91"})  # measured on an older split
+    assert champion_score(None, None) == (None, "no champion")
+    accuracy, basis = champion_score(champion, {"version": "3", "test_accuracy": 0.87})
+    assert accuracy == 0.87 and "re-scored on this test split" in basis
+    # a re-score of another version (the alias moved since), or none possible: the registered tag
+    for rescored in ({"version": "2", "test_accuracy": 0.5}, {"version": "3", "test_accuracy": None}, None):
+        accuracy, basis = champion_score(champion, rescored)
+        assert accuracy == 0.91 and "as registered, on the test split of its day" in basis
+    untagged = SimpleNamespace(version=3, tags={})
+    assert champion_score(untagged, None) == (None, "champion version 3 has no test_accuracy tag and was not re-scored")
 
 
 def fake_retrain(folder: Path, params: Params, *, accuracy: float, seed: int, like: dict[str, Any]) -> dict[str, Any]:
@@ -106,6 +121,7 @@ def test_the_champion_moves_only_to_a_better_model(
     decision = publish_stage(params, tmp_path / "r2", policy_dir, root, tmp_path / "p3")
     assert decision["promoted"] is False and "kept the champion" in decision["reason"]
     assert decision["champion_accuracy_before"] == pytest.approx(accuracy)
+    assert "as registered, on the test split of its day" in decision["reason"]  # the fake did not re-score
     assert str(decision["champion_version"]) == "1" and decision["model_version"] == "2"
     assert json.loads((tmp_path / "p3" / "decision.json").read_text()) == decision
     assert str(tracker.champion(name).version) == "1"
@@ -170,3 +186,45 @@ def test_publishing_the_champion_into_an_empty_folder_writes_it(
     publish_stage(params, tmp_path / "r1", policy_dir, tmp_path / "new", tmp_path / "p2")
     assert current_policy(tmp_path / "new") is not None
     assert current_model(tmp_path / "new") is not None, "published/ lacks the registry's champion"
+
+
+def test_a_kept_champion_restored_from_the_registry_keeps_its_own_metrics_and_lineage(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.stages.retrain import retrain_stage
+
+    from .conftest import make_store, write_chosen
+
+    skip_requirements_inference(monkeypatch)
+    params = stage_params(tmp_path, mlflow_uri)
+    policy_dir = write_policy_dir(tmp_path / "sp")
+    first = retrain_stage(params, make_store(tmp_path), write_chosen(tmp_path / "chosen.json", tiny_config()),
+                          policy_dir / "policy.json", tmp_path / "r1", progress=False)
+    assert publish_stage(params, tmp_path / "r1", policy_dir, tmp_path / "old", tmp_path / "p1")["promoted"]
+    # a worse model, published into an empty folder (a new volume): the champion comes from the registry
+    fake_retrain(tmp_path / "r2", params, accuracy=first["test_accuracy"] / 2, seed=3, like=first)
+    decision = publish_stage(params, tmp_path / "r2", policy_dir, tmp_path / "new", tmp_path / "p2")
+    assert decision["promoted"] is False and decision["champion_version"] == str(first["model_version"])
+    restored, original = current_model(tmp_path / "new"), current_model(tmp_path / "old")
+    assert restored is not None and original is not None
+    assert restored.meta["metrics"] == original.meta["metrics"]  # per-class accuracies, TTA name, integer counts
+    assert restored.meta["metrics"]["tta"] == "flip" and isinstance(restored.meta["metrics"]["epochs"], int)
+    lineage = restored.meta["lineage"]
+    assert lineage["registry"] == {"name": params.tracking.registered_model, "version": str(first["model_version"])}
+    assert lineage["mlflow_run_ids"]["retrain"] == first["mlflow_run_id"]  # its own run, not the worse model's
+    assert lineage["studies"]["search_policy"] == first["lineage"]["policy_studies"]
+    assert lineage["policy_version"] is None and lineage["restored_from_registry"] is True
+    assert same_weights(restored.load(), tmp_path / "r1" / "model.pt")
+
+
+def test_a_run_without_metrics_json_has_them_rebuilt_from_mlflow() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.tracking import _metrics_of_run
+
+    run = SimpleNamespace(data=SimpleNamespace(
+        metrics={"test_accuracy": 0.9, "epochs": 30.0, "train_images": 50000.0, "class_accuracy.cat": 0.8,
+                 "class_accuracy.dog": 0.85},
+        params={"retrain.recipe.tta": "True", "retrain.recipe.tta_translate": "False"}))
+    assert _metrics_of_run(run) == {"test_accuracy": 0.9, "epochs": 30, "train_images": 50000, "tta": "flip",
+                                    "per_class_accuracy": {"cat": 0.8, "dog": 0.85}}

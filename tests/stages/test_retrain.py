@@ -189,6 +189,7 @@ def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architectur
     first = retrain_stage(params, store, chosen, policy, tmp_path / "r1", progress=False)
     assert "no @champion" in capsys.readouterr().out
     assert first["epochs"] == 2 and first["warm_start_from_version"] is None
+    assert first["champion_rescored"] is None
 
     tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
     assert tracker.champion_config(params.tracking.registered_model) is None
@@ -198,6 +199,9 @@ def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architectur
     second = retrain_stage(params, store, chosen, policy, tmp_path / "r2", progress=False)
     assert "starting from the champion's weights" in capsys.readouterr().out
     assert second["epochs"] == 1 and second["warm_start_from_version"] == str(first["model_version"])
+    # publish compares with the champion re-scored on this test split: the same weights, the same score
+    assert second["champion_rescored"] == {"version": str(first["model_version"]),
+                                           "test_accuracy": pytest.approx(first["test_accuracy"], abs=1e-9)}
     champion = torch.load(tmp_path / "r1" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(starts[1][k], v) for k, v in champion.items())  # trained on from its weights
     assert lrs == [pytest.approx(params.retrain.recipe.lr), pytest.approx(params.retrain.recipe.lr * 0.1)]
