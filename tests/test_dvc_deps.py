@@ -91,3 +91,31 @@ def test_code_deps_are_the_stage_modules_import_closure(stage: str) -> None:
         f"missing {sorted(map(str, closure - _covered(listed)))}, "
         f"not run {sorted(map(str, _covered(listed) - closure))}"
     )
+
+
+def params_read(path: Path) -> set[str]:
+    """The params.yaml keys a stage module reads as ``params.<section>[.<key>]`` (a method such as
+    ``model_dump`` or a whole section taken as ``cfg = params.<section>`` counts as the section)."""
+    tree = ast.parse(path.read_text())
+    inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    keys: set[str] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or id(node) in inner:
+            continue
+        parts, base = [], node
+        while isinstance(base, ast.Attribute):
+            parts.insert(0, base.attr)
+            base = base.value
+        if isinstance(base, ast.Name) and base.id == "params":
+            parts = [p for p in parts if p not in ("model_dump", "model_copy")][:2]
+            keys.add(".".join(parts))
+    return keys
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_params_a_stage_reads_are_its_dvc_params(stage: str) -> None:
+    # Otherwise changing such a key in params.yaml would not re-run the stage that reads it.
+    listed = [str(p) for p in STAGES[stage].get("params", [])]
+    read = params_read(REPO / "pipeline" / "stages" / f"{stage}.py")
+    missing = sorted(k for k in read if not any(k == p or k.startswith(p + ".") for p in listed))
+    assert not missing, f"dvc.yaml stage {stage!r} reads params {missing} that it does not list"
