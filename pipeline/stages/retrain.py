@@ -152,7 +152,11 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
     tags = {"autoaug.fingerprint": fingerprint, "autoaug.device": device.type,
             "autoaug.search_model_run": lineage["search_model_run"] or "",
             **({"autoaug.warm_start_from": f"{params.tracking.registered_model}@{warm_from}"} if warm_from else {})}
-    resume_key = f"{STAGE}-{fingerprint}-{json_digest(config)}" + (f"-from{warm_from}" if warm_from else "")
+    # An interrupted run is resumed only by the same training: the same architecture, recipe, policy
+    # and data (a resumed run keeps its first attempt's params, so they must still be true).
+    what = {"config": config, "retrain": cfg.model_dump(), "store": store.content_hash(),
+            "policy": policy.to_dict() if policy is not None else None}
+    resume_key = f"{STAGE}-{fingerprint}-{json_digest(what)}" + (f"-from{warm_from}" if warm_from else "")
     with tracker.stage_run(STAGE, resume_key=resume_key, tags=tags,
                            params={"retrain": cfg.model_dump(), "config": config,
                                    "train_images": len(train_set)}) as run:

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial
 
 import pipeline.stages.retrain as retrain
 from pipeline.artifacts import NormalisedClassifier
+from pipeline.augment import Policy
 from pipeline.errors import ConfigError, DataError
 from pipeline.models import build_model, count_macs, count_params, suggest_config
 from pipeline.search.model import Candidate
@@ -272,3 +273,37 @@ def test_search_model_keeps_the_champions_architecture_within_keep_champion_poin
     off = params.model_copy(update={"model_search": params.model_search.model_copy(
         update={"choose": params.model_search.choose.model_copy(update={"keep_champion_points": None})})})
     assert keep_or_choose(off, pick, champion, trials) is None
+
+
+def test_an_interrupted_retrain_resumes_its_run_only_for_the_same_training(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A resumed run keeps its first attempt's params: a rerun with another recipe or policy must
+    # get its own run, or MLflow would show the old epochs/policy beside the new run's metrics.
+    from .conftest import make_store
+
+    params = stage_params(tmp_path, mlflow_uri)
+    store, chosen = make_store(tmp_path), write_chosen(tmp_path / "chosen.json", tiny_config())
+    policy = write_policy_dir(tmp_path / "policy") / "policy.json"
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(retrain, "train", interrupted)
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+
+    def attempt(p: Any, policy_path: Path) -> str:
+        with pytest.raises(KeyboardInterrupt):
+            retrain_stage(p, store, chosen, policy_path, tmp_path / "out", progress=False)
+        runs = tracker.client.search_runs([tracker.experiment_id("retrain")], order_by=["attributes.start_time DESC"])
+        return runs[0].info.run_id
+
+    first = attempt(params, policy)
+    assert attempt(params, policy) == first  # the same training: the interrupted run goes on
+    longer = params.model_copy(update={"retrain": params.retrain.model_copy(
+        update={"recipe": params.retrain.recipe.model_copy(update={"epochs": 3})})})
+    second = attempt(longer, policy)
+    assert second != first and attempt(longer, policy) == second
+    other_policy = write_policy_dir(tmp_path / "other", Policy([[("Rotate", 0.9, 0.9)]])) / "policy.json"
+    assert attempt(params, other_policy) not in (first, second)
+    assert tracker.client.get_run(first).data.params["retrain.recipe.epochs"] == "2"
