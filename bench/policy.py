@@ -159,6 +159,30 @@ def chosen_model(spec: str) -> tuple[Any, str]:
     return config, config if isinstance(config, str) else f"chosen({chosen.get('params', '?')} params)"
 
 
+def plot_runs(results: dict[str, list[float]], title: str, path: Path) -> None:
+    """Every seed's test accuracy as a dot and each variant's mean as a bar, the dashed line at
+    flip/crop's mean: how far apart the variants are, next to how far the seeds spread."""
+    from pipeline.report import figures
+
+    with figures() as plt:
+        fig, ax = plt.subplots(figsize=(1.3 * len(results) + 2, 4.2))
+        for i, accs in enumerate(results.values()):
+            mean = statistics.mean(accs)
+            ax.hlines(mean, i - 0.3, i + 0.3, color="black", linewidth=2)
+            ax.scatter([i] * len(accs), accs, s=28, alpha=0.7, zorder=3)
+            ax.text(i + 0.33, mean, f"{mean:.4f}\nn={len(accs)}", fontsize=7, va="center")
+        if "flipcrop" in results:
+            ax.axhline(statistics.mean(results["flipcrop"]), color="grey", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(results)), list(results), rotation=20, fontsize=8)
+        ax.set_ylabel("CIFAR-10 test accuracy")
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
+
+
 def main() -> None:
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--policy", action="append", default=None, metavar="NAME=PATH",
@@ -176,7 +200,13 @@ def main() -> None:
     p.add_argument("--ledger", default=None, metavar="FILE",
                    help="JSON lines of finished runs: runs it holds are not trained again, and the report uses them")
     p.add_argument("--rerun", action="store_true", help="with --ledger: train every run even if the ledger holds it")
+    p.add_argument("--report", action="store_true",
+                   help="with --ledger: train nothing; report what the ledger holds and list the runs it lacks")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="also draw every seed's accuracy and each variant's mean (a PNG)")
     args = p.parse_args()
+    if args.report and not args.ledger:
+        p.error("--report reads the runs from --ledger FILE; give one")
     run(args)
 
 
@@ -218,9 +248,13 @@ def run(args: argparse.Namespace) -> None:
     ledger = Ledger(args.ledger)
     results: dict[str, list[float]] = {}
     minutes: dict[str, list[float]] = {}
+    missing: list[str] = []
     for name in names:
         for seed in seeds:
             done = None if args.rerun else ledger.find(setting, name, hashes.get(name), seed)
+            if done is None and args.report:
+                missing.append(f"{name} seed {seed}")
+                continue
             if done is not None:
                 acc, mins = done["accuracy"], done["minutes"]
                 print(f"{name:14s} seed {seed}: test accuracy {acc:.4f}  ({mins:.1f} min, from the ledger: "
@@ -242,6 +276,13 @@ def run(args: argparse.Namespace) -> None:
             minutes.setdefault(name, []).append(mins)
     print(f"\nrecipe {args.recipe}: model {label}, {recipe.epochs} epochs, {len(train_set)} training images, "
           f"{len(test)} test images")
+    if missing:
+        print(f"not in the ledger (not run yet): {', '.join(missing)}")
+    if not results:
+        raise SystemExit(f"{args.ledger}: no run of this setting ({canonical_json(setting)})")
+    if args.plot:
+        plot_runs(results, f"{args.recipe} recipe: {label}, {recipe.epochs} epochs, {len(train_set)} training images",
+                  Path(args.plot))
     print(f"{'variant':14s} {'mean':>7s} {'std':>7s}  per seed")
     for name, accs in results.items():
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0

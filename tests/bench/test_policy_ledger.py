@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.policy import Ledger, epoch_line, file_hash
+from bench.policy import Ledger, epoch_line, file_hash, plot_runs
 from pipeline.train import EpochMetrics
 
 SETTING = {"recipe": "retrain", "model": "airbench_like", "epochs": 30, "train_images": 50000,
@@ -66,3 +66,27 @@ def test_the_epoch_line_names_the_run_and_estimates_the_time_left(capsys) -> Non
     out = capsys.readouterr().out
     assert "found seed 2: epoch 3/30" in out
     assert "6.0 min, ~54 min left" in out  # 2 min per epoch, 27 epochs to go
+
+
+def test_the_plot_shows_every_seed_and_each_mean(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    path = tmp_path / "plots" / "policy.png"
+    plot_runs({"flipcrop": [0.885, 0.888], "found": [0.889], "randaugment": [0.884, 0.886, 0.889]}, "retrain", path)
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[0] > 200 and pixels.shape[1] > 400
+    assert pixels[..., :3].std() > 0.05  # something was drawn, not a blank canvas
+
+
+def test_report_without_a_ledger_is_refused_before_loading_data(monkeypatch, capsys) -> None:
+    import sys
+
+    import pytest
+
+    import bench.policy
+
+    monkeypatch.setattr(sys, "argv", ["policy", "--data", "/nonexistent", "--report"])
+    monkeypatch.setattr(bench.policy, "run", lambda args: pytest.fail("ran without a ledger"))
+    with pytest.raises(SystemExit):
+        bench.policy.main()
+    assert "--report reads the runs from --ledger FILE" in capsys.readouterr().err
