@@ -406,6 +406,16 @@ def test_settings_from_environment_and_options(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.delenv("AUTOAUG_PORT")
     with pytest.raises(ConfigError, match="device .* expected cpu, cuda"):
         load_settings(device="tpu")
+    # an accelerator the machine lacks: refused at start-up, naming what it has (machine-independent:
+    # cuda:N with N = the device count never exists)
+    import torch
+
+    missing = f"cuda:{torch.cuda.device_count() if torch.cuda.is_available() else 0}"
+    monkeypatch.setenv("AUTOAUG_DEVICE", missing)
+    with pytest.raises(ConfigError, match=rf"device \(AUTOAUG_DEVICE\) = '{missing}': .*this machine has .*use cpu or auto"):
+        load_settings()
+    monkeypatch.delenv("AUTOAUG_DEVICE")
+    assert load_settings(device="auto").torch_device() in ("cpu", "cuda")
 
 
 def test_openapi_documents_every_endpoint(client: TestClient) -> None:
