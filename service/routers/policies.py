@@ -29,8 +29,12 @@ NOT_MODIFIED: Responses = {304: {"description": "If-None-Match named the current
 VersionPath = Annotated[int, Path(ge=1, description="policy version (1, 2, ...)")]
 
 
-def policy_etag(record: PolicyRecord, text: str) -> str:
-    return make_etag("policy", record.version, hashlib.sha256(text.encode()).hexdigest())
+def policy_etag(record: PolicyRecord, text: str, current: bool = True) -> str:
+    """The body says whether the version is the current one, so the tag does too: a client
+    revalidating /policies/N after a newer publish gets a 200 with ``current: false``, not a 304
+    that keeps its stale ``current: true``."""
+    return make_etag("policy" if current else "policy-superseded", record.version,
+                     hashlib.sha256(text.encode()).hexdigest())
 
 
 def summary_out(request: Request, record: PolicyRecord, current: int | None) -> PolicySummaryOut:
@@ -50,7 +54,7 @@ def summary_out(request: Request, record: PolicyRecord, current: int | None) -> 
 
 def _answer(request: Request, response: Response, record: PolicyRecord, current: int | None) -> PolicyOut | Response:
     text = record.policy_text()
-    etag = policy_etag(record, text)
+    etag = policy_etag(record, text, record.version == current)
     if matches(request, etag):
         return not_modified(etag, REVALIDATE)
     response.headers["ETag"] = etag

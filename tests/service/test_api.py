@@ -125,6 +125,16 @@ def test_policy_with_provenance_and_etag(published: Path, client: TestClient) ->
     assert fresh.status_code == 200 and fresh.json()["version"] == 2 and fresh.headers["etag"] != etag
 
 
+def test_a_version_superseded_after_it_was_fetched_is_not_304(published: Path, client: TestClient) -> None:
+    first = client.get("/policies/1")
+    assert first.json()["current"] is True
+    add_policy(published, magnitude=0.9)  # version 1 is no longer the current policy
+    again = client.get("/policies/1", headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 200 and again.json()["current"] is False
+    assert again.headers["etag"] != first.headers["etag"]
+    assert client.get("/policies/1", headers={"If-None-Match": again.headers["etag"]}).status_code == 304
+
+
 def test_policy_history_and_versions(published: Path, client: TestClient) -> None:
     add_policy(published, magnitude=0.9, grid=False)
     history = client.get("/policies").json()
