@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -60,14 +61,16 @@ def default_cache_dir() -> Path:
 
 
 def policy_url(url: str) -> str:
-    """The service's base URL -> its ``/policy`` endpoint; any other URL is used as given
-    (e.g. ``.../policies/3`` for a fixed version)."""
+    """The service's base URL -> its ``/policy`` endpoint, also under a path prefix (a reverse
+    proxy's ``https://host/autoaug/``); an endpoint URL (``.../policy``, ``.../policies/3`` for a
+    fixed version) is used as given."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise PolicyFetchError(f"{url!r} is not an http(s) URL of the autoaug service")
-    if parts.path in ("", "/"):
-        return urllib.parse.urlunsplit(parts._replace(path="/policy"))
-    return url
+    path = parts.path.rstrip("/")
+    if path.endswith("/policy") or re.search(r"/policies/\d+$", path):
+        return url
+    return urllib.parse.urlunsplit(parts._replace(path=path + "/policy"))
 
 
 def _cache_file(cache_dir: Path, url: str) -> Path:

@@ -93,5 +93,10 @@ def test_policy_url() -> None:
     assert policy_url("http://host:8000") == "http://host:8000/policy"
     assert policy_url("http://host:8000/") == "http://host:8000/policy"
     assert policy_url("https://h/x/policies/3") == "https://h/x/policies/3"
+    assert policy_url("http://host:8000/policy") == "http://host:8000/policy"
+    # behind a reverse proxy under a path prefix: still the service's base URL
+    assert policy_url("https://h/autoaug/") == "https://h/autoaug/policy"
+    assert policy_url("https://h/autoaug") == "https://h/autoaug/policy"
+    assert policy_url("https://h/autoaug/policy?x=1") == "https://h/autoaug/policy?x=1"
     with pytest.raises(PolicyFetchError, match="not an http"):
         policy_url("ftp://host/policy")
