@@ -101,7 +101,7 @@ def publish_stage(params: Params, retrain_dir: str | os.PathLike[str], policy_di
         policy_record = _publish_policy_if_new(Path(published_dir), policy, policy_dir, policy_summary, fingerprint)
         model_record = None
         # (Re)written whenever published/ holds another model, e.g. on a new volume.
-        if serve is not None and _published_registry_version(Path(published_dir)) != serve:
+        if serve is not None and _published_registry_version(Path(published_dir)) != (name, serve):
             if serve == str(version):
                 saved, served_metrics, served_fp = _local_weights(retrain_dir), metrics, fingerprint
             else:
@@ -153,12 +153,17 @@ PUBLISHED_METRICS = ("test_accuracy", "per_class_accuracy", "tta", "latency_ms_b
                      "train_minutes", "epochs", "train_images")
 
 
-def _published_registry_version(root: Path) -> str | None:
+def _published_registry_version(root: Path) -> tuple[str, str] | None:
+    """(registered model name, version) of the model published/ serves: version 3 of another
+    registered model (tracking.registered_model renamed, a folder shared by two pipelines) is
+    another model."""
     record = artifacts.current_model(root)
     if record is None:
         return None
-    version = record.meta.get("lineage", {}).get("registry", {}).get("version")
-    return str(version) if version is not None else None
+    registry = record.meta.get("lineage", {}).get("registry", {})
+    if registry.get("version") is None:
+        return None
+    return str(registry.get("name")), str(registry["version"])
 
 
 def _local_weights(retrain_dir: Path) -> dict[str, Any]:

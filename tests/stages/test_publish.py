@@ -188,6 +188,23 @@ def test_publishing_the_champion_into_an_empty_folder_writes_it(
     assert current_model(tmp_path / "new") is not None, "published/ lacks the registry's champion"
 
 
+def test_another_registered_models_champion_with_the_same_version_number_is_published(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    skip_requirements_inference(monkeypatch)
+    first, second = stage_params(tmp_path, mlflow_uri), stage_params(tmp_path, mlflow_uri)  # two registered models
+    policy_dir = write_policy_dir(tmp_path / "sp")
+    fake_retrain(tmp_path / "r1", first, accuracy=0.6, seed=1, like={"fingerprint": "f1ngerpr1nt"})
+    fake_retrain(tmp_path / "r2", second, accuracy=0.5, seed=2, like={"fingerprint": "f1ngerpr1nt"})
+    assert publish_stage(first, tmp_path / "r1", policy_dir, tmp_path / "published", tmp_path / "p1")["promoted"]
+    decision = publish_stage(second, tmp_path / "r2", policy_dir, tmp_path / "published", tmp_path / "p2")
+    assert decision["promoted"] and decision["champion_version"] == "1"  # version 1 again, of the other model
+    served = current_model(tmp_path / "published")
+    assert served is not None and served.meta["lineage"]["registry"] == {
+        "name": second.tracking.registered_model, "version": "1"}
+    assert same_weights(served.load(), tmp_path / "r2" / "model.pt")
+
+
 def test_a_kept_champion_restored_from_the_registry_keeps_its_own_metrics_and_lineage(
     tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
