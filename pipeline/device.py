@@ -4,6 +4,7 @@ Every stage, benchmark and the trainer ask here instead of testing ``torch.cuda.
 themselves, so a new rule (another accelerator, a precision fallback) is one edit.
 
 - ``pick_device``: an explicit choice, else CUDA when there is one, else the CPU.
+- ``missing_device``: why an explicitly named accelerator is not on this machine (None when it is).
 - ``model_device``: for training, an explicit choice, else where the model already is when that
   is an accelerator (a caller that moved it there meant it), else ``pick_device()``.
 - ``parameter_device``: where a model's parameters are; ``evaluate`` measures a model there
@@ -26,6 +27,7 @@ __all__ = [
     "autocast",
     "autocast_dtype",
     "cpu_has_fast_bf16",
+    "missing_device",
     "model_device",
     "parameter_device",
     "pick_device",
@@ -37,6 +39,18 @@ def pick_device(preferred: str | torch.device | None = None) -> torch.device:
     if preferred is not None:
         return torch.device(preferred)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def missing_device(name: str) -> str | None:
+    """None when ``name`` (cpu, cuda, cuda:N, mps) exists here, else what this machine has instead."""
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            return f"{count} CUDA device(s) (cuda:0..cuda:{count - 1})" if count else "no CUDA device"
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        return "no MPS device"
+    return None
 
 
 def parameter_device(model: nn.Module) -> torch.device:

@@ -40,19 +40,12 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", value):
             raise ValueError(f"expected cpu, cuda, cuda:N, mps or auto, got {value!r}")
         # Asked for an accelerator this machine lacks: say so at start-up, not at the first request.
-        if value.startswith("cuda"):
-            import torch
+        if value not in ("auto", "cpu"):  # cpu is always there (and needs no torch import)
+            from pipeline.device import missing_device
 
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            index = int(value.partition(":")[2] or 0)
-            if index >= count:
-                have = f"{count} CUDA device(s) (cuda:0..cuda:{count - 1})" if count else "no CUDA device"
+            have = missing_device(value)
+            if have is not None:
                 raise ValueError(f"{value} asked for, but this machine has {have}; use cpu or auto")
-        elif value == "mps":
-            import torch
-
-            if not torch.backends.mps.is_available():
-                raise ValueError("mps asked for, but this machine has no MPS device; use cpu or auto")
         return value
 
     @field_validator("mlflow_ui_url")
@@ -73,9 +66,9 @@ class Settings(BaseSettings):
     def torch_device(self) -> str:
         if self.device != "auto":
             return self.device
-        import torch
+        from pipeline.device import pick_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return pick_device().type
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -91,3 +91,15 @@ def test_off_x86_native_bf16_is_onednns_answer(monkeypatch: pytest.MonkeyPatch) 
     for answer in (True, False):
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda a=answer: a, raising=False)
         assert device_module.cpu_has_fast_bf16() is answer
+
+
+def test_missing_device_names_what_the_machine_has() -> None:
+    from pipeline.device import missing_device
+
+    assert missing_device("cpu") is None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert missing_device(f"cuda:{count}") is not None  # one past the last device never exists
+    if count:
+        assert missing_device("cuda") is None and missing_device(f"cuda:{count - 1}") is None
+    else:
+        assert missing_device("cuda") == "no CUDA device"

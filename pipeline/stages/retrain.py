@@ -154,11 +154,12 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
             **({"autoaug.warm_start_from": f"{params.tracking.registered_model}@{warm_from}"} if warm_from else {})}
     # An interrupted run is resumed only by the same training: the same architecture, recipe, policy
     # and data (a resumed run keeps its first attempt's params, so they must still be true).
-    what = {"config": config, "retrain": cfg.model_dump(), "store": store.content_hash(),
+    retrain_params, content_hash = cfg.model_dump(), store.content_hash()
+    what = {"config": config, "retrain": retrain_params, "store": content_hash,
             "policy": policy.to_dict() if policy is not None else None}
     resume_key = f"{STAGE}-{fingerprint}-{json_digest(what)}" + (f"-from{warm_from}" if warm_from else "")
     with tracker.stage_run(STAGE, resume_key=resume_key, tags=tags,
-                           params={"retrain": cfg.model_dump(), "config": config,
+                           params={"retrain": retrain_params, "config": config,
                                    "train_images": len(train_set)}) as run:
         history: list[EpochMetrics] = []
 
@@ -193,7 +194,7 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
             "warm_start_from_version": warm_from,
             "champion_rescored": rescored,
             "fingerprint": fingerprint,
-            "store_content_hash": store.content_hash(),
+            "store_content_hash": content_hash,
             "device": device.type,
             "mlflow_run_id": run.run_id,
         }

@@ -29,7 +29,7 @@ NOT_MODIFIED: Responses = {304: {"description": "If-None-Match named the current
 VersionPath = Annotated[int, Path(ge=1, description="policy version (1, 2, ...)")]
 
 
-def policy_etag(record: PolicyRecord, text: str, current: bool = True) -> str:
+def policy_etag(record: PolicyRecord, text: str, current: bool) -> str:
     """The body says whether the version is the current one, so the tag does too: a client
     revalidating /policies/N after a newer publish gets a 200 with ``current: false``, not a 304
     that keeps its stale ``current: true``."""
