@@ -206,14 +206,14 @@ class PolicySearchConfig(StrictModel):
                        "Fast AutoAugment's objective (correct if any draw is, loss = the lowest; the paper: n_sub)")
     startup_trials: int = Field(10, ge=0, description="random trials before TPE takes over")
     warm_start: int = Field(5, ge=0, description="best configurations of a prior study re-evaluated first")
-    warm_budget: float = Field(0.5, gt=0, le=1, description="share of trials_per_fold a warm-started fold runs")
+    warm_budget: float = Field(0.3, gt=0, le=1, description="share of trials_per_fold a warm-started fold runs")
     warm_all_folds: bool = Field(True, description="a warm-started fold re-evaluates the best of every prior "
                                  "fold's study in turn, its own fold's first (the folds search one problem)")
     patience: int = Field(0, ge=0, description="a warm-started fold stops after this many trials without a "
                           "better one (0 = runs its budget)")
     warm_history: bool = Field(False, description="a warm-started fold's TPE also models the prior study's "
                                "trials (scored on the prior data) from its first trial")
-    warm_child_epochs: int = Field(0, ge=0, description="a warm-started fold fine-tunes the prior data's child "
+    warm_child_epochs: int = Field(3, ge=0, description="a warm-started fold fine-tunes the prior data's child "
                                    "for this many epochs (at most child.epochs) instead of training one from scratch (0 = from scratch)")
     seed: int = Field(0, ge=0)
     eval_seed: int = Field(0, ge=0, description="fixed seed of the augmentation of D_A, so scores compare")
@@ -261,7 +261,7 @@ class ChooseConfig(StrictModel):
                                   "reference model (e.g. mobilenetv2) instead of the best found")
     budget_params: int | None = Field(None, gt=0, description="under_budget: parameter budget")
     keep_champion_points: float | None = Field(
-        None, ge=0, le=100, description="keep the @champion's architecture when this search trained it (a warm "
+        3.0, ge=0, le=100, description="keep the @champion's architecture when this search trained it (a warm "
         "search re-trains the prior Pareto members first) and it scored within this many points of the rule's "
         "pick, so that retrain can start from the champion's weights (null: off)")
 
@@ -280,14 +280,28 @@ class ChooseConfig(StrictModel):
         return self
 
 
-def _space_recipe(**overrides: Any) -> TrainConfig:
+SPACE_BATCH_SIZE = 64
+SPACE_LR_PER_IMAGE = 0.05 / SPACE_BATCH_SIZE
+# The retrain stage's long schedule, on top of the space recipe (lr 0.2 at batch 256: the same lr per image).
+RETRAIN_OVERRIDES: dict[str, Any] = {"epochs": 30, "batch_size": 256, "eval_every": 0, "tta": True}
+
+
+def _space_fields(given: Mapping[Any, Any]) -> dict[Any, Any]:
     """The recipe for search-space networks (plain BN nets, not airbench's): SGD + nesterov,
     one-cycle, label smoothing 0.1; lr 0.05 at batch 64 (a short schedule needs steps: 4 epochs
-    of 4000 images at batch 256 left some candidates at chance for two epochs)."""
-    fields: dict[str, Any] = dict(epochs=4, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4,
-                                  label_smoothing=0.1, warmup=0.15, crop_padding=4, flip="random", eval_every=1)
-    fields.update(overrides)
-    return TrainConfig(**fields)
+    of 4000 images at batch 256 left some candidates at chance for two epochs). The ``given``
+    fields replace its values; the learning rate follows ``batch_size`` unless ``lr`` is given.
+    A batch size that is not a positive integer is kept as given, for TrainConfig to report."""
+    batch_size = given.get("batch_size", SPACE_BATCH_SIZE)
+    valid = isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0
+    fields: dict[Any, Any] = dict(epochs=4, batch_size=SPACE_BATCH_SIZE, momentum=0.9, weight_decay=5e-4,
+                                  label_smoothing=0.1, warmup=0.15, crop_padding=4, flip="random", eval_every=1,
+                                  lr=SPACE_LR_PER_IMAGE * (batch_size if valid else SPACE_BATCH_SIZE))
+    return {**fields, **given}
+
+
+def _space_recipe(**overrides: Any) -> TrainConfig:
+    return TrainConfig(**_space_fields(overrides))
 
 
 SpacePoint = Literal["airbench_like", "resnet20", "mobilenetv2"]
@@ -304,9 +318,9 @@ class ModelSearchConfig(StrictModel):
         default_factory=lambda: ["accuracy", "params"],  # type: ignore[arg-type]  # literals, as listed
         description="accuracy first; macs and train_cost optional")
     max_params: int | None = Field(1_000_000, gt=0, description="parameter budget (an Optuna constraint)")
-    max_macs: int | None = Field(None, gt=0, description="MACs budget per image (an Optuna constraint)")
+    max_macs: int | None = Field(60_000_000, gt=0, description="MACs budget per image (an Optuna constraint)")
     max_train_cost: float | None = Field(
-        None, gt=0, description="training-cost budget (an Optuna constraint): a candidate's measured training "
+        1.0, gt=0, description="training-cost budget (an Optuna constraint): a candidate's measured training "
         "step at recipe.batch_size as a multiple of ResNet-20's, both timed on the machine that runs the trial")
     train_images: int = Field(4000, ge=10, description="search-split images each candidate trains on")
     val_images: int = Field(2000, ge=10, description="validation images each candidate is scored on")
@@ -325,8 +339,17 @@ class ModelSearchConfig(StrictModel):
                                    description="named points of the space (pipeline.models.SPACE_POINTS) a cold "
                                    "search trains first; they count as trials and obey the budgets")
     seed: int = Field(0, ge=0)
-    recipe: TrainConfig = Field(default_factory=_space_recipe, description="short schedule per candidate")
+    recipe: TrainConfig = Field(default_factory=_space_recipe, description="short schedule per candidate: the "
+                                "space recipe (lr 0.05 at batch 64); the keys given replace its values (lr follows "
+                                "batch_size unless given)")
     choose: ChooseConfig = Field(default_factory=ChooseConfig)
+
+    @field_validator("recipe", mode="before")
+    @classmethod
+    def _recipe_over_the_space_recipe(cls, value: Any) -> Any:
+        """A partial recipe section (``{epochs: 2}``) changes those keys of the space recipe, not
+        TrainConfig's generic defaults for the rest."""
+        return _space_fields(value) if isinstance(value, Mapping) else value
 
     def rules(self) -> list[ChooseConfig]:
         """The chosen rule plus the three standard ones, for the Pareto plot."""
@@ -354,14 +377,22 @@ class RetrainConfig(StrictModel):
 
     augment: Literal["policy", "flipcrop"] = Field("policy", description="train with the found policy")
     seed: int = Field(0, ge=0)
-    recipe: TrainConfig = Field(default_factory=lambda: _space_recipe(epochs=15, eval_every=0, tta=True),
-                                description="the long schedule; tta = flip test-time augmentation")
-    warm_epochs: int = Field(0, ge=0, description="when the chosen architecture is the @champion's, start from "
+    recipe: TrainConfig = Field(default_factory=lambda: _space_recipe(**RETRAIN_OVERRIDES),
+                                description="the long schedule: the space recipe at 30 epochs, batch 256 (lr 0.2), "
+                                "flip test-time augmentation; the keys given replace its values (lr follows "
+                                "batch_size unless given)")
+    warm_epochs: int = Field(5, ge=0, description="when the chosen architecture is the @champion's, start from "
                              "the champion's weights and train this many epochs instead of recipe.epochs "
                              "(at most recipe.epochs; 0 = always from scratch)")
     warm_lr_scale: float = Field(0.1, gt=0, le=1, description="a fine-tune from the champion runs the recipe's "
                                  "schedule at this share of recipe.lr (1 = the recipe's peak, which un-learns "
                                  "an annealed model: BENCHMARKS.md, continuous AutoML, machine H)")
+
+    @field_validator("recipe", mode="before")
+    @classmethod
+    def _recipe_over_the_long_schedule(cls, value: Any) -> Any:
+        """A partial recipe section changes those keys of the long schedule (see ModelSearchConfig)."""
+        return _space_fields({**RETRAIN_OVERRIDES, **value}) if isinstance(value, Mapping) else value
 
 
 class PublishConfig(StrictModel):

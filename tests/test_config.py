@@ -9,8 +9,11 @@ from pipeline.augment import OPS
 from pipeline.config import (
     CHILD_OVERRIDES,
     FAA_OPS,
+    TRACKING_ENV,
+    ModelSearchConfig,
     Params,
     PolicySearchConfig,
+    RetrainConfig,
     TrainConfig,
     airbench_recipe,
     load_params,
@@ -28,6 +31,30 @@ def test_repository_params_file_is_valid() -> None:
 
 def test_missing_file_means_defaults(tmp_path: Path) -> None:
     assert load_params(tmp_path / "none.yaml") == Params()
+
+
+def test_the_code_defaults_are_the_shipped_params_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key left out of a user's params file means what params.yaml says, not another value."""
+    for var in TRACKING_ENV.values():
+        monkeypatch.delenv(var, raising=False)
+    shipped = load_params(REPO / "params.yaml").model_dump()
+    defaults = Params().model_dump()
+    differ = {f"{section}.{key}": (defaults[section][key], value)
+              for section, keys in shipped.items() for key, value in keys.items() if defaults[section][key] != value}
+    assert not differ, f"code default vs params.yaml: {differ}"
+
+
+def test_a_partial_recipe_changes_only_its_keys_of_the_space_recipe() -> None:
+    search = parse_params({"model_search": {"recipe": {"epochs": 2}}}).model_search.recipe
+    assert search == ModelSearchConfig().recipe.model_copy(update={"epochs": 2})
+    retrain = parse_params({"retrain": {"recipe": {"tta": False}}}).retrain.recipe
+    assert retrain == RetrainConfig().recipe.model_copy(update={"tta": False})
+    assert (retrain.epochs, retrain.batch_size, retrain.lr) == (30, 256, 0.2)
+    # the lr follows batch_size (0.05 at 64) unless given, as in the child recipe
+    assert parse_params({"retrain": {"recipe": {"batch_size": 128}}}).retrain.recipe.lr == pytest.approx(0.1)
+    assert parse_params({"model_search": {"recipe": {"batch_size": 8, "lr": 0.3}}}).model_search.recipe.lr == 0.3
+    with pytest.raises(ConfigError, match=r"retrain\.recipe\.batch_size = 0"):
+        parse_params({"retrain": {"recipe": {"batch_size": 0}}})
 
 
 @pytest.mark.parametrize(

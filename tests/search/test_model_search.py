@@ -61,7 +61,8 @@ PARENT = "mlflow.parentRunId"
 
 TINY_SEARCH: dict[str, Any] = {
     "trials": 2, "seed": 25, "startup_trials": 50, "train_images": 10, "val_images": 10,
-    "max_params": 500_000, "references": [], "warm_start": 2, "warm_budget": 1.0, "seed_points": [],
+    "max_params": 500_000, "max_macs": None, "max_train_cost": None, "references": [], "warm_start": 2,
+    "warm_budget": 1.0, "seed_points": [],
     "recipe": {"epochs": 1, "batch_size": 16},
 }
 
