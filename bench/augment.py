@@ -7,6 +7,8 @@ policy imported with `from_torchvision`.
 Peers (same run, same images): `torchvision.transforms.v2.AutoAugment(CIFAR10)` applied one
 image at a time, as a Dataset does in DataLoader workers: on PIL images and on uint8 tensors.
 Every figure is the median images/s of several timed repetitions on different images.
+With `--device cuda` ours and the per-tensor peer run on the GPU (each timing ends with a
+synchronize, so it counts the kernels, not their launches); the PIL peer stays on the CPU.
 
     flock /tmp/autoaug-cpu.lock python bench/augment.py --data /work/shared/datasets/cifar10-jpg.tar.gz
 """
@@ -59,6 +61,7 @@ def batched_rate(
         def go() -> None:
             for start in starts[offset : offset + batches]:
                 policy(data[start : start + batch], generator)
+            synchronize(device)  # CUDA kernels run asynchronously: time their end, not their launch
 
         return go
 
@@ -70,8 +73,15 @@ def batched_rate(
     return rates
 
 
-def per_image_rate(transform: Callable, items: list, per_repeat: int, repeats: int) -> list[float]:
-    """images/s of ``transform`` applied to one item at a time (the DataLoader way)."""
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def per_image_rate(transform: Callable, items: list, per_repeat: int, repeats: int,
+                   device: torch.device | None = None) -> list[float]:
+    """images/s of ``transform`` applied to one item at a time (the DataLoader way); tensors
+    already on ``device`` are transformed there."""
     torch.manual_seed(0)
     for item in items[:50]:  # warm-up
         transform(item)
@@ -82,6 +92,8 @@ def per_image_rate(transform: Callable, items: list, per_repeat: int, repeats: i
         def one_at_a_time(chunk: list = chunk) -> None:
             for item in chunk:
                 transform(item)
+            if device is not None:
+                synchronize(device)
 
         times, _ = timed(one_at_a_time, 1)
         rates.append(per_repeat / times[0])
@@ -132,10 +144,10 @@ def main() -> None:
     print(
         f"peer, torchvision v2 AutoAugment(CIFAR10) per PIL image: median {median(peer_pil):,.0f} img/s"
     )
-    tensors = list(pool[: tensor_peer_images * repeats])
-    peer_tensor = per_image_rate(peer, tensors, tensor_peer_images, repeats)
+    tensors = list(pool[: tensor_peer_images * repeats].to(device))  # on the same device as ours
+    peer_tensor = per_image_rate(peer, tensors, tensor_peer_images, repeats, device)
     print(
-        f"peer, torchvision v2 AutoAugment(CIFAR10) per uint8 tensor: "
+        f"peer, torchvision v2 AutoAugment(CIFAR10) per uint8 tensor on {device.type}: "
         f"median {median(peer_tensor):,.0f} img/s"
     )
 

@@ -140,7 +140,7 @@ def trial_rate(storage_url: str) -> tuple[float, int, dict[str, int]]:
         for t in done:
             owner = str(t.user_attrs.get(WORKER_ATTR, "?")).split(":")[1]
             owners[owner] = owners.get(owner, 0) + 1
-    return n / minutes, n, owners
+    return (n / minutes if minutes else 0.0), n, owners
 
 
 def run_stage(work: Path, params_path: Path, sample: Path, env: dict[str, str], workers: int) -> float:
