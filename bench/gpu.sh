@@ -112,8 +112,9 @@ print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_nam
   step airbench-peer 50 python3 -m bench.airbench_peer --data "$STORE" --runs 3 "${quick[@]}"
   step augment 40 python3 -m bench.augment --data "$STORE" --device "$dev" "${quick[@]}"
   step searchcost 110 python3 -m bench.searchcost --data "$STORE" --cap-s 90 "${quick[@]}"
-  # the whole suite with CUDA present (the DVC end-to-end test needs dvc, which is not carried)
-  step all-tests $(( ${GPU_BUDGET_S:-570} - SECONDS )) python3 -m pytest -q -p no:cacheprovider -rfE --ignore=tests/test_dvc_pipeline.py \
+  # the whole suite with CUDA present (the DVC end-to-end test needs dvc, which is not carried);
+  # -v: a suite stopped at its cap still shows every result it reached
+  step all-tests $(( ${GPU_BUDGET_S:-570} - SECONDS )) python3 -m pytest -v -p no:cacheprovider -rfE --ignore=tests/test_dvc_pipeline.py \
     --durations=10 tests
   echo "=== done at $(date +%T); RESULT lines in results.txt" | tee -a "$LOG"
 }
