@@ -2,8 +2,8 @@
 # Issue 16's device checks as one prepared script, for a session that is lent a GPU (the device
 # tool: 15 minutes of device time per task, one command of at most 10 minutes, 64 MiB carried).
 #
-#   bash bench/gpu.sh prepare      # here, once: wheels of what the device image lacks (.whl) and
-#                                  # the data tarball (.gpudata); both are git-ignored via .git/info/exclude
+#   bash bench/gpu.sh prepare TARBALL   # here, once: wheels of what the device image lacks (.whl) and
+#                                       # a copy of the CIFAR-10 tarball (.gpudata); both git-ignored via .git/info/exclude
 #   device run, carry [".whl", ".gpudata"], timeout_s 590, command:
 #       bash bench/gpu.sh run
 #
@@ -16,7 +16,6 @@
 set -u
 cd "$(dirname "$0")/.."
 
-DATA_TARBALL=${DATA_TARBALL:-../shared/datasets/cifar10-jpg.tar.gz}
 # the device image: Python 3.12 with torch, numpy, pandas, matplotlib, pytest... (device KINDS.md);
 # these are what autoaug needs beyond it, at the versions the CPU test suite runs with
 WHEELS=(
@@ -25,6 +24,8 @@ WHEELS=(
 )
 
 prepare() {
+  local tarball=${1:?usage: bash bench/gpu.sh prepare PATH/TO/cifar10-jpg.tar.gz}
+  [ -f "$tarball" ] || { echo "prepare: $tarball: no such file" >&2; exit 2; }
   grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >>.git/info/exclude
   grep -qxF '/.gpudata/' .git/info/exclude 2>/dev/null || echo '/.gpudata/' >>.git/info/exclude
   rm -rf .whl .gpudata && mkdir -p .whl .gpudata
@@ -65,7 +66,7 @@ for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
 print(f".whl: {len(list(Path('.whl').glob('*.whl')))} wheels, {kept / 2**20:.1f} MiB")
 EOF
   rm -rf "$tmp"
-  cp "$DATA_TARBALL" .gpudata/cifar10-jpg.tar.gz
+  cp "$tarball" .gpudata/cifar10-jpg.tar.gz
   du -sh .whl .gpudata
   echo "carried with the working tree: $(git ls-files -z | du -ch --files0-from=- | tail -1 | cut -f1) tracked," \
        "plus .whl and .gpudata (limit 64 MiB)"
@@ -120,7 +121,7 @@ print(torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_nam
 }
 
 case "${1:-}" in
-  prepare) prepare ;;
+  prepare) prepare "${2:-}" ;;
   run) run "${2:-}" ;;
-  *) echo "usage: bash bench/gpu.sh prepare | run [--quick]" >&2; exit 2 ;;
+  *) echo "usage: bash bench/gpu.sh prepare TARBALL | run [--quick]" >&2; exit 2 ;;
 esac

@@ -13,7 +13,6 @@ minute (first trial's start to last trial's end, per fold, summed over folds).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -27,9 +26,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import base_parser, machine, result_line  # noqa: E402
-from bench.workers import BIN, trial_rate  # noqa: E402
+from bench.workers import BIN, trial_rate, write_bench_sample  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
-from pipeline.data import load_data, stable_sample, write_sample  # noqa: E402
 
 FAA_GPU_HOURS = 3.5  # Fast AutoAugment's reported search cost on CIFAR-10 (K=5, B=200, WRN-40-2 children)
 
@@ -56,9 +54,7 @@ def main() -> None:
     params = load_params(args.params)
     folds, per_fold, top_n = (2, 4, 2) if args.quick else (args.folds, args.trials_per_fold, args.top_n)
     work = Path(tempfile.mkdtemp(prefix="autoaug-bench-searchcost-"))
-    train = load_data(args.data)["train"]
-    sample = stable_sample(train, 1000 if args.quick else params.sample.size, params.sample.seed)
-    write_sample(sample, work / "sample", seed=params.sample.seed, pool=train)
+    size = write_bench_sample(args.data, work, params, args.quick)
     raw: dict[str, Any] = params.model_dump()
     raw["policy_search"].update(folds=folds, trials_per_fold=per_fold, top_n=top_n, warm_start=0)
     if args.quick:
@@ -67,16 +63,15 @@ def main() -> None:
     raw["tracking"].update(optuna_storage=storage, mlflow_uri=tracking)
     (work / "params.yaml").write_text(yaml.safe_dump(raw))
     cfg = raw["policy_search"]
-    print(f"{len(sample)} sample images; K={folds} B={per_fold} N={top_n}, child {cfg['child_model']} "
+    print(f"{size} sample images; K={folds} B={per_fold} N={top_n}, child {cfg['child_model']} "
           f"{cfg['child']['epochs']} epochs; cap {args.cap_s or 'none'} s; {machine()}", flush=True)
 
     env = {**os.environ, "AUTOAUG_OPTUNA_STORAGE": storage, "AUTOAUG_MLFLOW_URI": tracking,
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    out = work / "out"
     t0 = time.perf_counter()
     try:
         subprocess.run([str(BIN / "autoaug"), "search-policy", "--params", str(work / "params.yaml"),
-                        "--sample", str(work / "sample"), "--out", str(out), "--cache-dir", str(work / "cache"),
+                        "--sample", str(work / "sample"), "--out", str(work / "out"), "--cache-dir", str(work / "cache"),
                         "--no-progress"], cwd=work, env=env, check=True, timeout=args.cap_s or None)
         capped = False
     except subprocess.TimeoutExpired:
@@ -85,13 +80,10 @@ def main() -> None:
 
     rate, trials, _ = trial_rate(storage)
     children = child_seconds(tracking)
-    total_trials = folds * per_fold
-    if not capped:
-        summary = json.loads((out / "summary.json").read_text())
-        total_s, child_total = wall, float(summary["child_train_seconds"])
-    else:  # finished children and trials, scaled to the whole search
+    total_s = wall
+    if capped:  # finished children and trials, scaled to the whole search
         child_total = sum(children) / len(children) * folds if children else float("nan")
-        total_s = child_total + total_trials / rate * 60 if rate else float("nan")
+        total_s = child_total + folds * per_fold / rate * 60 if rate else float("nan")
     print(f"{'capped after' if capped else 'finished in'} {wall:.0f} s: {len(children)} children "
           f"({', '.join(f'{s:.1f}' for s in children)} s), {trials} trials at {rate:.1f}/min; "
           f"{'extrapolated' if capped else 'measured'} whole search {total_s / 60:.1f} min "

@@ -143,6 +143,15 @@ def trial_rate(storage_url: str) -> tuple[float, int, dict[str, int]]:
     return (n / minutes if minutes else 0.0), n, owners
 
 
+def write_bench_sample(data: str, work: Path, params: Params, quick: bool) -> int:
+    """Write ``work/sample``, the stable sample of ``data``'s training split (1,000 images with
+    ``quick``); returns its size."""
+    train = load_data(data)["train"]
+    sample = stable_sample(train, 1000 if quick else params.sample.size, params.sample.seed)
+    write_sample(sample, work / "sample", seed=params.sample.seed, pool=train)
+    return len(sample)
+
+
 def run_stage(work: Path, params_path: Path, sample: Path, env: dict[str, str], workers: int) -> float:
     """Wall seconds of the stage with ``workers`` worker processes beside it."""
     full = {**os.environ, **env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -168,14 +177,12 @@ def main() -> None:
     params = load_params("params.yaml")
     per_fold = 4 if args.quick else args.trials_per_fold
     work = Path(tempfile.mkdtemp(prefix="autoaug-bench-workers-"))
-    train = load_data(args.data)["train"]
-    sample = stable_sample(train, 1000 if args.quick else params.sample.size, params.sample.seed)
-    write_sample(sample, work / "sample", seed=params.sample.seed, pool=train)
+    size = write_bench_sample(args.data, work, params, args.quick)
     raw: dict[str, Any] = params.model_dump()
     raw["policy_search"].update(folds=2, trials_per_fold=per_fold, warm_start=0)
     if args.quick:
         raw["policy_search"]["child"]["epochs"] = 1
-    print(f"{len(sample)} sample images, 2 folds x {per_fold} trials; {machine()}", flush=True)
+    print(f"{size} sample images, 2 folds x {per_fold} trials; {machine()}", flush=True)
 
     fields: dict[str, Any] = {"bench": "workers", "quick": args.quick}
     with databases(args.postgres, ["mlflow", "optuna_bk", "optuna_1", "optuna_2"]) as dbs, \

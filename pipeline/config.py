@@ -157,14 +157,19 @@ CHILD_OVERRIDES: dict[str, Any] = {"epochs": 10, "crop_padding": 4, "tta": False
                                    "eval_every": 1}
 
 
+def _lr_batch_size(given: Mapping[Any, Any], default: int) -> int:
+    """The batch size a recipe's learning rate is scaled to: ``given``'s when it is a positive
+    integer, else ``default`` (a bad value stays in ``given``, for TrainConfig to report with its key)."""
+    batch_size = given.get("batch_size", default)
+    valid = isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0
+    return batch_size if valid else default
+
+
 def _child_fields(given: Mapping[Any, Any]) -> dict[Any, Any]:
     """The child recipe's fields with the ``given`` ones on top: ``airbench_recipe(batch_size,
     **CHILD_OVERRIDES, **given)``, so the learning rate follows ``batch_size`` unless ``lr`` is
-    given. A batch size that is not a positive integer is kept as given, for TrainConfig to
-    report with its key."""
-    batch_size = given.get("batch_size", CHILD_BATCH_SIZE)
-    valid = isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0
-    return {**_airbench_fields(batch_size if valid else CHILD_BATCH_SIZE), **CHILD_OVERRIDES, **given}
+    given."""
+    return {**_airbench_fields(_lr_batch_size(given, CHILD_BATCH_SIZE)), **CHILD_OVERRIDES, **given}
 
 
 # Fast AutoAugment's ops: the op table (pipeline.augment.ops.OPS) without Identity, in its order.
@@ -290,13 +295,10 @@ def _space_fields(given: Mapping[Any, Any]) -> dict[Any, Any]:
     """The recipe for search-space networks (plain BN nets, not airbench's): SGD + nesterov,
     one-cycle, label smoothing 0.1; lr 0.05 at batch 64 (a short schedule needs steps: 4 epochs
     of 4000 images at batch 256 left some candidates at chance for two epochs). The ``given``
-    fields replace its values; the learning rate follows ``batch_size`` unless ``lr`` is given.
-    A batch size that is not a positive integer is kept as given, for TrainConfig to report."""
-    batch_size = given.get("batch_size", SPACE_BATCH_SIZE)
-    valid = isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0
+    fields replace its values; the learning rate follows ``batch_size`` unless ``lr`` is given."""
     fields: dict[Any, Any] = dict(epochs=4, batch_size=SPACE_BATCH_SIZE, momentum=0.9, weight_decay=5e-4,
                                   label_smoothing=0.1, warmup=0.15, crop_padding=4, flip="random", eval_every=1,
-                                  lr=SPACE_LR_PER_IMAGE * (batch_size if valid else SPACE_BATCH_SIZE))
+                                  lr=SPACE_LR_PER_IMAGE * _lr_batch_size(given, SPACE_BATCH_SIZE))
     return {**fields, **given}
 
 

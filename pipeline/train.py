@@ -410,7 +410,6 @@ class _EpochTally:
 
     loss_sum: torch.Tensor
     correct: torch.Tensor
-    finite: torch.Tensor
     first_bad_step: torch.Tensor  # the first step with a non-finite loss (-1: none), and that loss:
     first_bad_loss: torch.Tensor  # kept on the device, so the report names it however rarely it is checked
     images: int = 0
@@ -418,15 +417,12 @@ class _EpochTally:
     @classmethod
     def zeros(cls, device: torch.device) -> _EpochTally:
         return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long),
-                   torch.ones((), device=device, dtype=torch.bool),
                    torch.full((), -1, device=device, dtype=torch.long), torch.zeros((), device=device))
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, step: int) -> None:
-        bad = ~torch.isfinite(loss)
-        first = bad & (self.first_bad_step < 0)
+        first = ~torch.isfinite(loss) & (self.first_bad_step < 0)
         self.first_bad_step = torch.where(first, step, self.first_bad_step)
         self.first_bad_loss = torch.where(first, loss.float(), self.first_bad_loss)
-        self.finite &= ~bad
         self.loss_sum += loss * len(labels)
         self.correct += (logits.argmax(1) == labels).sum()
         self.images += len(labels)
@@ -480,7 +476,7 @@ def _train_epoch(run: _Run, epoch: int) -> EpochMetrics:
         loss, logits = _train_step(run, _augmented_batch(run, idx, epoch), labels)
         tally.add(loss, logits, labels, run.step)
         last = batch_index == run.steps_per_epoch - 1
-        if (run.step % run.check_every == 0 or last) and not tally.finite:
+        if (run.step % run.check_every == 0 or last) and tally.first_bad_step >= 0:
             raise TrainingDivergedError(epoch, int(tally.first_bad_step), float(tally.first_bad_loss))
         if run.lookahead is not None:
             run.lookahead.step(run.step, run.total_steps)

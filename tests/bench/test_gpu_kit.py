@@ -54,4 +54,7 @@ def test_the_gpu_script_parses_and_says_how_it_is_called() -> None:
     script = REPO / "bench" / "gpu.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     done = subprocess.run(["bash", str(script)], capture_output=True, text=True)
-    assert done.returncode == 2 and "prepare | run" in done.stderr
+    assert done.returncode == 2 and "prepare TARBALL | run" in done.stderr
+    # prepare takes the data by path (nothing is assumed about where it lies) and stops before any download
+    done = subprocess.run(["bash", str(script), "prepare"], capture_output=True, text=True)
+    assert done.returncode != 0 and "usage: bash bench/gpu.sh prepare PATH" in done.stderr
