@@ -179,7 +179,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="autoaug-bench-workers-"))
     size = write_bench_sample(args.data, work, params, args.quick)
     raw: dict[str, Any] = params.model_dump()
-    raw["policy_search"].update(folds=2, trials_per_fold=per_fold, warm_start=0)
+    raw["policy_search"].update(folds=2, trials_per_fold=per_fold, warm_start=0,
+                                top_n=min(params.policy_search.top_n, per_fold))
     if args.quick:
         raw["policy_search"]["child"]["epochs"] = 1
     print(f"{size} sample images, 2 folds x {per_fold} trials; {machine()}", flush=True)
