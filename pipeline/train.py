@@ -55,11 +55,32 @@ __all__ = [
     "random_flip",
     "step_seconds",
     "train",
+    "whitening_indices",
 ]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 _WHITENING_IMAGES = 5000  # images used by models that initialise from data (airbench whitening)
+
+
+def whitening_indices(labels: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """At most ``count`` image indices, drawn at random within each class in proportion to its
+    size, for models that initialise from data (airbench's whitening). The first ``count``
+    images would not do: a store or sample in class order gives them all one class.
+
+    Its own generator (from ``seed``), so choosing them does not shift the batches' draws.
+    """
+    labels = labels.cpu()
+    n = len(labels)
+    if n <= count:
+        return torch.arange(n)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7_919))
+    shuffled = labels[order]
+    picked = []
+    for label in shuffled.unique():
+        members = order[shuffled == label]
+        picked.append(members[: count * len(members) // n])  # floor: never more than count
+    return torch.cat(picked).sort().values
 
 
 class TrainingDivergedError(RuntimeError):
@@ -381,7 +402,8 @@ class _Run:
         flip_bits = (torch.rand(n, generator=batch_rng) < 0.5).to(device) if cfg.flip == "alternating" else None
         init_from_data = getattr(model, "init_from_data", None)
         if cfg.data_init and callable(init_from_data):
-            init_from_data(normalise(images[:_WHITENING_IMAGES], channels_last=False))
+            chosen = whitening_indices(train_set.labels, _WHITENING_IMAGES, seed).to(device)
+            init_from_data(normalise(images[chosen], channels_last=False))
         optimizer = torch.optim.SGD(_param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
         return cls(
             model=model, cfg=cfg, device=device, dtype=dtype, images=images, labels=train_set.labels.to(device),

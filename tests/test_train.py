@@ -313,3 +313,26 @@ def test_step_seconds_times_the_trainers_step_on_a_copy() -> None:
     # several models take their steps in turn: one list of times per model, in the order given
     small, big = step_times([model, wide], FAST, num_classes=4, image_size=16, steps=3, device="cpu")
     assert len(small) == len(big) == 3 and min(big) > 5 * min(small)
+
+
+def test_a_model_initialised_from_data_sees_every_class_of_a_class_ordered_set(monkeypatch) -> None:
+    # The store keeps images in class order; whitening from its first images saw one class.
+    import pipeline.train as train_module
+
+    monkeypatch.setattr(train_module, "_WHITENING_IMAGES", 40)
+    data = colour_task(400, seed=0)
+    order = torch.argsort(data.labels, stable=True)
+    ordered = ImageSet(data.images[order], data.labels[order], data.classes, [data.ids[i] for i in order.tolist()])
+    seen: list[torch.Tensor] = []
+
+    class Recording(nn.Sequential):
+        def init_from_data(self, images: torch.Tensor) -> None:
+            seen.append(images.clone())
+
+    model = Recording(*tiny_net())
+    train(model, ordered, TrainConfig(epochs=1, batch_size=100, lr=0.1), device="cpu", seed=0)
+    (images,) = seen
+    assert len(images) == 40
+    every = normalise(ordered.images, channels_last=False).flatten(1)
+    found = torch.cdist(images.flatten(1), every).argmin(dim=1)  # which image each one is
+    assert torch.bincount(ordered.labels[found], minlength=4).tolist() == [10, 10, 10, 10]

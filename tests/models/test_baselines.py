@@ -50,3 +50,16 @@ def test_airbench_whitening_decorrelates_patches() -> None:
     covariance = flat.T @ flat / len(flat)
     assert torch.allclose(covariance, torch.eye(12), atol=0.05)
     assert not net.whiten.weight.requires_grad
+
+
+def test_whitening_images_are_drawn_from_every_class() -> None:
+    # A store in class order: the first 5,000 images would all be class 0.
+    from pipeline.train import whitening_indices
+
+    labels = torch.arange(10).repeat_interleave(1000)
+    picked = whitening_indices(labels, 5000, seed=0)
+    counts = torch.bincount(labels[picked], minlength=10)
+    assert len(picked) == 5000 and len(picked.unique()) == 5000
+    assert counts.tolist() == [500] * 10
+    assert not torch.equal(picked, whitening_indices(labels, 5000, seed=1))  # a draw, not a fixed slice
+    assert torch.equal(whitening_indices(labels[:300], 5000, seed=0), torch.arange(300))  # few images: all
