@@ -3,6 +3,10 @@
 FastAPI solves a dependency once per request, so every route that asks for ``SnapshotDep``
 (directly or through ``PolicyDep`` / ``ModelDep`` / ``ChampionDep``) sees one read of
 current.json: the policy and the model of one request come from the same pointer file.
+
+The cheap ones are ``async``: FastAPI runs a plain ``def`` dependency in a worker thread, and
+that hand-off costs more than the work (an attribute, a small file read). Loading the champion
+(torch) stays a plain ``def``: it must not block the event loop.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ from service.published import Champion, Published, Snapshot
 from service.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_published(request: Request) -> Published:
+async def get_published(request: Request) -> Published:
     published: Published = request.app.state.published
     return published
 
@@ -30,19 +34,26 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 PublishedDep = Annotated[Published, Depends(get_published)]
 
 
-def get_snapshot(published: PublishedDep) -> Snapshot:
+async def get_snapshot(published: PublishedDep) -> Snapshot:
+    return published.snapshot()
+
+
+def snapshot_of(request: Request) -> Snapshot:
+    """``SnapshotDep`` without the dependency machinery, for the routes polled hardest (/policy,
+    /model): solving a chain of dependencies costs FastAPI more than preparing their answer."""
+    published: Published = request.app.state.published
     return published.snapshot()
 
 
 SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
 
 
-def get_current_policy(snapshot: SnapshotDep) -> PolicyRecord:
+async def get_current_policy(snapshot: SnapshotDep) -> PolicyRecord:
     """The current policy (503 when none is published)."""
     return snapshot.require_policy()
 
 
-def get_current_model(snapshot: SnapshotDep) -> ModelRecord:
+async def get_current_model(snapshot: SnapshotDep) -> ModelRecord:
     """The current model's record (503 when none is published)."""
     return snapshot.require_model()
 

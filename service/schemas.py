@@ -8,9 +8,11 @@ more keys than listed (``extra="allow"`` where the contract is open-ended).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.augment import OPS
 
 # ------------------------------------------------------------------------------ inputs
 
@@ -20,7 +22,8 @@ class OpCallIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    op: str = Field(description="op name from the op table (e.g. ShearX, Rotate, Invert)")
+    op: str = Field(description="op name from the op table (e.g. ShearX, Rotate, Invert)",
+                    json_schema_extra={"enum": list(OPS)})
     probability: float = Field(ge=0, le=1)
     magnitude: float = Field(ge=0, le=1, description="mapped through the op table's range")
 
@@ -30,8 +33,8 @@ class PolicyIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: Literal[1] = 1
-    sub_policies: list[list[OpCallIn]] = Field(min_length=1)
+    version: Literal[1] = Field(description="format version (required: policy files always name it)")
+    sub_policies: list[Annotated[list[OpCallIn], Field(min_length=1)]] = Field(min_length=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 

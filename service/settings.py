@@ -25,12 +25,18 @@ class Settings(BaseSettings):
         None, description="base URL of the MLflow UI, for links to runs (e.g. http://localhost:5000)"
     )
     device: str = Field("cpu", description="torch device for inference: cpu, cuda, cuda:N or auto")
+    precision: str = Field(
+        "auto", pattern="^(auto|fp32|bf16)$",
+        description="inference precision: auto = bf16 where it runs natively (CPUs with AVX-512 BF16 or "
+        "AMX, CUDA), else fp32",
+    )
     max_files: int = Field(16, ge=1, le=1024, description="most images in one /predict request")
     max_file_bytes: int = Field(8 * MiB, ge=1, description="largest accepted upload, per file")
     max_image_pixels: int = Field(
         4096 * 4096, ge=1, description="largest accepted image (width x height) before decoding"
     )
     log_level: str = Field("info", pattern="^(critical|error|warning|info|debug|trace)$")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes (each re-reads published/)")
 
     @field_validator("device")
     @classmethod
@@ -62,6 +68,19 @@ class Settings(BaseSettings):
     def max_request_bytes(self) -> int:
         """Whole request body: every file at its limit plus room for the multipart framing."""
         return self.max_files * self.max_file_bytes + MiB
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as ``AUTOAUG_*`` variables: what a worker process reads them back from."""
+        return {f"AUTOAUG_{name.upper()}": str(value)
+                for name, value in self.model_dump().items() if value is not None}
+
+    def autocast_dtype(self) -> Any:
+        """The torch dtype inference autocasts to on this device, or None for plain fp32."""
+        import torch
+
+        from pipeline.device import autocast_dtype
+
+        return autocast_dtype(self.precision, torch.device(self.torch_device()))
 
     def torch_device(self) -> str:
         if self.device != "auto":

@@ -15,6 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+EXPAND_NESTED_RUNS = """(() => { let n = 0;
+  document.querySelectorAll('button[data-component-id*="runnamecellrenderer"]').forEach(b => {
+    if (b.innerHTML.includes('M7.25 7.25V4.5')) { b.click(); n++; } });  // the "+" icon: collapsed
+  return n; })()"""
+"""JavaScript for the MLflow UI's runs table: open every collapsed parent run (nested runs:
+folds, trials); evaluates to how many it opened."""
+
 
 class Browser:
     """One headless chromium with one page; use as a context manager."""

@@ -45,6 +45,8 @@ def augment(
     seed: Annotated[int, Query(ge=0, le=2**62, description="random seed of the draws")] = 0,
 ) -> Response:
     policy_text = (policy or "").strip()
+    if policy_text == "null":  # the field is documented as a policy document or null (JSON)
+        policy_text = ""
     if policy_text and version is not None:
         raise HTTPException(400, "send either a policy (form field) or a version (query), not both")
     if policy_text:

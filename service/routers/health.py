@@ -11,7 +11,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthOut, summary="Liveness: the process answers")
-def healthz() -> HealthOut:
+async def healthz() -> HealthOut:
     return HealthOut()
 
 

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Path, Request, Response
 
 from pipeline.artifacts import PolicyRecord, get_policy
 from service.demo import fallback_grid
-from service.deps import PolicyDep, PublishedDep, SnapshotDep
-from service.etag import make_etag, matches, not_modified
+from service.deps import PublishedDep, SnapshotDep, snapshot_of
+from service.etag import answer, base_key, make_etag
+from service.published import Prepared, Snapshot
 from service.schemas import (
     ErrorOut,
     PolicyDocument,
@@ -21,7 +22,6 @@ from service.schemas import (
 
 router = APIRouter(tags=["policy"])
 
-REVALIDATE = "no-cache"  # clients may keep a copy but must ask (If-None-Match) before using it
 Responses = dict[int | str, dict[str, Any]]
 NOT_PUBLISHED: Responses = {503: {"model": ErrorOut, "description": "no policy published yet (the line says what to run)"}}
 UNKNOWN: Responses = {404: {"model": ErrorOut, "description": "that version was never published"}}
@@ -52,19 +52,24 @@ def summary_out(request: Request, record: PolicyRecord, current: int | None) -> 
     )
 
 
-def _answer(request: Request, response: Response, record: PolicyRecord, current: int | None) -> PolicyOut | Response:
+def prepare_policy(request: Request, record: PolicyRecord, current: int | None) -> Prepared:
+    """PolicyOut of ``record`` serialised once (validating the published policy.json on the way:
+    one that is not a policy is a 503 for every request, never a half answer)."""
     text = record.policy_text()
     etag = policy_etag(record, text, record.version == current)
-    if matches(request, etag):
-        return not_modified(etag, REVALIDATE)
-    response.headers["ETag"] = etag
-    response.headers["Cache-Control"] = REVALIDATE
-    return PolicyOut(
+    out = PolicyOut(
         **summary_out(request, record, current).model_dump(),
         studies=list(record.meta.get("studies", [])),
         etag=etag,
         policy=PolicyDocument.model_validate(record.policy().to_dict()),
     )
+    return Prepared(out.model_dump_json().encode(), etag)
+
+
+def _policy(request: Request, snapshot: Snapshot, record: PolicyRecord) -> Response:
+    # Bodies hold absolute links, so the base URL is part of the key.
+    key = ("policy", record.version, base_key(request))
+    return answer(request, snapshot.prepared(key, lambda: prepare_policy(request, record, snapshot.current.policy)))
 
 
 @router.get(
@@ -75,12 +80,17 @@ def _answer(request: Request, response: Response, record: PolicyRecord, current:
     "the policy is unchanged.",
     responses={**NOT_MODIFIED, **NOT_PUBLISHED},
 )
-def current(request: Request, response: Response, record: PolicyDep) -> PolicyOut | Response:
-    return _answer(request, response, record, record.version)
+async def current(request: Request) -> Response:
+    # async and without dependencies: the answer is prepared bytes (or a 304), nothing worth a
+    # worker thread or the dependency solver
+    snapshot = snapshot_of(request)
+    return _policy(request, snapshot, snapshot.require_policy())
 
 
 @router.get("/policies", response_model=PolicyListOut, summary="Every published policy, newest first")
 def history(request: Request, published: PublishedDep, snapshot: SnapshotDep) -> PolicyListOut:
+    # Not prepared: a version published without promote joins the history while current.json
+    # (the key of everything prepared) stays the same.
     current_version = snapshot.current.policy
     return PolicyListOut(
         current=current_version,
@@ -95,10 +105,18 @@ def history(request: Request, published: PublishedDep, snapshot: SnapshotDep) ->
     summary="One published policy version",
     responses={**NOT_MODIFIED, **UNKNOWN},
 )
-def one(
-    request: Request, response: Response, version: VersionPath, published: PublishedDep, snapshot: SnapshotDep
-) -> PolicyOut | Response:
-    return _answer(request, response, get_policy(published.root, version), snapshot.current.policy)
+async def one(request: Request, version: VersionPath) -> Response:
+    snapshot = snapshot_of(request)
+    key = ("policy", version, base_key(request))
+    if (prepared := snapshot.peek(key)) is not None:
+        return answer(request, prepared)
+    return _policy(request, snapshot, get_policy(snapshot.root, version))
+
+
+def prepare_grid(record: PolicyRecord) -> Prepared:
+    path = record.grid_path
+    png = path.read_bytes() if path is not None else fallback_grid(record.policy())
+    return Prepared(png, make_etag("grid", record.version, hashlib.sha256(png).hexdigest()), "image/png")
 
 
 @router.get(
@@ -106,14 +124,8 @@ def one(
     name="policy_grid",
     summary="Picture of a policy: sample images, each followed by augmented draws",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "PNG"}, **UNKNOWN},
+    responses={200: {"content": {"image/png": {}}, "description": "PNG"}, **NOT_MODIFIED, **UNKNOWN},
 )
-def grid(request: Request, version: VersionPath, published: PublishedDep) -> Response:
-    record = get_policy(published.root, version)
-    path = record.grid_path
-    png = path.read_bytes() if path is not None else fallback_grid(record.policy())
-    etag = make_etag("grid", version, hashlib.sha256(png).hexdigest())
-    if matches(request, etag):
-        return not_modified(etag, REVALIDATE)
-    return Response(png, media_type="image/png", headers={"ETag": etag, "Cache-Control": REVALIDATE})
-
+def grid(version: VersionPath, request: Request, snapshot: SnapshotDep) -> Response:
+    # sync: drawing a grid for a policy published without one takes a while (once per publish)
+    return answer(request, snapshot.prepared(("grid", version), lambda: prepare_grid(get_policy(snapshot.root, version))))

@@ -7,6 +7,7 @@ from typing import Annotated
 import torch
 from fastapi import APIRouter, File, Query, UploadFile
 
+from pipeline.device import autocast
 from pipeline.train import normalise
 from service.deps import ChampionDep, SettingsDep
 from service.images import FORMATS, decode_batch, read_uploads
@@ -38,8 +39,9 @@ def predict(
 ) -> PredictOut:
     uploads = read_uploads(files, settings)
     images = decode_batch(uploads, settings).to(champion.device)
-    with torch.inference_mode():
-        logits = champion.module(normalise(images, channels_last=False)).float()
+    device = torch.device(champion.device)
+    with champion.lock, torch.inference_mode(), autocast(device, champion.dtype):
+        logits = champion.module(normalise(images, channels_last=True)).float()
     probabilities, indices = logits.softmax(dim=1).cpu().topk(min(top_k, len(champion.classes)), dim=1)
     return PredictOut(
         model_version=champion.version,

@@ -585,3 +585,8 @@ def test_dockerignore() -> None:
         assert needed in patterns, f".dockerignore should exclude {needed}"
     copied = {"pyproject.toml", "README.md", "pipeline", "service", "*", "**"}
     assert not patterns & copied, f".dockerignore excludes what the image needs: {patterns & copied}"
+
+
+def test_api_runs_several_workers(services: dict[str, Any], env_example: dict[str, str]) -> None:
+    args = subcommands(_parser())["serve"].parse_args(command_of(services["api"])[2:])
+    assert args.workers == int(env_example["API_WORKERS"]) >= 2

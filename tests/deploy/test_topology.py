@@ -29,8 +29,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from pipeline.search.runner import WORKER_ATTR
+from pipeline.names import WORKER_ATTR
 
+from ..browser import EXPAND_NESTED_RUNS as EXPAND
 from ..browser import Browser
 from ..projects import BIN, make_project, run
 from ..service.test_page import ARTIFACTS, chromium  # noqa: F401 - chromium is a fixture
@@ -205,12 +206,6 @@ def _check_api(service: dict[str, Any], project: Path) -> None:
     assert served["policy"]["sub_policies"] == published["sub_policies"]
     retrained = json.loads((project / "outputs" / "retrain" / "metrics.json").read_text())
     assert model["version"] >= 1 and model["metrics"]["test_accuracy"] == retrained["test_accuracy"]
-
-
-EXPAND = """(() => { let n = 0;
-  document.querySelectorAll('button[data-component-id*="runnamecellrenderer"]').forEach(b => {
-    if (b.innerHTML.includes('M7.25 7.25V4.5')) { b.click(); n++; } });  // the "+" icon: collapsed
-  return n; })()"""
 
 
 def _check_mlflow_ui(chromium: str, tmp_path: Path, url: str, experiment_id: str, stage_run: Any,  # noqa: F811

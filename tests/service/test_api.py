@@ -210,7 +210,8 @@ def test_weights_download_loads_in_plain_pytorch(published: Path, client: TestCl
 # ------------------------------------------------------------------------------ predict
 
 
-def test_predict_any_format_and_size_like_the_ingest(published: Path, client: TestClient) -> None:
+def test_predict_any_format_and_size_like_the_ingest(published: Path, make_client: Callable[..., TestClient]) -> None:
+    client = make_client(published, precision="fp32")  # exactly the fp32 reference below
     uploads = {
         "small.png": image_bytes((32, 32)),
         "wide.jpg": image_bytes((64, 48), fmt="JPEG", seed=1),
@@ -464,3 +465,94 @@ def test_serve_runs_uvicorn_with_the_settings(tmp_path: Path, monkeypatch: pytes
     (app, kwargs), = calls
     assert isinstance(app, FastAPI) and kwargs["host"] == "0.0.0.0" and kwargs["port"] == 8123
     assert app.state.settings.published_dir == tmp_path and app.state.settings.mlflow_ui_url == "http://mlflow:5000"
+
+
+# ------------------------------------------------------------------------------ read path, HEAD, workers
+
+
+def test_policy_and_model_are_prepared_once_per_publish(
+    published: Path, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polling reads and validates nothing again until current.json changes."""
+    from pipeline.artifacts import PolicyRecord
+
+    validated: list[int] = []
+    real_policy = PolicyRecord.policy
+
+    def counting_policy(self: PolicyRecord) -> Policy:
+        validated.append(self.version)
+        return real_policy(self)
+
+    monkeypatch.setattr(PolicyRecord, "policy", counting_policy)
+    first = client.get("/policy")
+    for _ in range(3):
+        assert client.get("/policy").content == first.content
+        assert client.get("/policy", headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+        assert client.get("/model").status_code == 200
+    assert validated == [1]
+    add_policy(published, magnitude=0.9)
+    assert client.get("/policy").json()["version"] == 2 and validated == [1, 2]
+    # the links in the body follow the address the client used
+    other = client.get("/policy", headers={"Host": "api.example:8080"})
+    assert other.json()["url"] == "http://api.example:8080/policies/2"
+
+
+def test_head_wherever_get(client: TestClient) -> None:
+    for url in ("/healthz", "/readyz", "/policy", "/policies", "/policies/1", "/policies/1/grid.png", "/model",
+                "/models", "/model/weights", "/"):
+        get, head = client.get(url), client.head(url)
+        assert head.status_code == get.status_code == 200, url
+        assert head.content == b"" and head.headers.get("content-length") == get.headers.get("content-length"), url
+        assert head.headers.get("etag") == get.headers.get("etag"), url
+    etag = client.get("/policy").headers["etag"]
+    assert client.head("/policy", headers={"If-None-Match": etag}).status_code == 304
+    assert client.head("/predict").status_code == 405  # no GET there either
+
+
+def test_serve_with_workers_hands_uvicorn_the_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import uvicorn
+
+    calls: list[tuple[object, dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # serve exports the settings for its workers
+    serve(port=8124, published_dir=tmp_path, workers=2)
+    (app, kwargs), = calls
+    assert app == "service.app:create_app" and kwargs["factory"] is True and kwargs["workers"] == 2
+    assert os.environ["AUTOAUG_PUBLISHED_DIR"] == str(tmp_path) and os.environ["AUTOAUG_WORKERS"] == "2"
+    assert load_settings().published_dir == tmp_path  # what each worker's create_app() reads back
+    with pytest.raises(ConfigError, match=r"workers \(option\) = 0"):
+        serve(workers=0)
+
+
+def test_predict_in_bf16_agrees_with_fp32(published: Path, make_client: Callable[..., TestClient]) -> None:
+    """bf16 (the default where it runs natively: precision=auto) ranks classes like fp32."""
+    uploads = files(*[(f"{i}.png", image_bytes((32, 32), seed=i)) for i in range(6)])
+    exact = make_client(published, precision="fp32").post("/predict?top_k=2", files=uploads).json()
+    fast = make_client(published, precision="bf16").post("/predict?top_k=2", files=uploads).json()
+    for a, b in zip(exact["predictions"], fast["predictions"], strict=True):
+        first, second = a["top"]
+        if first["probability"] - second["probability"] > 0.05:  # not a near tie bf16 may flip
+            assert b["top"][0]["index"] == first["index"]
+        assert b["top"][0]["probability"] == pytest.approx(first["probability"], abs=0.02)
+
+
+def test_a_folder_rebuilt_from_scratch_is_noticed(published: Path, client: TestClient) -> None:
+    """Same version numbers, and a current.json with the very same bytes (written within the same
+    second), but new files: the service serves the new content."""
+    import os
+    import shutil
+
+    pointer = (published / "current.json").read_bytes()
+    os.link(published / "current.json", published.parent / "old-current.json")  # its inode stays taken
+    before = client.get("/policy")
+    shutil.rmtree(published)
+    add_policy(published, magnitude=0.2)
+    add_model(published, seed=3)
+    (published / "new.json").write_bytes(pointer)
+    os.replace(published / "new.json", published / "current.json")  # as publish writes it: a new file
+    after = client.get("/policy")
+    assert after.json()["version"] == before.json()["version"] == 1
+    assert after.headers["etag"] != before.headers["etag"]
+    assert Policy.from_dict(after.json()["policy"]) == tiny_policy(0.2)
