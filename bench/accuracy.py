@@ -11,26 +11,22 @@ Sample settings also score a validation split: training images outside the sampl
 "Minutes" are training wall-clock minutes (whitening init included, test evaluation excluded;
 the evaluation time is printed separately). Each seed builds a fresh model.
 
-    flock /tmp/autoaug-cpu.lock python bench/accuracy.py --data /work/shared/datasets/cifar10-jpg.tar.gz --setting 10k --seeds 0 1 2
+    flock /tmp/autoaug-cpu.lock python -m bench.accuracy --data /work/shared/datasets/cifar10-jpg.tar.gz --setting 10k --seeds 0 1 2
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import base_parser, machine, median, result_line  # noqa: E402
-from pipeline.config import airbench_recipe  # noqa: E402
-from pipeline.data import ImageSet, holdout_split, load_data, stable_sample  # noqa: E402
-from pipeline.device import pick_device  # noqa: E402
-from pipeline.models import build_model, count_macs, count_params  # noqa: E402
-from pipeline.train import EpochMetrics, TrainConfig, evaluate, train  # noqa: E402
+from bench.common import base_parser, machine, median, result_line
+from pipeline.config import airbench_recipe
+from pipeline.data import ImageSet, holdout_split, load_data, stable_sample
+from pipeline.device import pick_device
+from pipeline.models import build_model, count_macs, count_params
+from pipeline.train import EpochMetrics, TrainConfig, evaluate, train
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import base_parser, machine, median, result_line  # noqa: E402
-from pipeline.data import ImageSet, load_data  # noqa: E402
+from bench.common import base_parser, machine, median, result_line
+from pipeline.data import ImageSet, load_data
 
 
 def write_airbench_data(splits: dict[str, ImageSet], root: Path) -> Path:

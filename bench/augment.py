@@ -10,25 +10,21 @@ Every figure is the median images/s of several timed repetitions on different im
 With `--device cuda` ours and the per-tensor peer run on the GPU (each timing ends with a
 synchronize, so it counts the kernels, not their launches); the PIL peer stays on the CPU.
 
-    flock /tmp/autoaug-cpu.lock python bench/augment.py --data /work/shared/datasets/cifar10-jpg.tar.gz
+    flock /tmp/autoaug-cpu.lock python -m bench.augment --data /work/shared/datasets/cifar10-jpg.tar.gz
 """
 
 from __future__ import annotations
 
 import random
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import base_parser, machine, median, result_line, timed  # noqa: E402
-from pipeline.augment import OPS, Policy, from_torchvision  # noqa: E402
-from pipeline.data import load_data  # noqa: E402
+from bench.common import base_parser, machine, median, result_line, timed
+from pipeline.augment import OPS, Policy, from_torchvision
+from pipeline.data import load_data
 
 
 def random_policy(seed: int = 0, n_sub: int = 25, n_ops: int = 2) -> Policy:

@@ -24,7 +24,6 @@ batch-64 variant, ground truth = 12 epochs on the whole D_M)::
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,16 +31,15 @@ from typing import Any
 import optuna
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import base_parser, machine, median, result_line  # noqa: E402
-from pipeline.config import ModelSearchConfig, load_params  # noqa: E402
-from pipeline.data import load_data, stable_sample  # noqa: E402
-from pipeline.device import pick_device  # noqa: E402
-from pipeline.models import build_model, count_macs, count_params, suggest_config  # noqa: E402
-from pipeline.search.model import ModelSearch  # noqa: E402
-from pipeline.stages.common import read_policy  # noqa: E402
-from pipeline.stages.retrain import read_chosen  # noqa: E402
+from bench.common import base_parser, machine, median, result_line
+from pipeline.config import ModelSearchConfig, load_params
+from pipeline.contracts import Chosen
+from pipeline.data import load_data, stable_sample
+from pipeline.device import pick_device
+from pipeline.models import build_model, count_macs, count_params, suggest_config
+from pipeline.search.model import ModelSearch
+from pipeline.search.registry import BuildContext, search_stage
+from pipeline.stages.common import read_policy
 
 EXTRA_KEYS = {"images", "augment", "val"}
 
@@ -134,7 +132,7 @@ def main() -> None:
     models: list[tuple[str, dict[str, Any] | str]] = [(f"random{i}", c) for i, c in
                                                      enumerate(random_configs(base, args.configs, args.seed))]
     models += [(name, name) for name in args.references]
-    models += [(Path(path).stem, read_chosen(path)["config"]) for path in args.chosen]
+    models += [(Path(path).stem, Chosen.read(path).config) for path in args.chosen]
     print(f"{len(models)} models x {len(variants)} variants on {len(sample)} sample images; {machine()}", flush=True)
 
     acc: dict[str, list[float]] = {name: [] for name, _, _ in variants}
@@ -144,7 +142,11 @@ def main() -> None:
         print(f"{label}: {count_params(probe):,} parameters, {count_macs(probe) / 1e6:.0f} M MACs", flush=True)
         for vname, vcfg, vseed in variants:
             seed = args.seed if vseed is None else vseed
-            search = ModelSearch(vcfg, sample, policy=policy, device=device, progress=False)
+            # the search's method as the stage builds it (no tracker: no @champion to look up)
+            context = BuildContext(params.model_copy(update={"model_search": vcfg}), sample, "bench", device,
+                                   policy=policy, progress=False)
+            search = search_stage("search_model").build(context)
+            assert isinstance(search, ModelSearch)
             model = build_model(config, num_classes=10, seed=seed)
             t0 = time.perf_counter()
             accuracy, _, curve = search.fit(model, seed=seed)

@@ -44,11 +44,11 @@ from torchvision.transforms import v2
 from bench.common import base_parser, machine, result_line
 from pipeline.augment import load_policy
 from pipeline.config import load_params
+from pipeline.contracts import Chosen
 from pipeline.data import load_data, stable_sample
 from pipeline.device import pick_device
 from pipeline.hashing import canonical_json, digest
 from pipeline.models import build_model
-from pipeline.stages.retrain import read_chosen
 from pipeline.tracking import git_commit
 from pipeline.train import EpochMetrics, evaluate, train
 
@@ -154,9 +154,9 @@ def chosen_model(spec: str) -> tuple[Any, str]:
     reads it) or a baseline name."""
     if not Path(spec).is_file():
         return spec, spec
-    chosen = read_chosen(spec)
-    config = chosen["config"]
-    return config, config if isinstance(config, str) else f"chosen({chosen.get('params', '?')} params)"
+    chosen = Chosen.read(spec)
+    config = chosen.config
+    return config, config if isinstance(config, str) else f"chosen({chosen.params or '?'} params)"
 
 
 def plot_runs(results: dict[str, list[float]], title: str, path: Path) -> None:

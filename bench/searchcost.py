@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,11 +22,9 @@ from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import base_parser, machine, result_line  # noqa: E402
-from bench.workers import BIN, trial_rate, write_bench_sample  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
+from bench.common import base_parser, machine, result_line
+from bench.workers import BIN, trial_rate, write_bench_sample
+from pipeline.config import load_params
 
 FAA_GPU_HOURS = 3.5  # Fast AutoAugment's reported search cost on CIFAR-10 (K=5, B=200, WRN-40-2 children)
 

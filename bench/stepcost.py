@@ -22,22 +22,18 @@ bench then needs no data (``--data`` is not used).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.candidates import random_configs, spearman  # noqa: E402
-from bench.common import machine, median, result_line  # noqa: E402
-from pipeline.config import load_params  # noqa: E402
-from pipeline.data import ImageSet  # noqa: E402
-from pipeline.device import pick_device  # noqa: E402
-from pipeline.models import build_model, count_macs, count_params  # noqa: E402
-from pipeline.train import step_seconds, train  # noqa: E402
+from bench.candidates import random_configs, spearman
+from bench.common import machine, median, result_line
+from pipeline.config import load_params
+from pipeline.data import ImageSet
+from pipeline.device import pick_device
+from pipeline.models import build_model, count_macs, count_params
+from pipeline.train import step_seconds, train
 
 
 def main() -> None:

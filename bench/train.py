@@ -13,14 +13,12 @@ backward pass) times images/s gives each side's GFLOP/s, set against the best GF
 100 % of that peak would reach against the measured peer: where it is below a target ratio, no
 data-pipeline change can reach the target on this CPU.
 
-    python bench/train.py --data /work/shared/datasets/cifar10-jpg.tar.gz
+    python -m bench.train --data /work/shared/datasets/cifar10-jpg.tar.gz
 """
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,13 +27,11 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import base_parser, machine, median, result_line  # noqa: E402
-from pipeline.data import ImageSet, load_data, stable_sample  # noqa: E402
-from pipeline.device import autocast_dtype  # noqa: E402
-from pipeline.models import build_model  # noqa: E402
-from pipeline.train import CIFAR_MEAN, CIFAR_STD, EpochMetrics, TrainConfig, train  # noqa: E402
+from bench.common import base_parser, machine, median, result_line
+from pipeline.data import ImageSet, load_data, stable_sample
+from pipeline.device import autocast_dtype
+from pipeline.models import build_model
+from pipeline.train import CIFAR_MEAN, CIFAR_STD, EpochMetrics, TrainConfig, train
 
 
 class PILDataset(Dataset):
@@ -62,7 +58,7 @@ def peer_windows(model_name: str, data: ImageSet, cfg: TrainConfig, warmup: int,
                  steps: int) -> list[float]:
     torch.manual_seed(0)
     model = build_model(model_name).train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr * 0.1, momentum=cfg.momentum,
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.peak_lr * 0.1, momentum=cfg.momentum,
                           nesterov=True, weight_decay=cfg.weight_decay)
     loader = DataLoader(PILDataset(data), batch_size=cfg.batch_size, shuffle=True, num_workers=2,
                         drop_last=True, persistent_workers=True)

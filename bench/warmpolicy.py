@@ -31,20 +31,15 @@ Studies, children and re-scores persist in ``--work``: an interrupted run resume
 
 from __future__ import annotations
 
-import contextlib
 import statistics
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import base_parser, machine, result_line  # noqa: E402
-from bench.warmstart import (  # noqa: E402
+from bench.common import base_parser, machine, result_line
+from bench.warmstart import (
     PROFILE,
     QUICK,
     common_reach,
@@ -53,17 +48,14 @@ from bench.warmstart import (  # noqa: E402
     merge,
     own_trials,
     own_values,
+    policy_search,
     reach,
     split_versions,
 )
-from pipeline.config import Params, PolicySearchConfig, parse_params  # noqa: E402
-from pipeline.data import ImageSet, load_data  # noqa: E402
-from pipeline.data.sample import fingerprint, stable_sample  # noqa: E402
-from pipeline.device import pick_device  # noqa: E402
-from pipeline.search import policy as policy_module  # noqa: E402
-from pipeline.search.policy import FastAutoAugment, run_search  # noqa: E402
-from pipeline.search.studies import open_storage  # noqa: E402
-from pipeline.tracking import Tracker  # noqa: E402
+from pipeline.config import Params, PolicySearchConfig, parse_params
+from pipeline.data import ImageSet, load_data
+from pipeline.data.sample import fingerprint, stable_sample
+from pipeline.tracking import Tracker
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,34 +75,18 @@ MECHANISMS: dict[str, dict[str, Any]] = {
 """Warm mechanisms compared: a name -> the policy_search keys it changes."""
 
 
-class _OffsetSampler(FastAutoAugment):
-    """FAA whose TPE seed is shifted by ``offset``: another search seed, the same children."""
-
-    offset = 0
-
-    def sampler(self, part: int, salt: int = 0) -> optuna.samplers.BaseSampler:
-        return super().sampler(part, salt + self.offset)
-
-
-@contextlib.contextmanager
-def search_seed(offset: int) -> Iterator[None]:
-    """``run_search`` with the sampler's seed shifted by ``offset`` (0: the pipeline's own)."""
-    seeded = type(f"FAA_seed{offset}", (_OffsetSampler,), {"offset": offset})
-    before = policy_module.METHODS["faa"]
-    policy_module.METHODS["faa"] = seeded
-    try:
-        yield
-    finally:
-        policy_module.METHODS["faa"] = before
+def with_search_seed(cfg: PolicySearchConfig, offset: int) -> PolicySearchConfig:
+    """``cfg`` with the sampler's seed shifted by ``offset`` (0: the pipeline's own); the splits
+    and the children keep their seeds."""
+    seeds = cfg.seeds.model_copy(update={"split": cfg.split_seed, "train": cfg.train_seed,
+                                         "sampler": cfg.sampler_seed + offset})
+    return cfg.model_copy(update={"seeds": seeds})
 
 
 def search(sample: ImageSet, fp: str, cfg: PolicySearchConfig, db: Path, work: Path, offset: int) -> list[optuna.Study]:
     """The policy search on ``sample`` in the storage ``db`` (resumed when it holds the study)."""
     tracker = Tracker(f"sqlite:///{work / 'mlflow.db'}", "bench")
-    with tracker.stage_run("search_policy", resume_key=db.stem) as run, search_seed(offset):
-        result = run_search(sample, fp, cfg, open_storage(f"sqlite:///{db}"), run, device=pick_device(),
-                            cache=work / "cache", progress=False)
-    return result.fold_studies
+    return policy_search(sample, fp, with_search_seed(cfg, offset), db, work / "cache", tracker, db.stem)
 
 
 def versions(data_path: str, params: Params, share: float, quick: bool) -> tuple[ImageSet, ImageSet]:

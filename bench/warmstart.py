@@ -62,20 +62,19 @@ import optuna
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import base_parser, machine, result_line  # noqa: E402
-from pipeline.config import PolicySearchConfig, load_params  # noqa: E402
-from pipeline.data import ImageSet, load_data  # noqa: E402
-from pipeline.device import pick_device  # noqa: E402
-from pipeline.hashing import canonical_json  # noqa: E402
-from pipeline.models import build_model  # noqa: E402
-from pipeline.search.model import ModelSearch, config_from_params  # noqa: E402
-from pipeline.search.policy import FastAutoAugment, run_search  # noqa: E402
-from pipeline.search.runner import HISTORY_COUNT_ATTR, WARM_ATTR  # noqa: E402
-from pipeline.search.studies import completed, open_storage  # noqa: E402
-from pipeline.stages.common import read_policy  # noqa: E402
-from pipeline.tracking import Tracker  # noqa: E402
+from bench.common import base_parser, machine, result_line
+from pipeline.config import Params, PolicySearchConfig, load_params
+from pipeline.data import ImageSet, load_data
+from pipeline.device import pick_device
+from pipeline.hashing import canonical_json
+from pipeline.models import build_model
+from pipeline.names import HISTORY_COUNT_ATTR, WARM_ATTR
+from pipeline.search.model import ModelSearch, config_from_params
+from pipeline.search.policy import FastAutoAugment
+from pipeline.search.registry import BuildContext, search_stage
+from pipeline.search.studies import completed, open_storage
+from pipeline.stages.common import read_policy
+from pipeline.tracking import Tracker
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -262,7 +261,10 @@ def fold_scorer(cfg: PolicySearchConfig, sample: ImageSet, fingerprint: str, cac
                 draws: int) -> Scorer:
     """A policy's mean accuracy over ``draws`` fresh augmentation seeds (the search used
     ``eval_seed``) on fold ``fold``'s D_A, by the from-scratch child of that fold (from ``cache``)."""
-    method = FastAutoAugment(cfg, sample, fingerprint, device=pick_device(), cache=cache, progress=False)
+    context = BuildContext(Params(policy_search=cfg.model_copy(update={"method": "faa"})), sample, fingerprint,
+                           pick_device(), cache, progress=False)
+    method = search_stage("search_policy").build(context)
+    assert isinstance(method, FastAutoAugment)
     d_m, d_a = method.split(fold)
     child, seconds = method.scratch_child(fold, d_m)
     if seconds:
@@ -280,8 +282,11 @@ def model_scorer(project: Path, seeds: int) -> Scorer:
     search seeds trial n with ``seed + n``) on the model search's split, with ``project``'s policy."""
     cfg = load_params(project / "params.yaml").model_search
     policy = read_policy(project / "outputs" / "search_policy" / "policy.json") if cfg.augment == "policy" else None
-    method = ModelSearch(cfg, ImageSet.load(project / "data" / "sample" / "images.pt"), policy=policy,
-                         device=pick_device(), progress=False)
+    context = BuildContext(Params(model_search=cfg), ImageSet.load(project / "data" / "sample" / "images.pt"),
+                           read(project, "data/sample/manifest.json")["fingerprint"], pick_device(), policy=policy,
+                           progress=False)  # no tracker: no @champion (the scorer trains, it does not search)
+    method = search_stage("search_model").build(context)
+    assert isinstance(method, ModelSearch)
     classes = len(method.train_set.classes)
 
     def score(params: dict[str, Any]) -> float:
@@ -333,10 +338,20 @@ def policy_equal_child(cold: Path, v1_storage: Path, work: Path, history: bool) 
     sample = ImageSet.load(cold / "data" / "sample" / "images.pt")
     fingerprint = read(cold, "data/sample/manifest.json")["fingerprint"]
     tracker = Tracker(f"sqlite:///{work / 'equal-child-mlflow.db'}", "bench")
-    with tracker.stage_run("search_policy", resume_key=f"equal-{db.stem}") as run:
-        result = run_search(sample, fingerprint, cfg, open_storage(f"sqlite:///{db}"), run, device=pick_device(),
-                            cache=cold / ".autoaug" / "cache" / "search_policy", progress=False)
-    return result.fold_studies
+    return policy_search(sample, fingerprint, cfg, db, cold / ".autoaug" / "cache" / "search_policy", tracker,
+                         f"equal-{db.stem}")
+
+
+def policy_search(sample: ImageSet, fingerprint: str, cfg: PolicySearchConfig, db: Path, cache: Path,
+                  tracker: Tracker, resume_key: str) -> list[optuna.Study]:
+    """The policy search as the stage builds it (through its registered spec), in the SQLite
+    storage ``db`` (resumed when it holds the studies), with the children in ``cache``."""
+    spec = search_stage("search_policy")
+    context = BuildContext(Params(policy_search=cfg), sample, fingerprint, pick_device(), cache, progress=False)
+    with tracker.stage_run(spec.name, resume_key=resume_key) as run:
+        result = spec.run(context, open_storage(f"sqlite:///{db}"), run)
+    studies: list[optuna.Study] = result.outcome.studies
+    return studies
 
 
 def run_projects(args: Any, work: Path, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -35,14 +35,12 @@ from typing import Any
 import optuna
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.common import base_parser, machine, result_line  # noqa: E402
-from pipeline.config import Params, load_params  # noqa: E402
-from pipeline.data import load_data, stable_sample, write_sample  # noqa: E402
-from pipeline.search.runner import WORKER_ATTR  # noqa: E402
-from pipeline.search.studies import open_storage  # noqa: E402
-from pipeline.tracking import Tracker  # noqa: E402
+from bench.common import base_parser, machine, result_line
+from pipeline.config import Params, load_params
+from pipeline.data import load_data, stable_sample, write_sample
+from pipeline.names import STUDY, TRIAL, WORKER_ATTR
+from pipeline.search.studies import open_storage
+from pipeline.tracking import Tracker
 
 BIN = Path(sys.executable).parent
 
@@ -116,9 +114,9 @@ def bookkeeping(storage_url: str, tracking_uri: str, params: Params, trials: int
         done = study.trials[-trials:]
         t0 = time.perf_counter()
         for t in done:
-            run.log_finished_child(f"trial{t.number:03d}", key_tag="autoaug.trial", key=str(t.number),
+            run.log_finished_child(f"trial{t.number:03d}", key_tag=TRIAL, key=str(t.number),
                                    params=t.params, metrics={"score": 0.5, "accuracy": 0.5},
-                                   tags={"optuna.study": study.study_name}, dicts={"policy.json": {"n": 1}})
+                                   tags={STUDY: study.study_name}, dicts={"policy.json": {"n": 1}})
         mlflow_ms = (time.perf_counter() - t0) / len(done) * 1000
     return storage_ms, mlflow_ms
 

@@ -31,9 +31,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from pipeline.stages.sample import sample_stage
 
     manifest = sample_stage(load_params(args.params), args.store, args.out)
-    counts = ", ".join(f"{c} {n}" for c, n in manifest["class_counts"].items())
-    print(f"sample: {manifest['size']} of {manifest['pool_size']} images -> {args.out} "
-          f"(fingerprint {manifest['fingerprint']}); per class: {counts}")
+    counts = ", ".join(f"{c} {n}" for c, n in manifest.class_counts.items())
+    print(f"sample: {manifest.size} of {manifest.pool_size} images -> {args.out} "
+          f"(fingerprint {manifest.fingerprint}); per class: {counts}")
 
 
 def cmd_search_policy(args: argparse.Namespace) -> None:
@@ -56,20 +56,23 @@ def cmd_search_model(args: argparse.Namespace) -> None:
 
 
 def cmd_retrain(args: argparse.Namespace) -> None:
+    from pipeline.contracts import RetrainMetrics
     from pipeline.stages.retrain import retrain_stage
 
-    metrics = retrain_stage(load_params(args.params), args.store, args.chosen, args.policy, args.out,
-                            progress=not args.no_progress)
-    print(f"retrain: test accuracy {metrics['test_accuracy']:.4f} ({metrics['tta']} TTA), "
-          f"{metrics['params']} parameters, {metrics['train_minutes']:.1f} training minutes; "
-          f"registered {metrics['registered_model']} version {metrics['model_version']}")
+    metrics = RetrainMetrics.model_validate(retrain_stage(load_params(args.params), args.store, args.chosen,
+                                                          args.policy, args.out, progress=not args.no_progress))
+    print(f"retrain: test accuracy {metrics.test_accuracy:.4f} ({metrics.tta} TTA), "
+          f"{metrics.params} parameters, {metrics.train_minutes or 0:.1f} training minutes; "
+          f"registered {metrics.registered_model} version {metrics.model_version}")
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
+    from pipeline.contracts import Decision
     from pipeline.stages.publish import publish_stage
 
-    decision = publish_stage(load_params(args.params), args.retrain, args.policy, args.published, args.out)
-    print(f"publish: {decision['reason']}")
+    decision = Decision.model_validate(publish_stage(load_params(args.params), args.retrain, args.policy,
+                                                     args.published, args.out))
+    print(f"publish: {decision.reason}")
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -94,7 +97,7 @@ def cmd_history(args: argparse.Namespace) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     from service.app import serve
 
-    serve(args.host, args.port, args.published, args.mlflow_ui_url)
+    serve(args.host, args.port, args.published, args.mlflow_ui_url, args.workers)
 
 
 def _add_params(p: argparse.ArgumentParser) -> None:
@@ -176,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--published", "--published-dir", dest="published", default=None,
                    help="what `publish` writes (default: $AUTOAUG_PUBLISHED_DIR or published)")
     p.add_argument("--mlflow-ui-url", default=None, help="MLflow UI base URL for links to runs ($AUTOAUG_MLFLOW_UI_URL)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="uvicorn worker processes, for more cores (default: $AUTOAUG_WORKERS or 1)")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from pipeline.errors import ConfigError
 
@@ -29,8 +39,10 @@ class StrictModel(BaseModel):
 class SampleConfig(StrictModel):
     """The stable stratified sample the searches run on."""
 
-    size: int = Field(10_000, gt=0, description="images in the sample (equal per class when the pool allows)")
-    seed: int = Field(0, ge=0, description="seed of the content hash that ranks images")
+    size: int = Field(10_000, gt=0, description="images in the search sample (stratified: equal per class "
+                      "when the pool allows)")
+    seed: int = Field(0, ge=0, description="seed of the content hash that ranks images; membership is stable "
+                      "when data is appended")
 
 
 # Where the stores are is a property of the deployment, not of the experiment: these variables
@@ -43,11 +55,14 @@ class TrackingConfig(StrictModel):
     """Where studies and runs are kept; both survive `dvc repro`. ``AUTOAUG_MLFLOW_URI`` and
     ``AUTOAUG_OPTUNA_STORAGE`` in the environment override the two locations."""
 
-    mlflow_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI")
-    optuna_storage: str = Field("sqlite:///optuna.db", description="Optuna RDB storage URL")
-    experiment_prefix: str = Field("autoaug", min_length=1)
-    registered_model: str = Field("autoaug-classifier", min_length=1,
-                                  description="MLflow registered model of the retrained models (@champion alias)")
+    mlflow_uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking store (compose: "
+                            "http://mlflow:5000)")
+    optuna_storage: str = Field("sqlite:///optuna.db", description="Optuna study storage, an RDB URL (compose: "
+                                "postgresql://...)")
+    experiment_prefix: str = Field("autoaug", min_length=1, description="MLflow experiments are named "
+                                   "<prefix>-<stage>")
+    registered_model: str = Field("autoaug-classifier", min_length=1, description="MLflow registered model of "
+                                  "the retrained models; publish moves its @champion alias")
 
 
 
@@ -55,7 +70,7 @@ class TrackingConfig(StrictModel):
 def _format_error(err: Any) -> str:
     key = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        return f"{key}: unknown key (check the spelling; see params.yaml in the README)"
+        return f"{key}: unknown key (check the spelling; every key: docs/params.md)"
     if err["type"] == "value_error":  # a cross-field rule: the message names the values
         return f"{key}: {str(err['msg']).removeprefix('Value error, ')}"
     return f"{key} = {err.get('input')!r}: {err['msg']}"
@@ -97,12 +112,17 @@ class TrainConfig(StrictModel):
 
     epochs: int = Field(default=10, ge=1, description="passes over the training set")
     batch_size: int = Field(default=512, ge=1, description="images per SGD step")
-    lr: float = Field(default=0.4, gt=0, description="peak learning rate (mean loss over the batch)")
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    nesterov: bool = True
+    lr: float = Field(default=0.4, gt=0, description="peak learning rate (mean loss over the batch) at "
+                      "lr_batch_size images per step")
+    lr_batch_size: int | None = Field(
+        default=None, ge=1, description="the batch size lr is stated at: the trainer's peak lr is lr x batch_size "
+        "/ lr_batch_size (the linear scaling rule), so changing batch_size alone scales it; null: lr at any "
+        "batch size")
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(default=True, description="Nesterov momentum")
     weight_decay: float = Field(default=5e-4, ge=0, description="L2 on conv/linear weights only; never on BN or biases")
     bias_lr_scale: float = Field(default=1.0, gt=0, description="lr multiplier for BN and bias parameters")
-    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1, description="label smoothing of the cross-entropy loss")
     schedule: Literal["onecycle", "cosine"] = Field(
         default="onecycle", description="per-step lr: linear warm-up then linear (onecycle) or cosine decay"
     )
@@ -112,7 +132,8 @@ class TrainConfig(StrictModel):
         default="random", description="horizontal flip; alternating = a fixed random half, all flipped every other epoch"
     )
     crop_padding: int = Field(default=4, ge=0, le=16, description="random-crop translation in pixels; 0 disables")
-    crop_mode: Literal["zeros", "reflect"] = "zeros"
+    crop_mode: Literal["zeros", "reflect"] = Field(default="zeros", description="what the random crop pads "
+                                                   "with: zeros | reflect (airbench)")
     lookahead: bool = Field(default=False, description="airbench-style lookahead/EMA of the weights in the last 70 %")
     tta: bool = Field(default=False, description="evaluate with horizontal-flip test-time augmentation")
     tta_translate: bool = Field(
@@ -124,52 +145,88 @@ class TrainConfig(StrictModel):
         description="auto = bf16 autocast on CPUs with native bf16 (AVX-512 BF16 / AMX), else fp32; "
         "bf16 (fp16 without bf16 support) AMP on CUDA",
     )
-    channels_last: bool = True
+    channels_last: bool = Field(default=True, description="train in the channels-last memory format")
     data_init: bool = Field(default=True, description="let a model initialise itself from data (airbench whitening)")
 
+    @property
+    def peak_lr(self) -> float:
+        """The peak learning rate the trainer uses: ``lr`` scaled linearly from ``lr_batch_size``
+        images per step to ``batch_size`` (Goyal et al., 2017). The one place the rule lives:
+        everything that trains reads this, never ``lr`` alone."""
+        if self.lr_batch_size is None or self.lr_batch_size == self.batch_size:
+            return self.lr  # no arithmetic: the value given is the value used, bit for bit
+        return self.lr * self.batch_size / self.lr_batch_size
 
-def _airbench_fields(batch_size: int) -> dict[str, Any]:
-    """airbench94's hyper-parameters in the trainer's (mean-loss) parametrisation.
+    @model_serializer(mode="wrap")
+    def _dump_lr_batch_size_where_it_scales(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A dump (MLflow params, study identities, resume and cache keys) names ``lr_batch_size``
+        only where it changes the lr: a recipe at its reference batch size dumps as it did before
+        the rule was explicit, so studies and runs recorded then still resume and warm-start.
+        A dump records a training: ``TrainConfig(**dump)`` trains the same (``peak_lr`` is kept)."""
+        data: dict[str, Any] = handler(self)
+        if self.lr_batch_size in (None, self.batch_size):
+            data.pop("lr_batch_size", None)
+        return data
 
-    airbench94 states lr 11.5 and weight decay 0.0153 'per 1024 examples' for a summed loss
-    with momentum 0.85; for a mean loss that is a peak lr of 1.5 * batch/1024 and an L2
-    coefficient of 1.33e-3; BN biases get 64x the lr.
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named starting point of a TrainConfig params section (the child, the candidates' and
+    the retrain recipe), and the one way such a section is built.
+
+    ``values`` are the fields the recipe sets (the others keep TrainConfig's defaults); a params
+    section's keys replace them one by one, so ``{epochs: 2}`` changes only the epochs and keeps
+    the recipe's lr, stated at its ``lr_batch_size`` (see ``TrainConfig.peak_lr``). ``shown``:
+    the keys params.yaml writes out, each with why it has its value (its comment there).
     """
-    return dict(
-        batch_size=batch_size, lr=1.5 * batch_size / 1024, momentum=0.85, nesterov=True,
-        weight_decay=1.33e-3, bias_lr_scale=64.0, label_smoothing=0.2, schedule="onecycle",
-        warmup=0.23, final_lr_fraction=0.07, flip="alternating", crop_padding=2,
-        crop_mode="reflect", lookahead=True, tta=True, tta_translate=True, eval_every=0,
-    )
+
+    name: str
+    values: Mapping[str, Any]
+    shown: Mapping[str, str]
+
+    def fields(self, given: Mapping[Any, Any]) -> dict[Any, Any]:
+        """The recipe's values with ``given`` on top (a bad value stays for TrainConfig to report)."""
+        return {**self.values, **given}
+
+    def build(self, **given: Any) -> TrainConfig:
+        return TrainConfig(**self.fields(given))
+
+    def under(self, value: Any) -> Any:
+        """For a section's ``mode="before"`` validator: a partial mapping means this recipe with
+        those keys changed, not TrainConfig's generic defaults for the rest."""
+        return self.fields(value) if isinstance(value, Mapping) else value
+
+
+LR_BATCH_SIZE_NOTE = "lr is stated at this batch size: the peak lr is lr x batch_size / lr_batch_size"
+
+# airbench94's hyper-parameters in the trainer's (mean-loss) parametrisation. airbench94 states
+# lr 11.5 and weight decay 0.0153 'per 1024 examples' for a summed loss with momentum 0.85; for a
+# mean loss that is a peak lr of 1.5 per 1024 images (0.375 at 256) and an L2 coefficient of
+# 1.33e-3; BN biases get 64x the lr.
+AIRBENCH = Recipe("airbench94", values=dict(
+    batch_size=256, lr=0.375, lr_batch_size=256, momentum=0.85, nesterov=True, weight_decay=1.33e-3,
+    bias_lr_scale=64.0, label_smoothing=0.2, schedule="onecycle", warmup=0.23, final_lr_fraction=0.07,
+    flip="alternating", crop_padding=2, crop_mode="reflect", lookahead=True, tta=True, tta_translate=True,
+    eval_every=0,
+), shown={})
 
 
 def airbench_recipe(batch_size: int, **overrides: Any) -> TrainConfig:
     """airbench94's recipe at ``batch_size`` (the learning rate scales with it), with
     ``overrides`` (any TrainConfig field) on top. The accuracy benchmark and the policy
     search's child recipe both start from it."""
-    return TrainConfig(**{**_airbench_fields(batch_size), **overrides})
+    return AIRBENCH.build(batch_size=batch_size, **overrides)
 
 
 # The policy search's child: airbench's recipe with the usual 4-pixel crop, scored once per
 # epoch without test-time augmentation (the search compares children, it does not report them).
-CHILD_BATCH_SIZE = 256
-CHILD_OVERRIDES: dict[str, Any] = {"epochs": 10, "crop_padding": 4, "tta": False, "tta_translate": False,
-                                   "eval_every": 1}
-
-
-def _lr_batch_size(given: Mapping[Any, Any], default: int) -> int:
-    """The batch size a recipe's learning rate is scaled to: ``given``'s when it is a positive
-    integer, else ``default`` (a bad value stays in ``given``, for TrainConfig to report with its key)."""
-    batch_size = given.get("batch_size", default)
-    valid = isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0
-    return batch_size if valid else default
-
-
-def _child_fields(given: Mapping[Any, Any]) -> dict[Any, Any]:
-    """The child recipe's fields with the ``given`` ones on top: ``airbench_recipe(batch_size,
-    **CHILD_OVERRIDES, **given)``, so the learning rate follows ``batch_size`` unless ``lr`` is
-    given."""
-    return {**_airbench_fields(_lr_batch_size(given, CHILD_BATCH_SIZE)), **CHILD_OVERRIDES, **given}
+CHILD = Recipe("child", values={**AIRBENCH.values, "epochs": 10, "crop_padding": 4, "tta": False,
+                                "tta_translate": False, "eval_every": 1}, shown={
+    "epochs": "",
+    "batch_size": "",
+    "lr": "airbench94's 1.5 per 1024 images (mean loss)",
+    "lr_batch_size": LR_BATCH_SIZE_NOTE,
+})
 
 
 # Fast AutoAugment's ops: the op table (pipeline.augment.ops.OPS) without Identity, in its order.
@@ -182,6 +239,36 @@ FAA_OPS = (
 )
 
 
+class SearchSeeds(StrictModel):
+    """A search's seeds, one per concern, so that one can move while the others stay (e.g.
+    another sampler seed over the same splits and children). Each left null is the search's
+    ``seed``: with none given, everything draws from ``seed`` as before the keys existed."""
+
+    split: int | None = Field(None, ge=0, description="seed of the D_M / D_A splits (null: seed)")
+    train: int | None = Field(None, ge=0, description="seed of the networks the search trains (null: seed)")
+    sampler: int | None = Field(None, ge=0, description="seed of the Optuna sampler (null: seed)")
+
+
+class SeededSearch:
+    """The seeds of a search section that has a ``seed`` and its per-concern ``seeds``."""
+
+    if TYPE_CHECKING:  # the fields are the section's own (kept where params.yaml lists them)
+        seed: int
+        seeds: SearchSeeds
+
+    @property
+    def split_seed(self) -> int:
+        return self.seed if self.seeds.split is None else self.seeds.split
+
+    @property
+    def train_seed(self) -> int:
+        return self.seed if self.seeds.train is None else self.seeds.train
+
+    @property
+    def sampler_seed(self) -> int:
+        return self.seed if self.seeds.sampler is None else self.seeds.sampler
+
+
 class RandAugmentSearchConfig(StrictModel):
     """`method: randaugment`: N ops per image at magnitude M, chosen by training a child per trial."""
 
@@ -190,27 +277,32 @@ class RandAugmentSearchConfig(StrictModel):
     epochs: int = Field(6, ge=1, description="child epochs per candidate")
 
 
-class PolicySearchConfig(StrictModel):
+class PolicySearchConfig(SeededSearch, StrictModel):
     """Fast AutoAugment (or RandAugment-style) policy search on the sample.
 
     The defaults finish in about 10 minutes on 2 CPU cores; the paper's settings are
-    folds=5, trials_per_fold=200, top_n=10 (see the README).
+    folds=5, trials_per_fold=200, top_n=10 (docs/policy-search.md).
     """
 
-    method: Literal["faa", "randaugment"] = "faa"
+    method: Literal["faa", "randaugment"] = Field("faa", description="faa | randaugment (the cheap baseline: "
+                                                  "search N ops at magnitude M)")
     folds: int = Field(3, ge=2, description="K stratified splits of the sample")
-    held_out: float = Field(0.4, gt=0, lt=1, description="share of each split held out as D_A")
+    held_out: float = Field(0.4, gt=0, lt=1, description="share of each split held out as D_A (the paper's "
+                            "code: 0.4)")
     trials_per_fold: int = Field(80, ge=1, description="B: TPE trials per split")
-    top_n: int = Field(5, ge=1, description="N: best candidates kept per split")
+    top_n: int = Field(5, ge=1, description="N: best candidate policies kept per split, merged into "
+                       "policy.json")
     n_sub: int = Field(5, ge=1, description="sub-policies per candidate policy")
     ops_per_sub: int = Field(2, ge=1, le=4, description="ops per sub-policy")
     ops: list[str] = Field(default_factory=lambda: list(FAA_OPS), min_length=1,
                            description="ops the search may choose (names of the op table)")
-    objective: Literal["accuracy", "loss"] = Field("accuracy", description="score of a candidate on augmented D_A")
+    objective: Literal["accuracy", "loss"] = Field("accuracy", description="score of a candidate on augmented "
+                                                   "D_A: accuracy | loss")
     draws: int = Field(1, ge=1, le=32, description="augmented draws per D_A image: 1 = one draw each; more = "
-                       "Fast AutoAugment's objective (correct if any draw is, loss = the lowest; the paper: n_sub)")
-    startup_trials: int = Field(10, ge=0, description="random trials before TPE takes over")
-    warm_start: int = Field(5, ge=0, description="best configurations of a prior study re-evaluated first")
+                       "Fast AutoAugment's objective (correct if any draw is, loss = the lowest; the paper: n_sub, 5x the cost)")
+    startup_trials: int = Field(10, ge=0, description="random trials before TPE models the scores")
+    warm_start: int = Field(5, ge=0, description="best candidates of the prior study (older data) re-evaluated "
+                            "first")
     warm_budget: float = Field(0.3, gt=0, le=1, description="share of trials_per_fold a warm-started fold runs")
     warm_all_folds: bool = Field(True, description="a warm-started fold re-evaluates the best of every prior "
                                  "fold's study in turn, its own fold's first (the folds search one problem)")
@@ -220,22 +312,26 @@ class PolicySearchConfig(StrictModel):
                                "trials (scored on the prior data) from its first trial")
     warm_child_epochs: int = Field(3, ge=0, description="a warm-started fold fine-tunes the prior data's child "
                                    "for this many epochs (at most child.epochs) instead of training one from scratch (0 = from scratch)")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="the default of each of seeds")
+    seeds: SearchSeeds = Field(default_factory=SearchSeeds, description="per-concern seeds (split, train, "
+                               "sampler); each left null is seed")
     eval_seed: int = Field(0, ge=0, description="fixed seed of the augmentation of D_A, so scores compare")
     child_model: str = Field("airbench_half", description="network of the child models (a baseline name)")
     child: TrainConfig = Field(
-        default_factory=lambda: airbench_recipe(CHILD_BATCH_SIZE, **CHILD_OVERRIDES),
-        description="child training recipe: airbench's (config.airbench_recipe) at batch 256, 10 epochs, "
-        "crop 4, no TTA; the keys given replace its values (lr follows batch_size unless given)",
+        default_factory=CHILD.build,
+        description="child recipe: flip/crop only (the searched policy is not applied); airbench's recipe "
+        "(pipeline/config.py: CHILD, AIRBENCH) at batch 256, 10 epochs, crop 4, no TTA; a key left out keeps its "
+        "value, any TrainConfig key may be given",
     )
-    randaugment: RandAugmentSearchConfig = Field(default_factory=RandAugmentSearchConfig)
+    randaugment: RandAugmentSearchConfig = Field(default_factory=RandAugmentSearchConfig,
+                                                 description="method randaugment's search")
 
     @field_validator("child", mode="before")
     @classmethod
     def _child_over_the_recipe(cls, value: Any) -> Any:
         """A partial child section (``{epochs: 4}``) means the recipe with those keys changed, not
         TrainConfig's generic defaults for the rest."""
-        return _child_fields(value) if isinstance(value, Mapping) else value
+        return CHILD.under(value)
 
     @model_validator(mode="after")
     def _check_combinations(self) -> PolicySearchConfig:
@@ -263,12 +359,13 @@ class ChooseConfig(StrictModel):
     within_points: float = Field(1.0, ge=0, le=100, description="smallest_within / cheapest_within: accuracy "
                                  "points allowed below")
     reference: str | None = Field(None, description="smallest_within / cheapest_within: compare with this "
-                                  "reference model (e.g. mobilenetv2) instead of the best found")
+                                  "reference model instead of the best found (e.g. mobilenetv2: as good as MobileNetV2 but smaller)")
     budget_params: int | None = Field(None, gt=0, description="under_budget: parameter budget")
     keep_champion_points: float | None = Field(
         3.0, ge=0, le=100, description="keep the @champion's architecture when this search trained it (a warm "
         "search re-trains the prior Pareto members first) and it scored within this many points of the rule's "
-        "pick, so that retrain can start from the champion's weights (null: off)")
+        "pick, so that retrain can start from the champion's weights (null: off); a candidate's score moves 1-5.7 "
+        "points (mean 2.6) with the training seed alone at this recipe (BENCHMARKS.md: candidate-score noise)")
 
     @property
     def name(self) -> str:
@@ -285,25 +382,37 @@ class ChooseConfig(StrictModel):
         return self
 
 
-SPACE_BATCH_SIZE = 64
-SPACE_LR_PER_IMAGE = 0.05 / SPACE_BATCH_SIZE
-# The retrain stage's long schedule, on top of the space recipe (lr 0.2 at batch 256: the same lr per image).
-RETRAIN_OVERRIDES: dict[str, Any] = {"epochs": 30, "batch_size": 256, "eval_every": 0, "tta": True}
-
-
-def _space_fields(given: Mapping[Any, Any]) -> dict[Any, Any]:
-    """The recipe for search-space networks (plain BN nets, not airbench's): SGD + nesterov,
-    one-cycle, label smoothing 0.1; lr 0.05 at batch 64 (a short schedule needs steps: 4 epochs
-    of 4000 images at batch 256 left some candidates at chance for two epochs). The ``given``
-    fields replace its values; the learning rate follows ``batch_size`` unless ``lr`` is given."""
-    fields: dict[Any, Any] = dict(epochs=4, batch_size=SPACE_BATCH_SIZE, momentum=0.9, weight_decay=5e-4,
-                                  label_smoothing=0.1, warmup=0.15, crop_padding=4, flip="random", eval_every=1,
-                                  lr=SPACE_LR_PER_IMAGE * _lr_batch_size(given, SPACE_BATCH_SIZE))
-    return {**fields, **given}
-
-
-def _space_recipe(**overrides: Any) -> TrainConfig:
-    return TrainConfig(**_space_fields(overrides))
+# The recipe for search-space networks (plain BN nets, not airbench's): SGD + nesterov, one-cycle,
+# label smoothing 0.1, lr 0.05 per 64 images: a short schedule needs steps (4 epochs of 4000
+# images at batch 256 left some candidates at chance for two epochs).
+SPACE = Recipe("space", values=dict(
+    epochs=4, batch_size=64, lr=0.05, lr_batch_size=64, momentum=0.9, weight_decay=5e-4, label_smoothing=0.1,
+    warmup=0.15, crop_padding=4, flip="random", eval_every=1,
+), shown={
+    "epochs": "",
+    "batch_size": "250 SGD steps on 4000 images; at 256 (62 steps) some candidates stayed at chance for two "
+                  "epochs (BENCHMARKS.md: candidate fidelity)",
+    "lr": "",
+    "lr_batch_size": LR_BATCH_SIZE_NOTE,
+    "weight_decay": "",
+    "label_smoothing": "",
+    "warmup": "",
+    "eval_every": "the per-epoch validation curve of each trial in MLflow",
+})
+# The retrain stage's long schedule: the space recipe, longer, at batch 256 (lr 0.2: the same lr
+# per image as 0.05 at 64).
+RETRAIN = Recipe("retrain", values={**SPACE.values, "epochs": 30, "batch_size": 256, "lr": 0.2,
+                                    "lr_batch_size": 256, "eval_every": 0, "tta": True}, shown={
+    "epochs": "a dense 640 k-param net: 87.4 % at 15 epochs (BENCHMARKS.md: machine G)",
+    "batch_size": "",
+    "lr": "",
+    "lr_batch_size": LR_BATCH_SIZE_NOTE,
+    "weight_decay": "",
+    "label_smoothing": "",
+    "warmup": "",
+    "eval_every": "",
+    "tta": "flip test-time augmentation on the test split (said in metrics.json)",
+})
 
 
 SpacePoint = Literal["airbench_like", "resnet20", "mobilenetv2"]
@@ -311,23 +420,31 @@ SpacePoint = Literal["airbench_like", "resnet20", "mobilenetv2"]
 DEFAULT_SEED_POINTS: tuple[SpacePoint, ...] = ("airbench_like", "resnet20")
 
 
-class ModelSearchConfig(StrictModel):
+class ModelSearchConfig(SeededSearch, StrictModel):
     """Multi-objective architecture search over the 7-block space (stage search_model)."""
 
     trials: int = Field(24, ge=1, description="candidates trained (over-budget ones are not trained)")
-    sampler: Literal["tpe", "nsga2"] = Field("tpe", description="Optuna's multi-objective TPE or NSGA-II")
+    sampler: Literal["tpe", "nsga2"] = Field("tpe", description="tpe | nsga2: Optuna's multi-objective TPE or "
+                                             "NSGA-II (both honour the budgets)")
     objectives: list[Literal["accuracy", "params", "macs", "train_cost"]] = Field(
         default_factory=lambda: ["accuracy", "params"],  # type: ignore[arg-type]  # literals, as listed
-        description="accuracy first; macs and train_cost optional")
-    max_params: int | None = Field(1_000_000, gt=0, description="parameter budget (an Optuna constraint)")
-    max_macs: int | None = Field(60_000_000, gt=0, description="MACs budget per image (an Optuna constraint)")
+        description="accuracy first; params, macs (a third objective if latency matters) and train_cost optional")
+    max_params: int | None = Field(1_000_000, gt=0, description="parameter budget (an Optuna constraint; "
+                                   "over-budget candidates are never trained)")
+    max_macs: int | None = Field(60_000_000, gt=0, description="MACs budget per 32x32 image (ResNet-20: 40 M): on "
+                                 "a CPU, MACs, not parameters, set a candidate's training time (a 0.7 M-param, "
+                                 "324 M-MAC draw took > 8 min)")
     max_train_cost: float | None = Field(
         1.0, gt=0, description="training-cost budget (an Optuna constraint): a candidate's measured training "
-        "step at recipe.batch_size as a multiple of ResNet-20's, both timed on the machine that runs the trial")
+        "step at recipe.batch_size as a multiple of ResNet-20's, both timed on the machine that runs the trial: "
+        "MACs understate the space's depthwise/SE blocks 2-3x on a CPU (BENCHMARKS.md: training cost); the default "
+        "run's chosen model retrains (30 epochs, 50k images) in 15-18 min on a Zen 5 and 30 on a Zen 4 (bf16), "
+        "83-89 on a Zen 3 (AVX2, fp32)")
     train_images: int = Field(4000, ge=10, description="search-split images each candidate trains on")
     val_images: int = Field(2000, ge=10, description="validation images each candidate is scored on")
     held_out: float = Field(0.4, gt=0, lt=1, description="validation share of the sample (as the policy search)")
-    augment: Literal["policy", "flipcrop"] = Field("policy", description="train candidates with the found policy")
+    augment: Literal["policy", "flipcrop"] = Field("policy", description="policy | flipcrop: train candidates "
+                                                   "with the found policy or with flip/crop only")
     startup_trials: int = Field(8, ge=0, description="random trials before TPE models the front")
     warm_start: int = Field(5, ge=0, description="Pareto members of the prior study re-trained first")
     warm_budget: float = Field(0.5, gt=0, le=1, description="share of trials a warm-started search runs")
@@ -339,19 +456,24 @@ class ModelSearchConfig(StrictModel):
                                   description="baselines trained with the same recipe, drawn on the Pareto plot")
     seed_points: list[SpacePoint] = Field(default_factory=lambda: list(DEFAULT_SEED_POINTS),
                                    description="named points of the space (pipeline.models.SPACE_POINTS) a cold "
-                                   "search trains first; they count as trials and obey the budgets")
-    seed: int = Field(0, ge=0)
-    recipe: TrainConfig = Field(default_factory=_space_recipe, description="short schedule per candidate: the "
-                                "space recipe (lr 0.05 at batch 64); the keys given replace its values (lr follows "
-                                "batch_size unless given)")
-    choose: ChooseConfig = Field(default_factory=ChooseConfig)
+                                   "search trains first (also a warm one with warm_start 0, which re-trains no "
+                                   "prior configuration; [] for a search from random draws only); they count as "
+                                   "trials and obey the budgets: 337 draws never came near airbench's layout, which "
+                                   "scores 9 points above their best")
+    seed: int = Field(0, ge=0, description="the default of each of seeds")
+    seeds: SearchSeeds = Field(default_factory=SearchSeeds, description="per-concern seeds (split, train, "
+                               "sampler); each left null is seed")
+    recipe: TrainConfig = Field(default_factory=SPACE.build, description="short schedule per candidate (SGD + "
+                                "nesterov, one-cycle: pipeline/config.py SPACE); a key left out keeps this value")
+    choose: ChooseConfig = Field(default_factory=ChooseConfig, description="which Pareto member becomes the "
+                                 "model")
 
     @field_validator("recipe", mode="before")
     @classmethod
     def _recipe_over_the_space_recipe(cls, value: Any) -> Any:
         """A partial recipe section (``{epochs: 2}``) changes those keys of the space recipe, not
         TrainConfig's generic defaults for the rest."""
-        return _space_fields(value) if isinstance(value, Mapping) else value
+        return SPACE.under(value)
 
     def rules(self) -> list[ChooseConfig]:
         """The chosen rule plus the three standard ones, for the Pareto plot."""
@@ -377,36 +499,71 @@ class ModelSearchConfig(StrictModel):
 class RetrainConfig(StrictModel):
     """Training the chosen model on every training image (stage retrain)."""
 
-    augment: Literal["policy", "flipcrop"] = Field("policy", description="train with the found policy")
-    seed: int = Field(0, ge=0)
-    recipe: TrainConfig = Field(default_factory=lambda: _space_recipe(**RETRAIN_OVERRIDES),
-                                description="the long schedule: the space recipe at 30 epochs, batch 256 (lr 0.2), "
-                                "flip test-time augmentation; the keys given replace its values (lr follows "
-                                "batch_size unless given)")
+    augment: Literal["policy", "flipcrop"] = Field("policy", description="policy | flipcrop: train with the "
+                                                   "found policy or with flip/crop only")
+    seed: int = Field(0, ge=0, description="seed of the network's initialisation and batches")
+    recipe: TrainConfig = Field(default_factory=RETRAIN.build, description="the same recipe as the candidates', "
+                                "longer: 30 epochs at batch 256, flip test-time augmentation; a key left out keeps "
+                                "this value")
     warm_epochs: int = Field(5, ge=0, description="when the chosen architecture is the @champion's, start from "
-                             "the champion's weights and train this many epochs instead of recipe.epochs "
-                             "(at most recipe.epochs; 0 = always from scratch)")
-    warm_lr_scale: float = Field(0.1, gt=0, le=1, description="a fine-tune from the champion runs the recipe's "
-                                 "schedule at this share of recipe.lr (1 = the recipe's peak, which un-learns "
-                                 "an annealed model: BENCHMARKS.md, continuous AutoML, machine H)")
+                             "its weights and train this many epochs instead of recipe.epochs (at most "
+                             "recipe.epochs; 0: always from scratch)")
+    warm_lr_scale: float = Field(0.1, gt=0, le=1, description="a fine-tune from the champion runs at this share of "
+                                 "the recipe's peak lr: at the full peak a 2-epoch fine-tune lost 0.91 points of the "
+                                 "champion's accuracy, at 0.1 it gained 0.44 (BENCHMARKS.md: continuous AutoML, "
+                                 "machine H)")
 
     @field_validator("recipe", mode="before")
     @classmethod
     def _recipe_over_the_long_schedule(cls, value: Any) -> Any:
-        """A partial recipe section changes those keys of the long schedule (see ModelSearchConfig)."""
-        return _space_fields({**RETRAIN_OVERRIDES, **value}) if isinstance(value, Mapping) else value
+        return RETRAIN.under(value)
 
 
 class PublishConfig(StrictModel):
-    """Promotion to the registry's @champion alias (stage publish)."""
+    """Promotion to the registry's @champion alias (stage publish).
 
-    margin: float = Field(0.0, ge=0, le=1, description="test accuracy the new model must beat the champion by")
+    The candidate and the champion are scored on the same test images; the candidate is
+    promoted when it is better at significance ``alpha`` (McNemar's exact test on the images
+    where they disagree) or, with ``prefer``, when it is not worse by more than ``margin`` and
+    smaller or faster. A champion without such paired data (an older retrain) is compared by
+    accuracy alone: the candidate must beat it by more than ``margin``.
+    """
+
+    margin: float = Field(0.0, ge=0, le=1, description="accuracy (0-1) a difference must exceed to count: a "
+                          "smaller/faster candidate (prefer) may be worse by less than this (the lower "
+                          "confidence bound of the difference above -margin); without paired data the "
+                          "candidate must beat the champion's test accuracy by more than this")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance of the paired test: promote a better "
+                         "candidate when McNemar's one-sided p is below alpha (a one-image lead never is)")
+    prefer: Literal["smaller", "faster"] | None = Field(None, description="also promote a candidate that is not "
+                                                        "worse (see margin) and has fewer parameters (smaller) "
+                                                        "or a lower CPU latency at batch 1 (faster); "
+                                                        "null = only a better one")
 
 
 class Params(StrictModel):
-    sample: SampleConfig = Field(default_factory=SampleConfig)
-    policy_search: PolicySearchConfig = Field(default_factory=PolicySearchConfig)
-    model_search: ModelSearchConfig = Field(default_factory=ModelSearchConfig)
-    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
-    publish: PublishConfig = Field(default_factory=PublishConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    """All of params.yaml: its sections in the file's order, each described above its keys there."""
+
+    sample: SampleConfig = Field(default_factory=SampleConfig, description=(
+        "The stable stratified sample the searches run on (stage sample)."))
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description=(
+        "Where studies and runs are kept; both survive `dvc repro`. AUTOAUG_MLFLOW_URI and "
+        "AUTOAUG_OPTUNA_STORAGE in the environment override the two locations."))
+    policy_search: PolicySearchConfig = Field(default_factory=PolicySearchConfig, description=(
+        "Fast AutoAugment policy search (stage search_policy). These defaults are sized for about 10 minutes on "
+        "2 CPU cores; the paper's settings for a GPU: folds 5, trials_per_fold 200, top_n 10 (and a longer child "
+        "recipe)."))
+    model_search: ModelSearchConfig = Field(default_factory=ModelSearchConfig, description=(
+        "Multi-objective architecture search (stage search_model): maximise validation accuracy, minimise "
+        "parameters over the 7-block space (pipeline/models/space.py). Each candidate trains on `train_images` of "
+        "the policy search's first D_M split with the found policy and is scored on `val_images` of its D_A; the "
+        "test split is never touched. Budgets are Optuna constraints."))
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig, description=(
+        "Full retraining of the chosen model on every training image in the raw store (stage retrain)."))
+    publish: PublishConfig = Field(default_factory=PublishConfig, description=(
+        "Promotion (stage publish): the retrained model becomes @champion only if it beats the current champion's "
+        "test accuracy by more than `margin`."))
+
+
+# The recipe each TrainConfig section starts from (its keys written out in params.yaml: Recipe.shown).
+RECIPE_OF: dict[str, Recipe] = {"policy_search.child": CHILD, "model_search.recipe": SPACE, "retrain.recipe": RETRAIN}

@@ -3,7 +3,8 @@
 Every stage run is tagged with the sample fingerprint (the data version), so the runs of one
 data version line up across the stage experiments without any extra bookkeeping: the policy
 search's score, the model search's Pareto size, the retrain's test accuracy and size of the
-training set, and whether publish promoted it. The newest run of each stage per fingerprint
+training set, and whether publish promoted it (with the promotion gate's paired comparison:
+the accuracy difference in points, its 95 % interval and McNemar's p). The newest run of each stage per fingerprint
 is the one shown (a re-run after a params change replaces the earlier one).
 """
 
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.tracking import Tracker
+from pipeline import names
+from pipeline.tracking import PARENT, Tracker
 
-FINGERPRINT = "autoaug.fingerprint"
 STAGES = ("search_policy", "search_model", "retrain", "publish")
 
 
@@ -38,29 +39,41 @@ class DataVersion:
         champion's kept over the rule's pick (``v3 kept``); ``-`` without a model search."""
         if self.runs.get("search_model") is None:
             return "-"
-        version = self.metric("search_model", "champion_architecture_version")
+        version = self.metric("search_model", names.CHAMPION_ARCHITECTURE_VERSION)
         if version is None:
             return "new"
-        return f"v{version:.0f}" + (" kept" if self.metric("search_model", "kept_champion") else "")
+        return f"v{version:.0f}" + (" kept" if self.metric("search_model", names.KEPT_CHAMPION) else "")
+
+    def versus_champion(self) -> str:
+        """The publish gate's paired comparison: ``+0.42 [+0.21,+0.63] p=0.0003`` (accuracy points
+        with their 95 % interval, McNemar's p); ``-`` when publish had no champion to compare with
+        or no paired data."""
+        diff = self.metric("publish", names.DIFFERENCE_POINTS)
+        low, high = self.metric("publish", names.DIFFERENCE_LOW_POINTS), self.metric("publish", names.DIFFERENCE_HIGH_POINTS)
+        p = self.metric("publish", names.P_VALUE)
+        if diff is None or low is None or high is None or p is None:
+            return "-"
+        return f"{diff:+.2f} [{low:+.2f},{high:+.2f}] p={p:.2g}"
 
     def row(self) -> dict[str, str]:
         def num(value: float | None, fmt: str) -> str:
             return "-" if value is None else format(value, fmt)
 
-        champion = self.tag("publish", "autoaug.champion")
+        champion = self.tag("publish", names.CHAMPION)
         # study names end in <fingerprint>[-<part>]: the data version the policy search built on
-        prior = self.tag("search_policy", "autoaug.warm_start_from")
+        prior = self.tag("search_policy", names.WARM_START_FROM)
         warm_from = prior.split(",")[0].split("-")[2] if prior and prior.count("-") >= 2 else "-"
         return {
             "date": datetime.fromtimestamp(self.started / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
             "fingerprint": self.fingerprint,
-            "train images": num(self.metric("retrain", "train_images"), ".0f"),
-            "policy score": num(self.metric("search_policy", "best_score_mean"), ".4f"),
-            "warm trials": num(self.metric("search_policy", "warm_started_trials"), ".0f"),
+            "train images": num(self.metric("retrain", names.TRAIN_IMAGES), ".0f"),
+            "policy score": num(self.metric("search_policy", names.BEST_SCORE_MEAN), ".4f"),
+            "warm trials": num(self.metric("search_policy", names.WARM_STARTED_TRIALS), ".0f"),
             "warm from": warm_from,
-            "pareto": num(self.metric("search_model", "pareto_size"), ".0f"),
+            "pareto": num(self.metric("search_model", names.PARETO_SIZE), ".0f"),
             "model": self.architecture(),
-            "test acc": num(self.metric("retrain", "test_accuracy"), ".4f"),
+            "test acc": num(self.metric("retrain", names.TEST_ACCURACY), ".4f"),
+            "vs champion": self.versus_champion(),
             "champion": {"True": "yes", "False": "no"}.get(champion or "", "-"),
             "runs": " ".join(f"{stage}={run.info.run_id[:8]}" for stage, run in self.runs.items()),
         }
@@ -76,8 +89,8 @@ def data_versions(tracker: Tracker) -> list[DataVersion]:
         runs = tracker.client.search_runs([exp.experiment_id], max_results=5000,
                                           order_by=["attributes.start_time ASC"])
         for run in runs:
-            fp = run.data.tags.get(FINGERPRINT)
-            if not fp or "mlflow.parentRunId" in run.data.tags:
+            fp = run.data.tags.get(names.FINGERPRINT)
+            if not fp or PARENT in run.data.tags:
                 continue
             version = versions.setdefault(fp, DataVersion(fp, started=run.info.start_time))
             version.started = min(version.started, run.info.start_time)

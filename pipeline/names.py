@@ -45,3 +45,37 @@ HISTORY_ATTR: Final = "autoaug.history"  # trial: a prior study's trial, copied 
 FORMAT_ATTR: Final = "autoaug.format"  # study: the study format it was written with
 SEEDED_ATTR: Final = "seed_point"  # trial: the seed point's name (Method.seed_points)
 WARM_FROM_ATTR: Final = "warm_start_from"  # trial: the prior study an enqueued trial came from
+
+# --- the promotion gate and the metrics `autoaug history` reads (contracts / champion) ------
+GATE: Final = "autoaug.gate"  # publish: the rule that decided (pipeline.contracts.Gate)
+P_VALUE: Final = "p_value"  # publish metric: McNemar's exact one-sided p (candidate not better)
+DIFFERENCE_POINTS: Final = "difference_points"  # publish metric: candidate - champion, accuracy points
+DIFFERENCE_LOW_POINTS: Final = "difference_low_points"  # publish metric: its 95 % interval, low end
+DIFFERENCE_HIGH_POINTS: Final = "difference_high_points"  # publish metric: its 95 % interval, high end
+DISCORDANT_CANDIDATE: Final = "candidate_only"  # publish metric: test images only the candidate gets right
+DISCORDANT_CHAMPION: Final = "champion_only"  # publish metric: test images only the champion gets right
+TEST_ACCURACY: Final = "test_accuracy"  # retrain metric (RetrainMetrics.test_accuracy); a version tag too
+TRAIN_IMAGES: Final = "train_images"  # retrain metric (RetrainMetrics.train_images)
+CLASS_ACCURACY_PREFIX: Final = "class_accuracy."  # retrain metrics: one per class
+BEST_SCORE_MEAN: Final = "best_score_mean"  # search_policy metric (PolicySummary.best_score_mean)
+WARM_STARTED_TRIALS: Final = "warm_started_trials"  # search metric (PolicySummary / ModelSearchSummary)
+PARETO_SIZE: Final = "pareto_size"  # search_model metric (ModelSearchSummary.pareto_size)
+CHAMPION_ARCHITECTURE_VERSION: Final = "champion_architecture_version"  # search_model metric
+KEPT_CHAMPION: Final = "kept_champion"  # search_model metric (1: the champion's architecture was kept)
+FINGERPRINT_VERSION_TAG: Final = "fingerprint"  # registered model version tag: its data fingerprint
+
+# --- The search layer (pipeline/search) --------------------------------------------------
+SKIPPED_ATTR: Final = "skipped"  # trial: why a model-search draw was never trained (over a budget)
+REFUSED_PREFIX: Final = "refused_max_"  # stage metric: draws a budget refused, e.g. refused_max_params
+# trial user attributes that become the trial run's metrics (every numeric one) and curves
+ACCURACY_ATTR: Final = "accuracy"  # trial: the validation (model) or augmented-D_A (policy) accuracy
+LOSS_ATTR: Final = "loss"  # trial (policy search): the augmented-D_A loss
+PARAMS_ATTR: Final = "params"  # trial (model search): the candidate's parameters
+MACS_ATTR: Final = "macs"  # trial (model search): its MACs per image (-1: not counted)
+TRAIN_COST_ATTR: Final = "train_cost"  # trial (model search): training step / ResNet-20's
+STEP_SECONDS_ATTR: Final = "step_seconds"  # trial (model search): its measured training step
+TRAIN_SECONDS_ATTR: Final = "train_seconds"  # trial (model search): its training time
+CURVE_PREFIX: Final = "curve."  # trial: a per-epoch list, logged as the metric's history (curve.val_accuracy)
+VAL_ACCURACY_CURVE: Final = CURVE_PREFIX + "val_accuracy"
+BEST_SCORE: Final = "best_score"  # part run metric: the part's best first objective
+PART_TRIALS: Final = "trials"  # part run metric: the part's finished trials

@@ -4,7 +4,7 @@ Everything goes through an explicit ``MlflowClient`` (no fluent global state), s
 tests can point at different stores. Runs are tagged with the data fingerprint, the study name,
 the git commit and the DVC stage, so a served policy or model traces back to its data.
 
-Interruptions: a stage run is found again by its ``autoaug.resume_key`` tag and reused while it
+Interruptions: a stage run is found again by its resume-key tag (``names.RESUME_KEY``) and reused while it
 is unfinished, and child runs are keyed by a tag (e.g. the Optuna trial number), so a stage that
 is killed and restarted continues its runs instead of duplicating them.
 """
@@ -17,18 +17,19 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from pipeline import names
 from pipeline.errors import ConfigError, first_line
 from pipeline.files import ensure_sqlite_dir, sqlite_setup_lock
 
-RESUME_KEY = "autoaug.resume_key"
+RESUME_KEY = names.RESUME_KEY
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_DEVELOPMENT = "custom_model_development"
-CHAMPION = "champion"
 PARENT = "mlflow.parentRunId"
+T = TypeVar("T")
 MAX_PARAM_CHARS = 6000
 
 
@@ -98,56 +99,36 @@ class Tracker:
             self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
         return str(exp.experiment_id)
 
-    def champion(self, model_name: str) -> Any | None:
-        """The registered model's version under the ``champion`` alias, or None."""
+    # Registry primitives; what the @champion is (and how its files are read) is pipeline.champion's.
+
+    def version_by_alias(self, model_name: str, alias: str) -> Any | None:
+        """The registered model's version under ``alias``, or None (no such model or alias yet)."""
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.client.get_model_version_by_alias(model_name, CHAMPION)
-        except MlflowException:  # no such model or no such alias yet
+            return self.client.get_model_version_by_alias(model_name, alias)
+        except MlflowException:
             return None
 
-    def champion_weights(self, champion: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
-        """A registered version's saved weights (its retrain run's ``weights/model.pt``: config,
-        classes and state dict), its retrain metrics (``weights/metrics.json`` as the stage wrote
-        them, lineage included; rebuilt from the run's metrics and params for a run without it)
-        and its data fingerprint."""
-        import torch
-        from mlflow.exceptions import MlflowException
+    def set_alias(self, model_name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(model_name, alias, version)
 
-        run = self.client.get_run(champion.run_id)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = self.client.download_artifacts(champion.run_id, "weights/model.pt", tmp)
-            saved = dict(torch.load(path, map_location="cpu", weights_only=True))
-            try:
-                path = self.client.download_artifacts(champion.run_id, "weights/metrics.json", tmp)
-                metrics = dict(json.loads(Path(path).read_text()))
-            except (OSError, ValueError, MlflowException):
-                metrics = _metrics_of_run(run)
-        return saved, metrics, run.data.tags.get("autoaug.fingerprint", "")
-
-    def champion_config(self, model_name: str) -> tuple[str, dict[str, Any] | None] | None:
-        """(version, its retrain run's ``model_config.json``: architecture config and classes) of
-        the @champion; the document is None when that run did not log it. None: no champion."""
+    def artifact(self, run_id: str, path: str, read: Callable[[Path], T]) -> T | None:
+        """``read`` applied to a run's artifact (downloaded to a temporary folder), or None when
+        the run has no such artifact. Other failures (an unreachable store) propagate."""
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-        champion = self.champion(model_name)
-        if champion is None:
-            return None
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = self.client.download_artifacts(champion.run_id, "model_config.json", tmp)
-                return str(champion.version), dict(json.loads(Path(path).read_text()))
-        except FileNotFoundError:
-            return str(champion.version), None
-        except MlflowException as e:
-            if e.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-                raise
-            return str(champion.version), None
-
-    def promote(self, model_name: str, version: str) -> None:
-        self.client.set_registered_model_alias(model_name, CHAMPION, version)
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.client.download_artifacts(run_id, path, tmp)
+            except FileNotFoundError:
+                return None
+            except MlflowException as e:
+                if e.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                    raise
+                return None
+            return read(Path(local))
 
     def find_stage_run(self, stage: str, resume_key: str) -> tuple[RunLogger, str] | None:
         """The latest parent run of ``stage`` with ``resume_key`` and its status, or None (what a
@@ -167,7 +148,7 @@ class Tracker:
                   params: Mapping[str, Any] | None = None) -> Iterator[RunLogger]:
         """The parent run of one stage execution; an unfinished run with the same key is resumed."""
         exp_id = self.experiment_id(stage)
-        tags = {RESUME_KEY: resume_key, "autoaug.dvc_stage": stage, **(tags or {})}
+        tags = {RESUME_KEY: resume_key, names.DVC_STAGE: stage, **(tags or {})}
         commit = git_commit()
         if commit:
             tags.setdefault("mlflow.source.git.commit", commit)
@@ -302,7 +283,7 @@ class RunLogger:
             run_id,
             params=[Param(k, v) for k, v in flatten(params).items()],
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()] + series,
-            tags=[RunTag("autoaug.kind", "trial")],
+            tags=[RunTag(names.KIND, "trial")],
         )
         for artifact_file, data in (dicts or {}).items():
             self.client.log_dict(run_id, dict(data), artifact_file)
@@ -342,23 +323,3 @@ class RunLogger:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
-
-
-_COUNTS = ("epochs", "train_images", "test_images", "params", "macs")
-
-
-def _metrics_of_run(run: Any) -> dict[str, Any]:
-    """A retrain run's metrics.json rebuilt from what MLflow keeps (floats, flat names, params
-    as strings): per-class accuracies regrouped, counts as integers, the TTA as retrain names it."""
-    logged = dict(run.data.metrics)
-    metrics: dict[str, Any] = {k: v for k, v in logged.items() if not k.startswith("class_accuracy.")}
-    per_class = {k.split(".", 1)[1]: v for k, v in logged.items() if k.startswith("class_accuracy.")}
-    if per_class:
-        metrics["per_class_accuracy"] = per_class
-    for key in _COUNTS:
-        if key in metrics:
-            metrics[key] = int(metrics[key])
-    flip = run.data.params.get("retrain.recipe.tta") == "True"
-    translate = run.data.params.get("retrain.recipe.tta_translate") == "True"
-    metrics["tta"] = "flip+translate" if flip and translate else "flip" if flip else "none"
-    return metrics

@@ -404,7 +404,7 @@ class _Run:
         if cfg.data_init and callable(init_from_data):
             chosen = whitening_indices(train_set.labels, _WHITENING_IMAGES, seed).to(device)
             init_from_data(normalise(images[chosen], channels_last=False))
-        optimizer = torch.optim.SGD(_param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        optimizer = torch.optim.SGD(_param_groups(model, cfg), lr=cfg.peak_lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
         return cls(
             model=model, cfg=cfg, device=device, dtype=dtype, images=images, labels=train_set.labels.to(device),
             batch_size=batch_size, steps_per_epoch=steps_per_epoch, optimizer=optimizer,
@@ -471,7 +471,7 @@ def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[
     cfg = run.cfg
     factor = lr_factor(run.step, run.total_steps, cfg)
     for group in run.optimizer.param_groups:
-        group["lr"] = cfg.lr * factor * group["lr_scale"]
+        group["lr"] = cfg.peak_lr * factor * group["lr_scale"]
     with autocast(run.device, run.dtype):
         logits = run.model(normalise(images, cfg.channels_last)).float()
     loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from pipeline.augment import OPS
 from pipeline.config import (
-    CHILD_OVERRIDES,
+    CHILD,
     FAA_OPS,
+    RECIPE_OF,
     TRACKING_ENV,
     ModelSearchConfig,
     Params,
@@ -20,8 +24,18 @@ from pipeline.config import (
     parse_params,
 )
 from pipeline.errors import ConfigError
+from pipeline.params_file import REGENERATE, main, rendered_files, stale_files
 
 REPO = Path(__file__).resolve().parents[1]
+# load_params("params.yaml").model_dump(mode="json") before the lr rule was explicit (lr_batch_size)
+# and params.yaml was rendered from config.py: the same file must still mean the same settings.
+BEFORE = json.loads((Path(__file__).parent / "params_before_lr_rule.json").read_text())
+
+
+@pytest.fixture
+def no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in TRACKING_ENV.values():
+        monkeypatch.delenv(var, raising=False)
 
 
 def test_repository_params_file_is_valid() -> None:
@@ -33,15 +47,70 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
     assert load_params(tmp_path / "none.yaml") == Params()
 
 
-def test_the_code_defaults_are_the_shipped_params_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_params_yaml_and_its_reference_page_are_rendered_from_config() -> None:
+    """config.py holds the defaults and their descriptions once; params.yaml and docs/params.md are
+    their rendering, so a default or description changed in one place shows in both."""
+    stale = stale_files(REPO)
+    assert not stale, f"{', '.join(map(str, stale))} differ from pipeline/config.py's rendering: run `{REGENERATE}`"
+
+
+def test_the_shipped_params_yaml_loads_as_the_code_defaults(no_tracking_env: None) -> None:
     """A key left out of a user's params file means what params.yaml says, not another value."""
-    for var in TRACKING_ENV.values():
-        monkeypatch.delenv(var, raising=False)
-    shipped = load_params(REPO / "params.yaml").model_dump()
-    defaults = Params().model_dump()
-    differ = {f"{section}.{key}": (defaults[section][key], value)
-              for section, keys in shipped.items() for key, value in keys.items() if defaults[section][key] != value}
-    assert not differ, f"code default vs params.yaml: {differ}"
+    assert load_params(REPO / "params.yaml") == Params()
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def test_the_shipped_params_mean_what_they_meant_before_the_file_was_rendered(no_tracking_env: None) -> None:
+    # Every setting of the earlier params.yaml is unchanged, and so is every dump (MLflow params,
+    # study identities and resume keys hash them): keys added since are the only difference.
+    now = _leaves(load_params(REPO / "params.yaml").model_dump(mode="json"))
+    differ = {key: (value, now.get(key, "missing")) for key, value in _leaves(BEFORE).items() if now.get(key) != value}
+    assert not differ, f"before vs now: {differ}"
+
+
+def test_every_recipe_trains_at_the_peak_lr_it_had_before_the_rule_was_explicit() -> None:
+    params = load_params(REPO / "params.yaml")
+    assert params.policy_search.child.peak_lr == 0.375  # airbench94's 1.5 per 1024 images, at 256
+    assert params.model_search.recipe.peak_lr == 0.05
+    assert params.retrain.recipe.peak_lr == 0.2
+    for path in RECIPE_OF:
+        section, key = path.split(".")
+        assert BEFORE[section][key]["lr"] == getattr(getattr(params, section), key).peak_lr
+
+
+def test_the_render_command_writes_what_the_check_accepts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--check", "--root", str(tmp_path)]) == 1
+    assert REGENERATE in capsys.readouterr().err
+    assert main(["--write", "--root", str(tmp_path)]) == 0
+    assert main(["--check", "--root", str(tmp_path)]) == 0
+    assert load_params(tmp_path / "params.yaml") == load_params(REPO / "params.yaml")
+
+
+def _undescribed(model: type[BaseModel], path: str = "") -> list[str]:
+    out = []
+    for name, field in model.model_fields.items():
+        out += [] if field.description else [f"{path}{name}"]
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out += _undescribed(field.annotation, f"{path}{name}.")
+    return out
+
+
+def test_every_key_says_what_it_means() -> None:
+    # the description is params.yaml's comment and the reference page's meaning: no key without one
+    assert not _undescribed(Params), "give these Field(description=...) in pipeline/config.py"
+
+
+def test_every_key_is_described_in_the_reference_page() -> None:
+    reference = rendered_files()[Path("docs/params.md")]
+    keys = [key for key in _leaves(Params().model_dump()) if not any(key.startswith(p + ".") for p in RECIPE_OF)]
+    assert all(f"`{key}`" in reference for key in keys)
+    assert all(f"| `{key}` |" in reference for key in TrainConfig.model_fields)
 
 
 def test_a_partial_recipe_changes_only_its_keys_of_the_space_recipe() -> None:
@@ -49,10 +118,13 @@ def test_a_partial_recipe_changes_only_its_keys_of_the_space_recipe() -> None:
     assert search == ModelSearchConfig().recipe.model_copy(update={"epochs": 2})
     retrain = parse_params({"retrain": {"recipe": {"tta": False}}}).retrain.recipe
     assert retrain == RetrainConfig().recipe.model_copy(update={"tta": False})
-    assert (retrain.epochs, retrain.batch_size, retrain.lr) == (30, 256, 0.2)
-    # the lr follows batch_size (0.05 at 64) unless given, as in the child recipe
-    assert parse_params({"retrain": {"recipe": {"batch_size": 128}}}).retrain.recipe.lr == pytest.approx(0.1)
-    assert parse_params({"model_search": {"recipe": {"batch_size": 8, "lr": 0.3}}}).model_search.recipe.lr == 0.3
+    assert (retrain.epochs, retrain.batch_size, retrain.peak_lr) == (30, 256, 0.2)
+    # the peak lr follows batch_size (0.05 per 64 images), as in the child recipe: lr is stated at lr_batch_size
+    assert parse_params({"retrain": {"recipe": {"batch_size": 128}}}).retrain.recipe.peak_lr == pytest.approx(0.1)
+    search = parse_params({"model_search": {"recipe": {"batch_size": 8, "lr": 0.3}}}).model_search.recipe
+    assert search.peak_lr == pytest.approx(0.3 * 8 / 64)  # an lr given is still stated at the recipe's 64
+    stated_at_8 = {"batch_size": 8, "lr": 0.3, "lr_batch_size": 8}
+    assert parse_params({"model_search": {"recipe": stated_at_8}}).model_search.recipe.peak_lr == 0.3
     with pytest.raises(ConfigError, match=r"retrain\.recipe\.batch_size = 0"):
         parse_params({"retrain": {"recipe": {"batch_size": 0}}})
 
@@ -101,19 +173,39 @@ EXPLICIT_CHILD = {
 
 
 def test_the_child_recipe_is_airbench_and_equals_what_params_yaml_spelled_out() -> None:
-    recipe = airbench_recipe(256, **CHILD_OVERRIDES)
-    assert TrainConfig(**EXPLICIT_CHILD) == recipe  # the unlisted keys were TrainConfig defaults
+    recipe = airbench_recipe(256, epochs=10, crop_padding=4, tta=False, tta_translate=False, eval_every=1)
+    assert recipe == CHILD.build()
+    # the same training (a dump is what trains): the unlisted keys were TrainConfig defaults
+    assert TrainConfig(**EXPLICIT_CHILD).model_dump() == recipe.model_dump()
     assert load_params(REPO / "params.yaml").policy_search.child == recipe
     assert PolicySearchConfig().child == recipe
-    assert parse_params({"policy_search": {"child": EXPLICIT_CHILD}}).policy_search.child == recipe
+    assert parse_params({"policy_search": {"child": EXPLICIT_CHILD}}).policy_search.child.model_dump() == \
+        recipe.model_dump()
+
+
+@pytest.mark.parametrize("batch_size", [64, 100, 256, 512, 768, 1024])
+def test_airbench_recipe_keeps_airbench94s_lr_per_1024_images(batch_size: int) -> None:
+    assert airbench_recipe(batch_size).peak_lr == 1.5 * batch_size / 1024
+
+
+def test_a_dump_names_lr_batch_size_only_where_it_scales_the_lr() -> None:
+    at_reference = TrainConfig(batch_size=256, lr=0.2, lr_batch_size=256)
+    assert "lr_batch_size" not in at_reference.model_dump()
+    assert at_reference.model_dump() == TrainConfig(batch_size=256, lr=0.2).model_dump()
+    scaled = TrainConfig(batch_size=512, lr=0.2, lr_batch_size=256)
+    assert scaled.model_dump()["lr_batch_size"] == 256
+    assert TrainConfig(**scaled.model_dump()).peak_lr == scaled.peak_lr == pytest.approx(0.4)
 
 
 def test_a_partial_child_section_changes_only_its_keys_of_the_recipe() -> None:
     child = parse_params({"policy_search": {"child": {"epochs": 3}}}).policy_search.child
-    assert child == airbench_recipe(256, **{**CHILD_OVERRIDES, "epochs": 3})
-    # The learning rate follows the batch size (airbench's rule) unless it is given.
-    assert parse_params({"policy_search": {"child": {"batch_size": 512}}}).policy_search.child.lr == 0.75
-    assert parse_params({"policy_search": {"child": {"batch_size": 512, "lr": 0.1}}}).policy_search.child.lr == 0.1
+    assert child == CHILD.build(epochs=3)
+    # The learning rate follows the batch size (airbench's rule): lr is stated at lr_batch_size (256).
+    assert parse_params({"policy_search": {"child": {"batch_size": 512}}}).policy_search.child.peak_lr == 0.75
+    given = parse_params({"policy_search": {"child": {"batch_size": 512, "lr": 0.1}}}).policy_search.child
+    assert given.peak_lr == pytest.approx(0.2)
+    stated = {"batch_size": 512, "lr": 0.1, "lr_batch_size": 512}
+    assert parse_params({"policy_search": {"child": stated}}).policy_search.child.peak_lr == 0.1
 
 
 def test_a_bad_child_key_is_reported_with_its_path() -> None:

@@ -43,6 +43,7 @@ def test_one_line_per_data_version_with_its_lineage(tmp_path: Path, capsys) -> N
     assert (second["warm trials"], second["warm from"], second["pareto"], second["champion"]) == \
         ("15", "aaaa1111", "3", "no")
     assert (first["model"], second["model"]) == ("new", "v1 kept")  # v2 kept the champion's architecture
+    assert first["vs champion"] == "-"  # no paired comparison recorded (tests/stages/test_publish.py has one)
     assert f"search_policy={policy[:8]}" in second["runs"]
 
     params = tmp_path / "params.yaml"

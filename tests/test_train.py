@@ -336,3 +336,13 @@ def test_a_model_initialised_from_data_sees_every_class_of_a_class_ordered_set(m
     every = normalise(ordered.images, channels_last=False).flatten(1)
     found = torch.cdist(images.flatten(1), every).argmin(dim=1)  # which image each one is
     assert torch.bincount(ordered.labels[found], minlength=4).tolist() == [10, 10, 10, 10]
+
+
+def test_the_trainer_scales_lr_from_lr_batch_size_to_batch_size() -> None:
+    # The one lr rule (TrainConfig.peak_lr): lr is stated at lr_batch_size images per step.
+    flat = dict(epochs=1, warmup=0.0, final_lr_fraction=1.0, label_smoothing=0.0)  # the lr stays at its peak
+    stated = TrainConfig(batch_size=16, lr=0.1, lr_batch_size=8, **flat)
+    assert stated.peak_lr == pytest.approx(0.2)
+    assert TrainConfig(batch_size=16, lr=0.1, **flat).peak_lr == 0.1  # no reference batch: lr as given
+    result = train(fresh(), colour_task(64, 0), stated, progress=False)
+    assert result.history[-1].lr == pytest.approx(0.2)

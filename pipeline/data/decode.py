@@ -1,6 +1,6 @@
 """Decode image files into 32x32 RGB uint8 arrays, the one format the raw store holds.
 
-Conversion rules (also in the README):
+Conversion rules (also in docs/pipeline.md):
 - colour: grayscale (L, I, F, 1) is replicated to three channels; palette images are expanded;
   anything with transparency (RGBA, LA, PA, P with a transparent index) is composited onto a
   white background; CMYK/YCbCr/LAB are converted with PIL's converters.

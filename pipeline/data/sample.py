@@ -9,16 +9,15 @@ The validation split (``holdout_split``) is drawn the same way from the images o
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Collection
 from pathlib import Path
 
 import torch
 
+from pipeline.contracts import SampleManifest
 from pipeline.data.imageset import ImageSet
 from pipeline.errors import DataError
-from pipeline.files import write_text_atomic
 from pipeline.hashing import digest, int_digest
 
 # Digest sizes are part of what is persisted: changing one changes every sample and study name.
@@ -101,25 +100,13 @@ def write_sample(sample: ImageSet, out_dir: str | os.PathLike[str], *, seed: int
     """Write ``images.pt`` and ``manifest.json`` into ``out_dir``; return the manifest."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "format": 1,
-        "size": len(sample),
-        "seed": seed,
-        "fingerprint": fingerprint(sample),
-        "classes": sample.classes,
-        "class_counts": sample.class_counts(),
-        "pool_size": len(pool),
-        "pool_class_counts": pool.class_counts(),
-        "ids": sample.ids,
-        "labels": sample.labels.tolist(),
-    }
+    manifest = SampleManifest(size=len(sample), seed=seed, fingerprint=fingerprint(sample), classes=sample.classes,
+                              class_counts=sample.class_counts(), pool_size=len(pool),
+                              pool_class_counts=pool.class_counts(), ids=sample.ids, labels=sample.labels.tolist())
     sample.save(out / "images.pt")
-    write_text_atomic(out / "manifest.json", json.dumps(manifest, indent=1) + "\n")
-    return manifest
+    manifest.write(out / "manifest.json")
+    return manifest.to_json()
 
 
 def read_manifest(sample_dir: str | os.PathLike[str]) -> dict:
-    path = Path(sample_dir) / "manifest.json"
-    if not path.is_file():
-        raise DataError(f"{path}: no sample manifest; run `autoaug sample` (or `dvc repro sample`) first")
-    return json.loads(path.read_text())
+    return SampleManifest.read(Path(sample_dir) / "manifest.json").to_json()

@@ -17,7 +17,8 @@ candidate right at the limit may fall either side.
 Budgets are Optuna constraints, not score penalties: the objective records each budget's
 violation (``value - limit``; <= 0 is feasible) with ``Trial.set_constraint`` (Optuna 5's
 mechanism; TPE and NSGA-II read it), and an over-budget candidate is never trained (its
-accuracy is recorded as 0 and it is excluded from every ranking).
+accuracy is recorded as 0 in the study and it is excluded from every ranking; it gets no MLflow
+trial run, and the stage run counts the draws each budget refused: ``refused``).
 
 The search split reuses the policy search's first fold (same held-out share and seed), so
 both searches see the same D_M / D_A partition of the sample.
@@ -31,9 +32,9 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 import torch
@@ -54,13 +55,32 @@ from pipeline.models import (
     suggest_config,
     validate_config,
 )
+from pipeline.names import (
+    ACCURACY_ATTR,
+    MACS_ATTR,
+    PARAMS_ATTR,
+    REFUSED_PREFIX,
+    SEEDED_ATTR,
+    SKIPPED_ATTR,
+    STEP_SECONDS_ATTR,
+    TRAIN_COST_ATTR,
+    TRAIN_SECONDS_ATTR,
+    VAL_ACCURACY_CURVE,
+)
 from pipeline.search.folds import stratified_splits
-from pipeline.search.runner import SEEDED_ATTR, PreparedPart, WarmSettings
+from pipeline.search.method import (
+    Budget,
+    Direction,
+    MethodSpec,
+    PreparedPart,
+    TrialRecord,
+    WarmStart,
+)
 from pipeline.search.studies import pareto_front
 from pipeline.train import EpochMetrics, evaluate, step_times, train
 
 STAGE = "search_model"
-OBJECTIVES: dict[str, Literal["minimize", "maximize"]] = {"accuracy": "maximize", "params": "minimize",
+OBJECTIVES: dict[str, Direction] = {"accuracy": "maximize", "params": "minimize",
                                                           "macs": "minimize", "train_cost": "minimize"}
 COST_REFERENCE = "resnet20"  # the unit of the training cost
 
@@ -72,6 +92,15 @@ class NoFeasibleTrialError(AutoaugError):
 def feasible(trial: FrozenTrial) -> bool:
     """Within every budget (what ``Trial.set_constraint`` recorded; none recorded = feasible)."""
     return all(v <= 0 for v in trial.constraints.values())
+
+
+BUDGETS = ("params", "macs", "train_cost")  # the constraints a draw can break: max_<name> in params
+
+
+def refused(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    """How many of ``trials`` each budget refused (``refused_max_params`` ...): a draw over a
+    budget is never trained. A draw over several counts for each it broke."""
+    return {f"{REFUSED_PREFIX}{name}": sum(1 for t in trials if t.constraints.get(name, 0) > 0) for name in BUDGETS}
 
 
 def config_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,9 +145,9 @@ class Candidate:
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> Candidate:
         attrs = trial.user_attrs
-        cost = attrs.get("train_cost")
-        return cls(config_from_params(trial.params), float(attrs["accuracy"]), int(attrs["params"]),
-                   int(attrs["macs"]), trial.number, float(attrs.get("train_seconds", 0.0)),
+        cost = attrs.get(TRAIN_COST_ATTR)
+        return cls(config_from_params(trial.params), float(attrs[ACCURACY_ATTR]), int(attrs[PARAMS_ATTR]),
+                   int(attrs[MACS_ATTR]), trial.number, float(attrs.get(TRAIN_SECONDS_ATTR, 0.0)),
                    None if cost is None else float(cost), attrs.get(SEEDED_ATTR))
 
 
@@ -158,37 +187,31 @@ def choose(front: Sequence[Candidate], rule: ChooseConfig, references: Mapping[s
     return max(small, key=lambda c: (c.accuracy, -c.params))
 
 
-def keep_champion(chosen: Candidate, trials: Sequence[FrozenTrial], champion_config: Mapping[str, Any],
-                  points: float, max_params: int | None = None) -> Candidate | None:
-    """The @champion's architecture instead of ``chosen`` when ``trials`` (the study's own finished
-    trials) trained it within the budgets (and ``max_params``, an under_budget rule's) and its
-    mean accuracy over them is within ``points`` accuracy points of ``chosen``; else None. The
-    warm start re-trains it first (``ModelSearch.warm_first``); keeping it lets retrain start
-    from its weights."""
-    same = [Candidate.from_trial(t) for t in trials
-            if feasible(t) and "accuracy" in t.user_attrs and config_from_params(t.params) == champion_config]
-    if not same or (max_params is not None and same[0].params > max_params):
-        return None
-    latest = max(same, key=lambda c: c.trial or 0)
-    mean = replace(latest, accuracy=sum(c.accuracy for c in same) / len(same))
-    return mean if mean.accuracy >= chosen.accuracy - points / 100 else None
+class ModelSearch:
+    """The architecture search as a SearchMethod (one study, trials nested under the stage run).
 
+    Seeds (``ModelSearchConfig.seeds``): the search / validation split and its cuts draw from
+    ``split_seed``; candidate ``n`` is initialised and trained from ``train_seed + n`` (the
+    references and the cost unit from ``train_seed``); the sampler samples from ``sampler_seed``.
+    """
 
-class ModelSearch(WarmSettings):
-    """The architecture search as a SearchMethod (one study, trials nested under the stage run)."""
-
-    stage = STAGE
     label = "multi-objective"
 
     def __init__(self, cfg: ModelSearchConfig, sample: ImageSet, *, policy: BatchTransform | None,
-                 device: torch.device, progress: bool = True, champion: Mapping[str, Any] | None = None) -> None:
+                 device: torch.device, progress: bool = True, champion: Mapping[str, Any] | None = None,
+                 champion_version: str | None = None) -> None:
         self.cfg = cfg
         self.champion = champion  # the @champion's architecture: re-trained first on a warm start
+        self.champion_version = champion_version  # its registry version (said in chosen.json)
         self.policy = policy
         self.device = device
         self.progress = progress
         self.train_set, self.val_set = self.split(sample, cfg)
         self._cost_unit: torch.nn.Module | None = None  # ResNet-20, built on first need
+        self.spec = MethodSpec(stage=STAGE, label=self.label,
+                               objectives=tuple((o, OBJECTIVES[o]) for o in cfg.objectives),
+                               budget=Budget(cfg.trials, counts=feasible),
+                               warm=WarmStart.from_config(cfg, first=self.is_champion))
 
     # ------------------------------------------------------------------ data
 
@@ -196,27 +219,15 @@ class ModelSearch(WarmSettings):
     def split(sample: ImageSet, cfg: ModelSearchConfig) -> tuple[ImageSet, ImageSet]:
         """The policy search's first fold (D_M for training, D_A for validation), each cut to
         the configured size by the same stable content-hash sampler as the sample itself."""
-        d_m, d_a = stratified_splits(sample, 2, cfg.held_out, cfg.seed)[0]
+        d_m, d_a = stratified_splits(sample, 2, cfg.held_out, cfg.split_seed)[0]
         train_set, val_set = sample.subset(d_m), sample.subset(d_a)
         if cfg.train_images < len(train_set):
-            train_set = stable_sample(train_set, cfg.train_images, cfg.seed)
+            train_set = stable_sample(train_set, cfg.train_images, cfg.split_seed)
         if cfg.val_images < len(val_set):
-            val_set = stable_sample(val_set, cfg.val_images, cfg.seed)
+            val_set = stable_sample(val_set, cfg.val_images, cfg.split_seed)
         return train_set, val_set
 
     # ------------------------------------------------------------------ SearchMethod
-
-    @property
-    def directions(self) -> list[Literal["minimize", "maximize"]]:
-        return [OBJECTIVES[o] for o in self.cfg.objectives]
-
-    @property
-    def objective_names(self) -> list[str]:
-        return list(self.cfg.objectives)
-
-    @property
-    def trials_per_part(self) -> int:
-        return self.cfg.trials
 
     def space(self) -> dict[str, Any]:
         return self.space_of(self.cfg)
@@ -236,7 +247,7 @@ class ModelSearch(WarmSettings):
         return [None]
 
     def sampler(self, part: int, salt: int = 0) -> optuna.samplers.BaseSampler:
-        seed = self.cfg.seed + salt
+        seed = self.cfg.sampler_seed + salt
         if self.cfg.sampler == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, self.cfg.startup_trials))
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.cfg.startup_trials,
@@ -245,21 +256,21 @@ class ModelSearch(WarmSettings):
     def decode(self, params: Mapping[str, Any]) -> dict[str, Any]:
         return config_from_params(params)
 
-    def trial_params(self, part: int, trial: FrozenTrial) -> dict[str, Any]:
-        return dict(trial.params)
-
-    def counts(self, trial: FrozenTrial) -> bool:
-        """Only trained candidates use up ``trials``: an over-budget one costs a model build."""
-        return feasible(trial)
-
-    def trial_artifacts(self, trial: FrozenTrial) -> dict[str, Mapping[str, Any]]:
-        return {"config.json": self.decode(trial.params)}
+    def record(self, part: int, trial: FrozenTrial) -> TrialRecord | None:
+        """A trained candidate's run: its parameters and configuration. A draw a budget refused
+        was never trained: it has no accuracy to show, so it gets no run (``refused`` counts it
+        on the stage run)."""
+        if not feasible(trial):
+            return None
+        return TrialRecord(dict(trial.params), {"config.json": self.decode(trial.params)})
 
     def seed_points(self, part: int) -> list[tuple[str, dict[str, Any]]]:
         """``seed_points`` of params as trial parameters (the names ``suggest_config`` gives)."""
         return [(name, params_from_config(SPACE_POINTS[name])) for name in self.cfg.seed_points]
 
-    def warm_first(self, trial: FrozenTrial) -> bool:
+    def is_champion(self, trial: FrozenTrial) -> bool:
+        """Whether a prior trial trained the @champion's architecture (re-evaluated first on a
+        warm start: ``WarmStart.first``)."""
         return self.champion is not None and config_from_params(trial.params) == self.champion
 
     def prepare(self, part: int, prior: str | None = None) -> PreparedPart:
@@ -267,7 +278,7 @@ class ModelSearch(WarmSettings):
 
     def objective(self, trial: optuna.Trial) -> tuple[float, ...]:
         config = suggest_config(trial)
-        model = build_model(config, num_classes=len(self.train_set.classes), seed=self.cfg.seed + trial.number)
+        model = build_model(config, num_classes=len(self.train_set.classes), seed=self.cfg.train_seed + trial.number)
         params = count_params(model)
         violation = {"params": params - self.cfg.max_params if self.cfg.max_params else 0.0}
         # Counting MACs runs the model (~1 s): skip it for a candidate the parameter budget
@@ -282,22 +293,22 @@ class ModelSearch(WarmSettings):
         wants_cost = self.cfg.max_train_cost is not None or "train_cost" in self.cfg.objectives
         if wants_cost and (all(v <= 0 for v in violation.values()) or "train_cost" in self.cfg.objectives):
             cost, step = self.train_cost(model)
-            trial.set_user_attr("step_seconds", step)
-            trial.set_user_attr("train_cost", cost)
+            trial.set_user_attr(STEP_SECONDS_ATTR, step)
+            trial.set_user_attr(TRAIN_COST_ATTR, cost)
             if self.cfg.max_train_cost is not None:
                 violation["train_cost"] = cost - self.cfg.max_train_cost
         for key, value in violation.items():
             trial.set_constraint(key, value)
-        trial.set_user_attr("params", params)
-        trial.set_user_attr("macs", macs)
+        trial.set_user_attr(PARAMS_ATTR, params)
+        trial.set_user_attr(MACS_ATTR, macs)
         accuracy = 0.0
         if all(v <= 0 for v in violation.values()):
-            accuracy, seconds, curve = self.fit(model, seed=self.cfg.seed + trial.number)
-            trial.set_user_attr("train_seconds", seconds)
-            trial.set_user_attr("curve.val_accuracy", curve)
+            accuracy, seconds, curve = self.fit(model, seed=self.cfg.train_seed + trial.number)
+            trial.set_user_attr(TRAIN_SECONDS_ATTR, seconds)
+            trial.set_user_attr(VAL_ACCURACY_CURVE, curve)
         else:
-            trial.set_user_attr("skipped", "over budget: not trained")
-        trial.set_user_attr("accuracy", accuracy)
+            trial.set_user_attr(SKIPPED_ATTR, "over budget: not trained")
+        trial.set_user_attr(ACCURACY_ATTR, accuracy)
         values = {"accuracy": accuracy, "params": float(params), "macs": float(macs), "train_cost": cost}
         return tuple(values[o] for o in self.cfg.objectives)
 
@@ -309,7 +320,7 @@ class ModelSearch(WarmSettings):
         adjacent steps holds where either's time alone moves by half."""
         if self._cost_unit is None:
             self._cost_unit = build_model(COST_REFERENCE, num_classes=len(self.train_set.classes),
-                                          seed=self.cfg.seed)
+                                          seed=self.cfg.train_seed)
         unit, own = step_times([self._cost_unit, model], self.cfg.recipe, num_classes=len(self.train_set.classes),
                                image_size=int(self.train_set.images.shape[-1]), device=self.device, steps=timed + 1)
         ratios = [a / b for a, b in zip(own[1:], unit[1:], strict=True)]
@@ -342,7 +353,7 @@ class ModelSearch(WarmSettings):
                 f"{self.cfg.max_params}, max_macs = {self.cfg.max_macs}, max_train_cost = "
                 f"{self.cfg.max_train_cost}); raise model_search.{binds}")
         directions = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
-                      for d in self.directions]
+                      for d in self.spec.directions]
         front = pareto_front(trials, directions)
         return [Candidate.from_trial(t) for t in front]
 
@@ -351,15 +362,20 @@ class ModelSearch(WarmSettings):
     def reference(self, name: str, cache: Path | None, fingerprint: str) -> Candidate:
         """A reference network trained and scored exactly like a candidate (cached by data and
         recipe, so a re-run or a changed budget does not retrain it)."""
-        key = json_digest([STAGE, name, fingerprint, self.cfg.recipe.model_dump(), self.cfg.train_images,
-                           self.cfg.val_images, self.cfg.held_out, self.cfg.seed, self.cfg.augment])
+        cfg = self.cfg
+        # one seed where split and train seeds agree: the key references were cached under
+        # before the seeds were separate
+        seeds: int | list[int] = cfg.split_seed if cfg.split_seed == cfg.train_seed else [cfg.split_seed,
+                                                                                           cfg.train_seed]
+        key = json_digest([STAGE, name, fingerprint, cfg.recipe.model_dump(), cfg.train_images,
+                           cfg.val_images, cfg.held_out, seeds, cfg.augment])
         path = cache / f"reference-{name}-{key}.json" if cache else None
         if path is not None and path.exists():
             data = json.loads(path.read_text())
             return Candidate(name, data["accuracy"], data["params"], data["macs"], None, data["train_seconds"])
-        model = build_model(name, num_classes=len(self.train_set.classes), seed=self.cfg.seed)
+        model = build_model(name, num_classes=len(self.train_set.classes), seed=self.cfg.train_seed)
         params, macs = count_params(model), count_macs(model)
-        accuracy, seconds, _ = self.fit(model, seed=self.cfg.seed)
+        accuracy, seconds, _ = self.fit(model, seed=self.cfg.train_seed)
         found = Candidate(name, accuracy, params, macs, None, seconds)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,8 @@ import itertools
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import optuna
 import torch
@@ -33,10 +32,17 @@ from pipeline.data import ImageSet
 from pipeline.files import atomic_path
 from pipeline.hashing import json_digest
 from pipeline.models import build_model
+from pipeline.names import ACCURACY_ATTR, LOSS_ATTR
 from pipeline.search.folds import stratified_splits
-from pipeline.search.runner import PreparedPart, SearchOutcome, StudyRunner, WarmSettings
-from pipeline.search.studies import fingerprint_of, own_best_value
-from pipeline.tracking import RunLogger
+from pipeline.search.method import (
+    Budget,
+    Direction,
+    MethodSpec,
+    PreparedPart,
+    TrialRecord,
+    WarmStart,
+)
+from pipeline.search.studies import fingerprint_of
 from pipeline.train import EvalResult, evaluate, place_model, train
 
 STAGE = "search_policy"
@@ -123,15 +129,14 @@ def _score(result: EvalResult, objective: str) -> float:
 # ------------------------------------------------------------------ methods
 
 
-class _PolicyMethod(WarmSettings):
-    """What both policy searches share: stage, folds, trial runs, the study identity."""
+class _PolicyMethod:
+    """What both policy searches share: stage, folds, trial runs, the study identity, seeds.
 
-    stage = STAGE
-    objective_names = ["score"]
+    Seeds (``PolicySearchConfig.seeds``): the splits draw from ``split_seed``, the children
+    train from ``train_seed`` (+ the fold), TPE samples from ``sampler_seed`` (+ the fold).
+    """
 
-    @property
-    def warm_all_parts(self) -> bool:
-        return bool(self.cfg.warm_all_folds)
+    label = "policy"
 
     def __init__(self, cfg: PolicySearchConfig, sample: ImageSet, fingerprint: str, *, device: torch.device,
                  cache: Path | None = None, progress: bool = True) -> None:
@@ -142,27 +147,33 @@ class _PolicyMethod(WarmSettings):
         self.cache = cache
         self.progress = progress
         self._splits: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.spec = MethodSpec(stage=STAGE, label=self.label, objectives=(("score", self.direction()),),
+                               budget=Budget(self.trials_per_part()), warm=WarmStart.from_config(cfg))
+
+    def direction(self) -> Direction:
+        return "maximize"
+
+    def trials_per_part(self) -> int:
+        raise NotImplementedError
 
     def split(self, k: int) -> tuple[ImageSet, ImageSet]:
         """(D_M, D_A) of split ``k``, on the device."""
         if self._splits is None:
-            self._splits = stratified_splits(self.sample, self.cfg.folds, self.cfg.held_out, self.cfg.seed)
+            self._splits = stratified_splits(self.sample, self.cfg.folds, self.cfg.held_out, self.cfg.split_seed)
         d_m, d_a = self._splits[k]
         return self.sample.subset(d_m).to(self.device), self.sample.subset(d_a).to(self.device)
 
     def sampler(self, part: int, salt: int = 0) -> optuna.samplers.BaseSampler:
         # multivariate + group: the op, probability and magnitude of a slot are modelled jointly.
-        return optuna.samplers.TPESampler(seed=self.cfg.seed + part + salt, n_startup_trials=self.cfg.startup_trials,
-                                          multivariate=True, group=True)
+        return optuna.samplers.TPESampler(seed=self.cfg.sampler_seed + part + salt,
+                                          n_startup_trials=self.cfg.startup_trials, multivariate=True, group=True)
 
-    def trial_params(self, part: int, trial: FrozenTrial) -> dict[str, Any]:
-        return {**trial.params, "fold": part}
+    def seed_points(self, part: int) -> list[tuple[str, dict[str, Any]]]:
+        return []  # no hand-designed policies: a cold fold starts from the sampler's draws
 
-    def counts(self, trial: FrozenTrial) -> bool:
-        return True
-
-    def trial_artifacts(self, trial: FrozenTrial) -> dict[str, Mapping[str, Any]]:
-        return {"policy.json": self.decode(trial.params).to_dict()}
+    def record(self, part: int, trial: FrozenTrial) -> TrialRecord:
+        """Every trial scored a policy: its run holds the parameters, the fold and the policy."""
+        return TrialRecord({**trial.params, "fold": part}, {"policy.json": self.decode(trial.params).to_dict()})
 
     def space(self) -> dict[str, Any]:
         return self.space_of(self.cfg)
@@ -183,11 +194,9 @@ class FastAutoAugment(_PolicyMethod):
 
     label = "faa"
 
-    @property
-    def directions(self) -> list[Literal["minimize", "maximize"]]:
-        return ["maximize" if self.cfg.objective == "accuracy" else "minimize"]
+    def direction(self) -> Direction:
+        return "maximize" if self.cfg.objective == "accuracy" else "minimize"
 
-    @property
     def trials_per_part(self) -> int:
         return self.cfg.trials_per_fold
 
@@ -207,7 +216,11 @@ class FastAutoAugment(_PolicyMethod):
     def child_key(self, fingerprint: str, part: int) -> str:
         """The cache key of the child trained from scratch on split ``part`` of that sample."""
         cfg = self.cfg
-        return json_digest([fingerprint, part, cfg.seed, cfg.held_out, cfg.folds, cfg.child_model,
+        # one seed where split and train seeds agree: the key children were cached under before
+        # the seeds were separate
+        seeds: int | list[int] = cfg.split_seed if cfg.split_seed == cfg.train_seed else [cfg.split_seed,
+                                                                                           cfg.train_seed]
+        return json_digest([fingerprint, part, seeds, cfg.held_out, cfg.folds, cfg.child_model,
                             cfg.child.model_dump()])
 
     def prepare(self, part: int, prior: str | None = None) -> PreparedPart:
@@ -228,7 +241,7 @@ class FastAutoAugment(_PolicyMethod):
         else:
             epochs = min(cfg.warm_child_epochs, cfg.child.epochs)
             recipe = cfg.child.model_copy(update={"epochs": epochs})
-            child, seconds = train_child(d_m, cfg.child_model, recipe, seed=cfg.seed + part, device=self.device,
+            child, seconds = train_child(d_m, cfg.child_model, recipe, seed=cfg.train_seed + part, device=self.device,
                                          cache=self.cache, key=json_digest([key, "finetuned", base.stem, epochs]),
                                          progress=self.progress, start=base)
             metrics["child_finetuned_epochs"] = float(epochs)
@@ -236,8 +249,8 @@ class FastAutoAugment(_PolicyMethod):
 
         def objective(trial: optuna.Trial) -> float:
             res = self.score(child, d_a, suggest_policy(trial, cfg), cfg.eval_seed)
-            trial.set_user_attr("accuracy", res.accuracy)
-            trial.set_user_attr("loss", res.loss)
+            trial.set_user_attr(ACCURACY_ATTR, res.accuracy)
+            trial.set_user_attr(LOSS_ATTR, res.loss)
             return _score(res, cfg.objective)
 
         return PreparedPart(objective, {"child_clean_accuracy": clean.accuracy, "child_train_seconds": seconds,
@@ -246,7 +259,7 @@ class FastAutoAugment(_PolicyMethod):
     def scratch_child(self, part: int, d_m: ImageSet) -> tuple[torch.nn.Module, float]:
         """Split ``part``'s child trained from scratch on ``d_m`` (or read from the cache)."""
         cfg = self.cfg
-        return train_child(d_m, cfg.child_model, cfg.child, seed=cfg.seed + part, device=self.device,
+        return train_child(d_m, cfg.child_model, cfg.child, seed=cfg.train_seed + part, device=self.device,
                            cache=self.cache, key=self.child_key(self.fingerprint, part), progress=self.progress)
 
     def score(self, child: torch.nn.Module, d_a: ImageSet, policy: Policy, seed: int) -> EvalResult:
@@ -277,11 +290,6 @@ class RandAugmentSearch(_PolicyMethod):
 
     label = "randaugment"
 
-    @property
-    def directions(self) -> list[Literal["minimize", "maximize"]]:
-        return ["maximize"]
-
-    @property
     def trials_per_part(self) -> int:
         return self.cfg.randaugment.trials
 
@@ -310,11 +318,11 @@ class RandAugmentSearch(_PolicyMethod):
         def objective(trial: optuna.Trial) -> float:
             trial.suggest_int("num_ops", 1, self.cfg.randaugment.max_ops)
             trial.suggest_float("magnitude", 0.0, 1.0)
-            child, _ = train_child(d_m, self.cfg.child_model, self.recipe, seed=self.cfg.seed, device=self.device,
+            child, _ = train_child(d_m, self.cfg.child_model, self.recipe, seed=self.cfg.train_seed, device=self.device,
                                    cache=None, key="", augment=self.decode(trial.params), progress=False)
             res = evaluate(child, d_a)
-            trial.set_user_attr("accuracy", res.accuracy)
-            trial.set_user_attr("loss", res.loss)
+            trial.set_user_attr(ACCURACY_ATTR, res.accuracy)
+            trial.set_user_attr(LOSS_ATTR, res.loss)
             return res.accuracy
 
         return PreparedPart(objective)
@@ -325,51 +333,3 @@ class RandAugmentSearch(_PolicyMethod):
 
 METHODS: dict[str, type[FastAutoAugment] | type[RandAugmentSearch]] = {"faa": FastAutoAugment, "randaugment": RandAugmentSearch}
 """``policy_search.method`` -> the search: the one place the method name is looked up."""
-
-
-# ------------------------------------------------------------------ the search
-
-
-@dataclass
-class SearchResult:
-    policy: Policy
-    summary: dict[str, Any]
-    outcome: SearchOutcome
-
-    @property
-    def studies(self) -> list[str]:
-        return self.outcome.study_names
-
-    @property
-    def fold_studies(self) -> list[optuna.Study]:
-        return self.outcome.studies
-
-
-def run_search(sample: ImageSet, fingerprint: str, cfg: PolicySearchConfig, storage: optuna.storages.BaseStorage,
-               stage_run: RunLogger, *, device: torch.device, cache: Path | None = None,
-               progress: bool = True, log_every: int = 10) -> SearchResult:
-    """The whole search; resumable: finished trials live in ``storage``, children in ``cache``."""
-    method = METHODS[cfg.method](cfg, sample, fingerprint, device=device, cache=cache, progress=progress)
-    runner = StudyRunner(method, storage, fingerprint, stage_run, warm_start=cfg.warm_start, progress=progress,
-                         log_every=log_every)
-    outcome = runner.run()
-    policy: Policy = outcome.result
-    parts = [o.prepared.metrics for o in outcome.parts]
-    cleans = [m["child_clean_accuracy"] for m in parts if "child_clean_accuracy" in m]
-    summary = {
-        "method": cfg.method,
-        "fingerprint": fingerprint,
-        "space_hash": runner.space_hash,
-        "folds": len(outcome.parts),
-        "trials": outcome.trials,
-        "warm_started_trials": outcome.warm_started,
-        "history_trials": outcome.history_trials,
-        "sub_policies": len(policy),
-        "best_score_mean": sum(own_best_value(s) for s in outcome.studies) / len(outcome.studies),
-        "child_clean_accuracy_mean": sum(cleans) / len(cleans) if cleans else None,
-        "child_train_seconds": sum(m.get("child_train_seconds", 0.0) for m in parts),
-        "wall_seconds": outcome.wall_seconds,
-    }
-    metadata = {**policy.metadata, "stage": STAGE, "method": cfg.method, "fingerprint": fingerprint,
-                "studies": outcome.study_names}
-    return SearchResult(Policy(policy.sub_policies, metadata=metadata), summary, outcome)

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline.errors import ConfigError, first_line
 from pipeline.files import ensure_sqlite_dir, sqlite_setup_lock
 from pipeline.hashing import json_digest
+from pipeline.names import FORMAT_ATTR, HISTORY_ATTR, WARM_FROM_ATTR
 
 HEARTBEAT_S = 30  # a running trial's process writes a heartbeat this often; stale after 3 x
 
@@ -88,9 +89,6 @@ def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
     storage.engine.dispose()  # connections opened during set-up reconnect with the pragmas
 
 
-HISTORY_ATTR = "autoaug.history"  # trial user attribute: a prior study's trial, copied as sampler history
-
-
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The study's own finished trials: what is ranked, counted against the budget and logged.
     Trials copied from a prior study as sampler history (``add_history``) are not among them."""
@@ -103,7 +101,6 @@ def fingerprint_of(name: str, stage: str) -> str:
     return name.removeprefix(f"{stage}-").split("-")[1]
 
 
-FORMAT_ATTR = "autoaug.format"  # study user attribute: the STUDY_FORMAT it was written with
 STUDY_FORMAT = 1  # bumped when a trial's record changes meaning
 
 
@@ -268,7 +265,7 @@ def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int,
             if key in seen:
                 continue
             seen.add(key)
-            study.enqueue_trial(t.params, user_attrs={"warm_start_from": name})
+            study.enqueue_trial(t.params, user_attrs={WARM_FROM_ATTR: name})
             n += 1
             if n >= top_k:
                 return n

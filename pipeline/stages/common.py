@@ -1,5 +1,6 @@
-"""What every search stage does first: open both stores before any compute, so an unreachable
-URL fails in seconds, not after an hour of training."""
+"""What every search stage (and ``autoaug worker``) does first: open both stores before any
+compute, so an unreachable URL fails in seconds, not after an hour of training; and read the
+policy a stage trains with."""
 
 from __future__ import annotations
 
@@ -48,3 +49,17 @@ def read_policy(path: str | os.PathLike[str]) -> Policy:
         return Policy.from_json(path.read_text())
     except (PolicyError, ValueError) as exc:
         raise DataError(f"{path}: not a valid policy ({first_line(exc)}); re-run `dvc repro search_policy`") from None
+
+
+def search_input_policy(uses_policy: bool, path: str | os.PathLike[str], fingerprint: str | None = None) -> Policy | None:
+    """The policy a search trains with (None when ``uses_policy`` is false). With
+    ``fingerprint`` (a worker joining a running search), a policy found on other data is an
+    error to wait out: the policy search has not written the new one yet."""
+    if not uses_policy:
+        return None
+    policy = read_policy(path)
+    found_on = policy.metadata.get("fingerprint")
+    if fingerprint is not None and found_on not in (None, fingerprint):
+        raise DataError(f"{path} was found on sample {found_on}, not on this sample ({fingerprint}); "
+                        f"waiting for search_policy to write the new one")
+    return policy

@@ -21,26 +21,19 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.config import Params
-from pipeline.device import pick_device
 from pipeline.errors import AutoaugError, ConfigError, DataError, first_line
-from pipeline.search.runner import (
-    PART_TAG,
-    WARM_ATTR,
-    WORKER_ATTR,
-    SearchMethod,
-    StudyRunner,
-    WaitTimeout,
-    lost_connection,
-)
+from pipeline.names import PART, WARM_ATTR, WORKER_ATTR
+from pipeline.search.method import SearchMethod
+from pipeline.search.registry import SEARCH_STAGES, SearchStage, search_stage
+from pipeline.search.runner import StudyRunner
 from pipeline.search.studies import completed
-from pipeline.stages.common import StageInputs, open_inputs, read_policy
+from pipeline.search.workers import WaitTimeout, lost_connection
+from pipeline.stages.common import StageInputs, open_inputs, search_input_policy
 from pipeline.tracking import RunLogger
 
-STAGES = ("search_policy", "search_model")
 BACKOFF_MAX_S = 30.0
 T = TypeVar("T")
 
@@ -73,38 +66,17 @@ def _lost_connection(exc: BaseException) -> bool:
     return name in {"MlflowException", "RestException"} and "connect" in str(exc).lower()
 
 
-def search_identity(stage: str, params: Params, fingerprint: str) -> str:
-    """The stage's search identity (its MLflow stage run's resume key): the stage's own function."""
-    if stage == "search_policy":
-        from pipeline.stages import search_policy
-
-        return search_policy.identity(params, fingerprint)
-    from pipeline.stages import search_model
-
-    return search_model.identity(params, fingerprint)
-
-
-def build_method(stage: str, params: Params, inputs: StageInputs, *, policy_path: str | os.PathLike[str],
-                 cache_dir: str | os.PathLike[str] | None, progress: bool) -> SearchMethod:
-    """The stage's search method exactly as the stage builds it. The model search's policy
-    must be the one found on this sample (a policy of older data is waited for, not used)."""
-    device = pick_device()
-    cache = Path(cache_dir) / stage if cache_dir else None
-    if stage == "search_policy":
-        from pipeline.search.policy import METHODS
-
-        pcfg = params.policy_search
-        return METHODS[pcfg.method](pcfg, inputs.sample, inputs.fingerprint, device=device, cache=cache,
-                                    progress=progress)
-    from pipeline.search.model import ModelSearch
-
-    mcfg = params.model_search
-    policy = read_policy(policy_path) if mcfg.augment == "policy" else None
-    found_on = policy.metadata.get("fingerprint") if policy is not None else None
-    if policy is not None and found_on not in (None, inputs.fingerprint):
-        raise DataError(f"{policy_path} was found on sample {found_on}, not on this sample "
-                        f"({inputs.fingerprint}); waiting for search_policy to write the new one")
-    return ModelSearch(mcfg, inputs.sample, policy=policy, device=device, progress=progress)
+def build_method(spec: SearchStage[Any, Any], params: Params, inputs: StageInputs, *,
+                 policy_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None,
+                 progress: bool) -> SearchMethod:
+    """The stage's search method, built through its registered spec exactly as the stage builds
+    it. A policy the search trains with must be the one found on this sample (a policy of older
+    data is waited for, not used)."""
+    policy = search_input_policy(spec.uses_policy(params), policy_path, fingerprint=inputs.fingerprint)
+    context = spec.context(params, inputs.sample, inputs.fingerprint, cache_root=cache_dir, progress=progress,
+                           policy=policy, tracker=inputs.tracker)
+    method: SearchMethod = spec.build(context)
+    return method
 
 
 def run_worker(params: Params, stage: str, *, sample_dir: str | os.PathLike[str] = "data/sample",
@@ -116,11 +88,12 @@ def run_worker(params: Params, stage: str, *, sample_dir: str | os.PathLike[str]
     ``wait``: seconds to wait for what is not there yet (the stores, the sample, the policy,
     the coordinator's runs and studies); 0 = fail at once with the reason.
     """
-    if stage not in STAGES:
-        raise AutoaugError(f"worker: unknown stage {stage!r}; a worker joins one of {', '.join(STAGES)}")
+    if stage not in SEARCH_STAGES:
+        raise AutoaugError(f"worker: unknown stage {stage!r}; a worker joins one of {', '.join(SEARCH_STAGES)}")
+    spec = search_stage(stage)
     deadline = time.monotonic() + wait
     inputs = with_backoff("opening the sample and the stores", lambda: open_inputs(params, sample_dir), deadline)
-    identity = search_identity(stage, params, inputs.fingerprint)
+    identity = spec.identity(params, inputs.fingerprint)
 
     def stage_run() -> tuple[RunLogger, str]:
         found = inputs.tracker.find_stage_run(stage, identity)
@@ -136,10 +109,9 @@ def run_worker(params: Params, stage: str, *, sample_dir: str | os.PathLike[str]
     # After the stage run exists: the inputs it reads (the model search's policy) are current.
     method = with_backoff(
         "reading the stage's inputs",
-        lambda: build_method(stage, params, inputs, policy_path=policy_path, cache_dir=cache_dir, progress=progress),
+        lambda: build_method(spec, params, inputs, policy_path=policy_path, cache_dir=cache_dir, progress=progress),
         deadline)
-    runner = StudyRunner(method, inputs.storage, inputs.fingerprint, run, progress=progress, role="worker",
-                         log_every=1)  # a worker logs each trial at once: nothing left to adopt
+    runner = spec.runner(method, inputs.storage, run, inputs.fingerprint, progress=progress, role="worker")
     _say(f"{stage}: joining {identity} as {runner.worker_id}")
     for k, name in enumerate(method.parts()):
         while True:
@@ -165,7 +137,7 @@ def _work_on_part(runner: StudyRunner, k: int, name: str | None, deadline: float
     def part_run() -> RunLogger:
         if name is None:
             return runner.run_logger
-        found = runner.run_logger.children(PART_TAG).get(str(k))
+        found = runner.run_logger.children(PART).get(str(k))
         if found is None:
             raise WaitTimeout(f"part {name} is not open yet")
         return RunLogger(runner.run_logger.tracker, runner.run_logger.experiment_id, found, resumed=True)

@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import pipeline.search.model as model_search
 from pipeline.augment import Policy
+from pipeline.champion import keep_champion
 from pipeline.config import ChooseConfig, Params, SpacePoint, parse_params
 from pipeline.data import write_sample
 from pipeline.errors import AutoaugError, DataError
@@ -44,7 +45,6 @@ from pipeline.search.model import (
     NoFeasibleTrialError,
     choose,
     config_from_params,
-    keep_champion,
     params_from_config,
     pareto_front,
 )
@@ -349,7 +349,9 @@ def test_stage_writes_the_front_the_choice_and_the_plot(searched: dict[str, Any]
     assert summary["trials"] == len(finished(study)) and summary["trained_trials"] == cfg.trials
 
 
-def test_stage_logs_one_nested_run_per_finished_trial(searched: dict[str, Any]) -> None:
+def test_stage_logs_one_nested_run_per_trained_candidate_and_counts_the_refused_draws(
+    searched: dict[str, Any],
+) -> None:
     params, summary = searched["params"], searched["summary"]
     runs = stage_runs(params)
     parents = [r for r in runs if PARENT not in r.data.tags]
@@ -357,9 +359,16 @@ def test_stage_logs_one_nested_run_per_finished_trial(searched: dict[str, Any]) 
     assert parents[0].info.run_id == summary["mlflow_run_id"]
     children = [r for r in runs if r.data.tags.get(PARENT) == parents[0].info.run_id]
     study = the_study(params, summary["fingerprint"])
-    by_number = {t.number: t for t in finished(study)}
+    by_number = {t.number: t for t in finished(study) if is_feasible(t)}
     keys = [r.data.tags[TRIAL_TAG] for r in children]
-    assert sorted(keys) == sorted(str(n) for n in by_number)  # one run per finished trial, no more
+    # one run per trained candidate, no more: a draw a budget refused has no accuracy to show
+    assert sorted(keys) == sorted(str(n) for n in by_number)
+    assert len(children) == summary["trained_trials"] == params.model_search.trials
+    refused = sum(1 for t in finished(study) if not is_feasible(t))
+    assert refused and summary["refused_max_params"] == refused  # the only budget set (500k parameters)
+    assert summary["refused_max_macs"] == summary["refused_max_train_cost"] == 0
+    logged = parents[0].data.metrics
+    assert logged["refused_max_params"] == refused and logged["refused_max_macs"] == 0
 
     client = MlflowClient(tracking_uri=params.tracking.mlflow_uri)
     for run in children:
@@ -370,11 +379,8 @@ def test_stage_logs_one_nested_run_per_finished_trial(searched: dict[str, Any]) 
         assert run.data.params["block0.type"] == trial.params["block0.type"]
         assert run.data.tags["optuna.study"] == study.study_name
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
-        if is_feasible(trial):
-            assert [m.step for m in history] == list(range(1, params.model_search.recipe.epochs + 1))
-            assert history[-1].value == pytest.approx(trial.user_attrs["accuracy"])
-        else:
-            assert history == []
+        assert [m.step for m in history] == list(range(1, params.model_search.recipe.epochs + 1))
+        assert history[-1].value == pytest.approx(trial.user_attrs["accuracy"])
 
 
 def test_an_impossible_budget_ends_quickly_without_training(
@@ -507,7 +513,7 @@ def test_interrupted_search_resumes_without_duplicate_runs(
     before = finished(the_study(params, fingerprint))
     assert sum(is_feasible(t) for t in before) == 2
     logged = [r for r in stage_runs(params) if TRIAL_TAG in r.data.tags]
-    assert sorted(r.data.tags[TRIAL_TAG] for r in logged) == sorted(str(t.number) for t in before)
+    assert sorted(r.data.tags[TRIAL_TAG] for r in logged) == sorted(str(t.number) for t in before if is_feasible(t))
 
     trained = {"n": 0}
 
@@ -528,7 +534,7 @@ def test_interrupted_search_resumes_without_duplicate_runs(
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].info.run_id == killed[0].info.run_id  # the same stage run, resumed
     keys = [r.data.tags[TRIAL_TAG] for r in runs if TRIAL_TAG in r.data.tags]
-    assert len(keys) == len(set(keys)) == len(after)
+    assert len(keys) == len(set(keys)) == sum(is_feasible(t) for t in after)
 
 
 @pytest.mark.parametrize(
@@ -588,8 +594,10 @@ def test_a_cold_search_trains_its_seed_points_first_within_the_budgets(
     tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake_fit_first_best(monkeypatch)  # ResNet-20, trained first, scores 0.9: the front's best
-    # mobilenetv2 (2.2M parameters) is over the 500k budget: enqueued, never trained
-    params = search_params(tmp_path, mlflow_uri, trials=2, seed_points=["resnet20", "mobilenetv2"])
+    # mobilenetv2 (2.2M parameters) is over the 1M budget: enqueued, never trained (1M, not the tiny
+    # search's 500k: the seeded draws of this study need not find a 500k candidate within the cap)
+    params = search_params(tmp_path, mlflow_uri, trials=2, seed_points=["resnet20", "mobilenetv2"],
+                           max_params=1_000_000)
     policy = write_policy(tmp_path / "policy.json")
     first = search_model_stage(params, write_tiny_sample(tmp_path / "s1", seed=0), policy, tmp_path / "o1", None,
                                progress=False)
@@ -617,7 +625,7 @@ def test_a_cold_search_trains_its_seed_points_first_within_the_budgets(
     # a warm study that re-trains no prior configuration (warm_start 0; the sampler gets the
     # prior's trials as history) starts from the seed points as a cold one does
     no_reuse = search_params(tmp_path, mlflow_uri, trials=2, seed_points=["resnet20", "mobilenetv2"],
-                             warm_start=0, warm_history=True)
+                             max_params=1_000_000, warm_start=0, warm_history=True)
     third = search_model_stage(no_reuse, write_tiny_sample(tmp_path / "s3", seed=2), policy, tmp_path / "o3", None,
                                progress=False)
     assert third["warm_started_trials"] == 0
@@ -698,7 +706,7 @@ def test_a_warm_started_search_does_not_train_a_configuration_twice(
 def test_a_warm_search_retrains_the_champions_architecture_first_and_keeps_it_within_the_points(
     tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import pipeline.stages.search_model as stage
+    import pipeline.search.specs.model as stage  # the model search's spec looks the champion up
 
     fake_fit_first_best(monkeypatch)  # 0.9 for the first candidate trained, 0.5 after
     params = search_params(tmp_path, mlflow_uri, trials=3, max_params=None, warm_start=1, warm_budget=1.0,

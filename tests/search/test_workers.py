@@ -22,7 +22,7 @@ import yaml
 from optuna.trial import TrialState
 
 from pipeline.config import Params, load_params
-from pipeline.search.runner import WORKER_ATTR
+from pipeline.names import WORKER_ATTR
 from pipeline.tracking import Tracker
 
 BIN = Path(sys.executable).parent

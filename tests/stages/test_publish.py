@@ -19,9 +19,10 @@ from pipeline.artifacts import (
     read_current,
 )
 from pipeline.augment import Policy
+from pipeline.champion import champion_score, decide, find
 from pipeline.config import Params
 from pipeline.errors import DataError
-from pipeline.stages.publish import champion_score, decide, publish_stage
+from pipeline.stages.publish import publish_stage
 from pipeline.tracking import EXPERIMENT_KIND, MODEL_DEVELOPMENT, Tracker
 
 from ..data.trees import CLASSES
@@ -98,7 +99,7 @@ def test_the_champion_moves_only_to_a_better_model(
     decision = publish_stage(params, retrained["out"], policy_dir, root, tmp_path / "p1")
     assert decision["promoted"] is True and "no champion yet" in decision["reason"]
     assert json.loads((tmp_path / "p1" / "decision.json").read_text()) == decision
-    assert str(tracker.champion(name).version) == "1"
+    assert str(find(tracker, name).version) == "1"
     assert (read_current(root).policy, read_current(root).model) == (1, 1)
     assert decision["published_model_version"] == 1 and decision["published_policy_version"] == 1
     published = current_model(root)
@@ -124,7 +125,7 @@ def test_the_champion_moves_only_to_a_better_model(
     assert "as registered, on the test split of its day" in decision["reason"]  # the fake did not re-score
     assert str(decision["champion_version"]) == "1" and decision["model_version"] == "2"
     assert json.loads((tmp_path / "p3" / "decision.json").read_text()) == decision
-    assert str(tracker.champion(name).version) == "1"
+    assert str(find(tracker, name).version) == "1"
     assert read_current(root).model == 1 and len(model_history(root)) == 1
     assert read_current(root).policy == 1 and len(policy_history(root)) == 1  # same policy: not re-published
     assert tracker.client.get_run(worse["mlflow_run_id"]).data.tags["autoaug.promoted"] == "False"
@@ -133,7 +134,7 @@ def test_the_champion_moves_only_to_a_better_model(
     better = fake_retrain(tmp_path / "r3", params, accuracy=(1 + accuracy) / 2, seed=2, like=first)
     decision = publish_stage(params, tmp_path / "r3", policy_dir, root, tmp_path / "p4")
     assert decision["promoted"] is True and "beats the champion's" in decision["reason"]
-    assert str(tracker.champion(name).version) == better["model_version"] == "3"
+    assert str(find(tracker, name).version) == better["model_version"] == "3"
     assert (read_current(root).policy, read_current(root).model) == (1, 2)
     assert current_model(root).meta["lineage"]["registry"]["version"] == "3"
     assert same_weights(current_model(root).load(), tmp_path / "r3" / "model.pt")
@@ -237,11 +238,57 @@ def test_a_kept_champion_restored_from_the_registry_keeps_its_own_metrics_and_li
 def test_a_run_without_metrics_json_has_them_rebuilt_from_mlflow() -> None:
     from types import SimpleNamespace
 
-    from pipeline.tracking import _metrics_of_run
+    from pipeline.champion import metrics_of_run
 
     run = SimpleNamespace(data=SimpleNamespace(
         metrics={"test_accuracy": 0.9, "epochs": 30.0, "train_images": 50000.0, "class_accuracy.cat": 0.8,
                  "class_accuracy.dog": 0.85},
         params={"retrain.recipe.tta": "True", "retrain.recipe.tta_translate": "False"}))
-    assert _metrics_of_run(run) == {"test_accuracy": 0.9, "epochs": 30, "train_images": 50000, "tta": "flip",
+    assert metrics_of_run(run) == {"test_accuracy": 0.9, "epochs": 30, "train_images": 50000, "tta": "flip",
                                     "per_class_accuracy": {"cat": 0.8, "dog": 0.85}}
+
+
+def test_the_gate_compares_on_the_same_test_images_and_shows_its_statistics(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline import names
+    from pipeline.history import data_versions
+
+    skip_requirements_inference(monkeypatch)
+    params = stage_params(tmp_path, mlflow_uri)
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+    policy_dir = write_policy_dir(tmp_path / "sp")
+    like = {"fingerprint": "f1ngerpr1nt"}
+    fake_retrain(tmp_path / "r1", params, accuracy=0.88, seed=1, like=like)
+    assert publish_stage(params, tmp_path / "r1", policy_dir, tmp_path / "published", tmp_path / "p1")["promoted"]
+
+    def beside_the_champion(candidate_only: int, champion_only: int) -> dict[str, Any]:
+        """What retrain records after scoring the candidate beside champion version 1."""
+        return {**like, "champion_rescored": {"version": "1", "test_accuracy": 0.88},
+                "champion_paired": {"version": "1", "n": 10_000, "candidate_only": candidate_only,
+                                    "champion_only": champion_only, "champion_params": 1000,
+                                    "champion_latency_ms_batch1": 1.0}}
+
+    # better by one image: noise, not promoted, and decision.json and the run say why
+    fake_retrain(tmp_path / "r2", params, accuracy=0.8801, seed=2, like=beside_the_champion(1, 0))
+    decision = publish_stage(params, tmp_path / "r2", policy_dir, tmp_path / "published", tmp_path / "p2")
+    assert decision["promoted"] is False and decision["gate"] == "kept"
+    assert decision["comparison"]["p_value"] == 0.5
+    assert decision["comparison"]["difference_points"] == pytest.approx(0.01)
+    assert json.loads((tmp_path / "p2" / "decision.json").read_text()) == decision
+    run = tracker.client.get_run(decision["mlflow_run_ids"]["publish"])
+    assert run.data.metrics[names.P_VALUE] == 0.5 and run.data.tags[names.GATE] == "kept"
+    assert str(find(tracker, params.tracking.registered_model).version) == "1"
+
+    # 60 against 10 of 10,000: promoted, with its interval and p-value
+    fake_retrain(tmp_path / "r3", params, accuracy=0.885, seed=3, like=beside_the_champion(60, 10))
+    decision = publish_stage(params, tmp_path / "r3", policy_dir, tmp_path / "published", tmp_path / "p3")
+    assert decision["promoted"] is True and decision["gate"] == "better"
+    low, high = decision["comparison"]["interval_points"]
+    assert 0.3 < low < 0.5 < high < 0.7
+    assert str(find(tracker, params.tracking.registered_model).version) == "3"
+    run = tracker.client.get_run(decision["mlflow_run_ids"]["publish"])
+    assert run.data.metrics[names.DIFFERENCE_POINTS] == pytest.approx(0.5)
+    # `autoaug history` shows the difference, its interval and the p-value
+    row = [v.row() for v in data_versions(tracker)][-1]
+    assert row["vs champion"] == "+0.50 [+0.34,+0.66] p=4e-10" and row["champion"] == "yes"

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 import pipeline.stages.retrain as retrain
 from pipeline.artifacts import NormalisedClassifier
 from pipeline.augment import Policy
+from pipeline.champion import architecture, promote
 from pipeline.errors import ConfigError, DataError
 from pipeline.models import build_model, count_macs, count_params, suggest_config
 from pipeline.search.model import Candidate
@@ -193,9 +194,9 @@ def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architectur
     assert first["champion_rescored"] is None
 
     tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
-    assert tracker.champion_config(params.tracking.registered_model) is None
-    tracker.promote(params.tracking.registered_model, str(first["model_version"]))
-    assert tracker.champion_config(params.tracking.registered_model) == \
+    assert architecture(tracker, params.tracking.registered_model) is None
+    promote(tracker, params.tracking.registered_model, str(first["model_version"]))
+    assert architecture(tracker, params.tracking.registered_model) == \
         (str(first["model_version"]), {"config": tiny_config(), "classes": list(CLASSES)})
     second = retrain_stage(params, store, chosen, policy, tmp_path / "r2", progress=False)
     assert "starting from the champion's weights" in capsys.readouterr().out
@@ -203,6 +204,13 @@ def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architectur
     # publish compares with the champion re-scored on this test split: the same weights, the same score
     assert second["champion_rescored"] == {"version": str(first["model_version"]),
                                            "test_accuracy": pytest.approx(first["test_accuracy"], abs=1e-9)}
+    # ... image by image beside the candidate: the discordant counts publish's paired test reads
+    paired = second["champion_paired"]
+    assert paired["version"] == str(first["model_version"]) and paired["n"] == second["test_images"]
+    assert (paired["candidate_only"] - paired["champion_only"]) / paired["n"] == \
+        pytest.approx(second["test_accuracy"] - first["test_accuracy"], abs=1e-9)
+    assert paired["champion_params"] == first["params"] and paired["champion_latency_ms_batch1"] > 0
+    assert first["champion_paired"] is None
     champion = torch.load(tmp_path / "r1" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(starts[1][k], v) for k, v in champion.items())  # trained on from its weights
     assert lrs == [pytest.approx(params.retrain.recipe.lr), pytest.approx(params.retrain.recipe.lr * 0.1)]
@@ -236,7 +244,7 @@ def search_trial(config: dict[str, Any], number: int, accuracy: float) -> Frozen
 def test_search_model_keeps_the_champions_architecture_within_keep_champion_points(
     tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
 ) -> None:
-    from pipeline.stages.search_model import champion_architecture, keep_or_choose
+    from pipeline.champion import champion_architecture, keep_or_choose
 
     from .conftest import make_store, skip_requirements_inference
 
@@ -253,7 +261,7 @@ def test_search_model_keeps_the_champions_architecture_within_keep_champion_poin
 
     first = retrain_stage(params, store, write_chosen(tmp_path / "chosen.json", champion_cfg), policy,
                           tmp_path / "r1", progress=False)
-    tracker.promote(params.tracking.registered_model, str(first["model_version"]))
+    promote(tracker, params.tracking.registered_model, str(first["model_version"]))
     champion = champion_architecture(tracker, params, CLASSES)
     assert champion == (str(first["model_version"]), champion_cfg)
     capsys.readouterr()

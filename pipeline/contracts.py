@@ -1,0 +1,402 @@
+"""The files stages hand to each other, as pydantic models: one model per file, used by its
+writer and by every reader (later stages, the CLI, the benches).
+
+A field is found by its symbol, not by grepping a string key. Each model reads its file with
+``Model.read(path)`` (a missing or malformed file is one ``DataError`` line naming the file and
+the stage to re-run) and writes it with ``model.write(path)`` (atomically, in the JSON layout
+DVC has always seen: same keys, same indentation, so metrics diffs keep their meaning).
+
+Strict models (``extra="forbid"``) are the files whose fields are all known here; models whose
+file carries free-form keys (a search method's own figures, one pair of keys per reference
+network) allow extra keys and keep them. Adding a field: add it to the model (with a default
+when older files lack it), fill it where the model is built, and every reader sees it.
+
+The published/ folder (what the service reads) keeps its own contract in
+``pipeline.artifacts`` (``PolicyRecord`` / ``ModelRecord``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
+from pydantic_core.core_schema import SerializerFunctionWrapHandler
+
+from pipeline.errors import DataError
+from pipeline.files import write_text_atomic
+
+Config = dict[str, Any] | str  # a search-space configuration, or a reference network's name
+
+
+def _problem(exc: ValidationError) -> str:
+    """The first validation error as ``field: message`` (one line)."""
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"]) or "the file"
+    return f"{where}: {error['msg']}"
+
+
+class StageFile(BaseModel):
+    """A JSON file one stage writes and others read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # what the file is called in messages, and the command that (re)writes it (in backquotes)
+    what: ClassVar[str] = "stage output"
+    rerun: ClassVar[str] = "`dvc repro`"
+    indent: ClassVar[int] = 2  # the layout the writer has always used
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Self:
+        """The file at ``path``; DataError (one line, naming the stage to run) when it is missing
+        or does not hold what the writer writes."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: no {cls.what}; run {cls.rerun} first")
+        try:
+            return cls.model_validate(json.loads(path.read_text()))
+        except (ValueError, OSError) as exc:  # ValidationError is a ValueError
+            reason = _problem(exc) if isinstance(exc, ValidationError) else str(exc).splitlines()[0]
+            raise DataError(f"{path}: not a valid {cls.what} ({reason}); re-run {cls.rerun}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        """The file's content as plain JSON values (what ``write`` writes)."""
+        return dict(self.model_dump(mode="json"))
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically: a reader (DVC, the next stage) sees the old file or the new one."""
+        write_text_atomic(path, json.dumps(self.to_json(), indent=self.indent) + "\n")
+
+
+# ------------------------------------------------------------------ sample
+
+
+class SampleManifest(StageFile):
+    """``data/sample/manifest.json``: which images the sample holds, and its fingerprint."""
+
+    what: ClassVar[str] = "sample manifest"
+    rerun: ClassVar[str] = "`autoaug sample` (or `dvc repro sample`)"
+    indent: ClassVar[int] = 1
+
+    format: int = 1
+    size: int
+    seed: int
+    fingerprint: str  # the data version: study names and every MLflow run carry it
+    classes: list[str]
+    class_counts: dict[str, int]
+    pool_size: int  # training images in the store the sample was drawn from
+    pool_class_counts: dict[str, int]
+    ids: list[str]
+    labels: list[int]
+
+
+# ------------------------------------------------------------------ search_policy
+
+
+class PolicySummary(StageFile):
+    """``outputs/search_policy/summary.json``: the policy search's figures. A search method may
+    add its own figures (extra keys are kept and shown by the service)."""
+
+    model_config = ConfigDict(extra="allow")
+    what: ClassVar[str] = "policy search summary"
+    rerun: ClassVar[str] = "`dvc repro search_policy`"
+
+    method: str | None = None
+    fingerprint: str = ""
+    space_hash: str | None = None
+    folds: int | None = None
+    trials: int | None = None
+    warm_started_trials: int | None = None
+    history_trials: int | None = None
+    sub_policies: int | None = None
+    best_score_mean: float | None = None
+    child_clean_accuracy_mean: float | None = None
+    child_train_seconds: float | None = None
+    wall_seconds: float | None = None
+    mlflow_run_id: str | None = None
+
+    def figures(self) -> dict[str, Any]:
+        """The scalar figures (numbers, strings, None): what publish shows beside the policy."""
+        data = self.model_dump(mode="json", exclude_unset=True)  # the keys the file holds, no defaults
+        return {k: v for k, v in data.items() if isinstance(v, (int, float, str)) or v is None}
+
+
+# ------------------------------------------------------------------ search_model
+
+
+class ScoredModel(BaseModel):
+    """A scored model as the model search records it (``pipeline.search.model.Candidate``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: Config
+    accuracy: float
+    params: int
+    macs: int
+    trial: int | None = None
+    train_seconds: float = 0.0
+    train_cost: float | None = None
+    seed_point: str | None = None
+
+
+class Pareto(StageFile):
+    """``outputs/search_model/pareto.json``: the feasible front, the references and each rule's pick."""
+
+    what: ClassVar[str] = "Pareto front"
+    rerun: ClassVar[str] = "`dvc repro search_model`"
+    indent: ClassVar[int] = 1
+
+    fingerprint: str
+    study: str
+    objectives: list[str]
+    max_params: int | None
+    max_macs: int | None
+    max_train_cost: float | None
+    front: list[ScoredModel]
+    references: dict[str, ScoredModel]
+    picks: dict[str, int | None]  # rule name -> trial number (None: a reference)
+
+
+class Chosen(StageFile):
+    """``outputs/search_model/chosen.json``: the model retrain trains, with its lineage.
+
+    Only ``config`` is required: a hand-written chosen file (the benches' ``bench/results``)
+    holds little more. ``read`` also checks the configuration against today's search space.
+    """
+
+    what: ClassVar[str] = "chosen model"
+    rerun: ClassVar[str] = "`dvc repro search_model`"
+    indent: ClassVar[int] = 1
+
+    config: Config
+    accuracy: float | None = None
+    params: int | None = None
+    macs: int | None = None
+    trial: int | None = None
+    train_seconds: float | None = None
+    train_cost: float | None = None
+    seed_point: str | None = None
+    rule: dict[str, Any] | None = None  # model_search.choose as it was
+    fingerprint: str = ""
+    study: str | None = None
+    mlflow_run_id: str | None = None
+    champion_architecture_version: int | None = None  # the @champion's, when this is its architecture
+    kept_champion: bool = False  # kept over the rule's pick (choose.keep_champion_points)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Self:
+        from pipeline.models import ModelConfigError, validate_config
+
+        chosen = super().read(path)
+        if not isinstance(chosen.config, str):
+            try:
+                validate_config(chosen.config)
+            except ModelConfigError as exc:
+                raise DataError(f"{path}: the chosen configuration no longer fits the search space ({exc}); "
+                                f"re-run {cls.rerun}") from None
+        return chosen
+
+
+class ModelSearchSummary(StageFile):
+    """``outputs/search_model/metrics.json``: the model search's figures, logged as MLflow
+    metrics too. Each reference network adds ``<name>_accuracy`` and ``<name>_params``."""
+
+    model_config = ConfigDict(extra="allow")
+    what: ClassVar[str] = "model search summary"
+    rerun: ClassVar[str] = "`dvc repro search_model`"
+
+    fingerprint: str
+    trials: int
+    trained_trials: int
+    warm_started_trials: int
+    history_trials: int
+    pareto_size: int
+    chosen_trial: int | None
+    chosen_accuracy: float
+    chosen_params: int
+    chosen_macs: int
+    chosen_train_cost: float | None
+    best_accuracy: float
+    champion_architecture_version: int | None
+    kept_champion: bool
+    # draws each budget refused: never trained, so no trial run (names.REFUSED_PREFIX + budget)
+    refused_max_params: int = 0
+    refused_max_macs: int = 0
+    refused_max_train_cost: int = 0
+    wall_seconds: float
+    mlflow_run_id: str | None
+
+
+# ------------------------------------------------------------------ retrain
+
+
+class ChampionRescore(BaseModel):
+    """The @champion re-scored on today's test split (``test_accuracy`` None: it could not be,
+    ``note`` says why)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    test_accuracy: float | None
+    note: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_empty_note(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("note") is None:  # the file has never carried an empty note
+            data.pop("note", None)
+        return data
+
+
+class PairedOutcome(BaseModel):
+    """The candidate and the @champion on the same test images: what publish's paired test
+    (McNemar's exact test) needs, with the champion's size and speed measured beside the
+    candidate's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str  # the champion version compared with
+    n: int  # test images both were scored on
+    candidate_only: int  # images the candidate gets right and the champion wrong
+    champion_only: int  # images the champion gets right and the candidate wrong
+    champion_params: int
+    champion_latency_ms_batch1: float  # measured in the same process as the candidate's
+
+
+class RetrainLineage(BaseModel):
+    """Where the retrained model came from."""
+
+    model_config = ConfigDict(extra="allow")
+
+    search_model_run: str | None = None
+    search_model_study: str | None = None
+    policy_studies: list[str] = []
+    warm_start_from_version: str | None = None
+
+
+Tta = Literal["flip+translate", "flip", "none"]
+
+
+class RetrainMetrics(StageFile):
+    """``outputs/retrain/metrics.json`` (also the retrain run's ``weights/metrics.json``).
+
+    Publish reads it, as do the benches. Only ``test_accuracy`` is required to read one: a
+    registered version's metrics rebuilt from MLflow (``pipeline.champion.weights``) hold a subset.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    what: ClassVar[str] = "retrain metrics"
+    rerun: ClassVar[str] = "`dvc repro retrain`"
+
+    test_accuracy: float
+    test_loss: float | None = None
+    test_images: int | None = None
+    tta: Tta | None = None
+    per_class_accuracy: dict[str, float] | None = None
+    params: int | None = None
+    macs: int | None = None
+    latency_ms_batch1: float | None = None
+    latency_ms_batch256: float | None = None
+    train_minutes: float | None = None
+    train_images: int | None = None
+    epochs: int | None = None
+    warm_start_from_version: str | None = None
+    champion_rescored: ChampionRescore | None = None
+    champion_paired: PairedOutcome | None = None
+    fingerprint: str = ""
+    store_content_hash: str | None = None
+    device: str | None = None
+    mlflow_run_id: str | None = None
+    registered_model: str | None = None
+    model_version: str | None = None
+    lineage: RetrainLineage = RetrainLineage()
+
+    # logged as MLflow metrics (numbers only; the per-class accuracies separately)
+    LOGGED: ClassVar[tuple[str, ...]] = ("test_accuracy", "test_loss", "test_images", "params", "macs",
+                                         "latency_ms_batch1", "latency_ms_batch256", "train_minutes",
+                                         "train_images", "epochs")
+    # what a published model shows (published/models/*/meta.json "metrics")
+    PUBLISHED: ClassVar[tuple[str, ...]] = ("test_accuracy", "per_class_accuracy", "tta", "latency_ms_batch1",
+                                            "latency_ms_batch256", "train_minutes", "epochs", "train_images")
+
+    def mlflow_metrics(self) -> dict[str, float]:
+        """The numbers the retrain run logs: the LOGGED fields and one ``class_accuracy.<class>``
+        per class."""
+        logged = {k: float(v) for k in self.LOGGED if (v := getattr(self, k)) is not None}
+        return {**logged, **{f"class_accuracy.{c}": a for c, a in (self.per_class_accuracy or {}).items()}}
+
+    def published(self) -> dict[str, Any]:
+        """The PUBLISHED figures this file holds (a subset when rebuilt from MLflow)."""
+        data = self.model_dump(mode="json", exclude_unset=True)
+        return {k: data[k] for k in self.PUBLISHED if k in data}
+
+
+# ------------------------------------------------------------------ publish
+
+
+class Comparison(BaseModel):
+    """The candidate against the @champion on the same test images (publish's paired test).
+
+    Differences are in accuracy points (percent of the test images); ``interval_points`` is the
+    two-sided 95 % interval of the difference; ``p_value`` is McNemar's exact one-sided p that
+    the candidate is not better.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    champion_version: str
+    n: int
+    candidate_only: int
+    champion_only: int
+    difference_points: float
+    interval_points: tuple[float, float]
+    p_value: float
+    lower_bound_points: float  # one-sided (1 - alpha) lower bound: the non-inferiority check
+    smaller: bool  # fewer parameters than the champion
+    faster: bool  # lower latency at batch 1, measured beside the champion's
+
+
+Gate = Literal["no_champion", "better", "not_worse_and_smaller", "not_worse_and_faster", "kept",
+               "fallback_promoted", "fallback_kept", "already_champion", "no_version"]
+
+
+class Decision(StageFile):
+    """``outputs/publish/decision.json``: whether the model was promoted and why."""
+
+    what: ClassVar[str] = "publish decision"
+    rerun: ClassVar[str] = "`dvc repro publish`"
+
+    promoted: bool
+    reason: str
+    test_accuracy: float
+    champion_accuracy_before: float | None
+    registered_model: str
+    model_version: str | None
+    champion_version: str | None
+    is_champion: bool
+    published_model_version: int | None
+    published_policy_version: int | None
+    fingerprint: str
+    mlflow_run_ids: dict[str, str | None]
+    gate: Gate | None = None  # which rule decided
+    comparison: Comparison | None = None  # None: no champion, or none re-scored with paired data
+
+
+__all__ = [
+    "ChampionRescore",
+    "Chosen",
+    "Comparison",
+    "Decision",
+    "Gate",
+    "ModelSearchSummary",
+    "PairedOutcome",
+    "Pareto",
+    "PolicySummary",
+    "RetrainLineage",
+    "RetrainMetrics",
+    "SampleManifest",
+    "ScoredModel",
+    "StageFile",
+]

@@ -1,0 +1,89 @@
+"""The `search_model` stage's search: the multi-objective architecture search with the found
+policy, summarised as the feasible Pareto front, the references, each rule's pick and the
+chosen model (the @champion's architecture when it is kept)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.champion import champion_architecture, keep_or_choose
+from pipeline.config import Params
+from pipeline.contracts import Chosen, ModelSearchSummary, Pareto, ScoredModel
+from pipeline.search.model import STAGE, Candidate, ModelSearch, choose, refused
+from pipeline.search.registry import BuildContext, SearchStage
+from pipeline.search.runner import SearchOutcome
+from pipeline.search.studies import completed
+
+
+@dataclass
+class ModelResult:
+    """What the stage writes (pareto.json, chosen.json, metrics.json) and plots."""
+
+    front: list[Candidate]
+    references: dict[str, Candidate]
+    picks: dict[str, Candidate]
+    chosen: Candidate
+    pareto: Pareto
+    chosen_doc: Chosen
+    summary: ModelSearchSummary
+    outcome: SearchOutcome
+
+
+def space(params: Params) -> dict[str, Any]:
+    return ModelSearch.space_of(params.model_search)
+
+
+def uses_policy(params: Params) -> bool:
+    return params.model_search.augment == "policy"
+
+
+def build(context: BuildContext) -> ModelSearch:
+    """The search; on a warm start it re-trains the @champion's architecture first (when
+    ``choose.keep_champion_points`` may keep it), in the stage and in every worker alike."""
+    champion = None
+    if context.tracker is not None:
+        champion = champion_architecture(context.tracker, context.params, context.sample.classes)
+    return ModelSearch(context.params.model_search, context.sample, policy=context.policy, device=context.device,
+                       progress=context.progress, champion=champion[1] if champion else None,
+                       champion_version=champion[0] if champion else None)
+
+
+def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext, run_id: str) -> ModelResult:
+    """References trained after the search (an impossible budget fails before any trains), the
+    rules' picks from the front, the champion kept or not, and the stage's three documents."""
+    cfg, fingerprint = context.params.model_search, context.fingerprint
+    references = {name: method.reference(name, context.cache, fingerprint) for name in cfg.references}
+    front: list[Candidate] = outcome.result
+    picks = {rule.name: choose(front, rule, references) for rule in cfg.rules()}
+    chosen = picks[cfg.choose.name]
+    trials = completed(outcome.studies[0])
+    champion = (method.champion_version, method.champion) if method.champion_version is not None else None
+    kept = keep_or_choose(context.params, chosen, champion, trials)
+    if kept is not None:
+        chosen = picks["champion"] = kept
+    # the champion's version when the model is its architecture (kept, or picked by the rule)
+    version = int(champion[0]) if champion is not None and champion[1] == chosen.config else None
+    study = outcome.study_names[0]
+    pareto = Pareto(fingerprint=fingerprint, study=study, objectives=list(cfg.objectives), max_params=cfg.max_params,
+                    max_macs=cfg.max_macs, max_train_cost=cfg.max_train_cost,
+                    front=[ScoredModel(**c.to_dict()) for c in front],
+                    references={n: ScoredModel(**c.to_dict()) for n, c in references.items()},
+                    picks={n: c.trial for n, c in picks.items()})
+    chosen_doc = Chosen(**chosen.to_dict(), rule=cfg.choose.model_dump(), fingerprint=fingerprint, study=study,
+                        mlflow_run_id=run_id, champion_architecture_version=version, kept_champion=kept is not None)
+    per_reference = {**{f"{n}_accuracy": c.accuracy for n, c in references.items()},
+                     **{f"{n}_params": c.params for n, c in references.items()}}  # the file's free-form keys
+    summary = ModelSearchSummary(
+        fingerprint=fingerprint, trials=outcome.trials,
+        trained_trials=sum(1 for t in trials if method.spec.budget.counts(t)),
+        warm_started_trials=outcome.warm_started, history_trials=outcome.history_trials, pareto_size=len(front),
+        chosen_trial=chosen.trial, chosen_accuracy=chosen.accuracy, chosen_params=chosen.params,
+        chosen_macs=chosen.macs, chosen_train_cost=chosen.train_cost, best_accuracy=front[0].accuracy,
+        champion_architecture_version=version, kept_champion=kept is not None, **refused(trials),
+        wall_seconds=outcome.wall_seconds, mlflow_run_id=run_id, **per_reference)
+    return ModelResult(front, references, picks, chosen, pareto, chosen_doc, summary, outcome)
+
+
+SPEC: SearchStage[ModelSearch, ModelResult] = SearchStage(
+    name=STAGE, space=space, build=build, summarise=summarise, log_every=1, uses_policy=uses_policy)

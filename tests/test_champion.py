@@ -1,0 +1,106 @@
+"""The promotion gate (pipeline.champion.judge): a candidate replaces the @champion only when it
+is better at the configured significance on the same test images, or not worse and smaller or
+faster when publish.prefer says so; without paired data the accuracy rule decides, and says so."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from pipeline.champion import judge
+from pipeline.config import PublishConfig
+from pipeline.contracts import PairedOutcome, RetrainMetrics
+
+N = 10_000
+CHAMPION = SimpleNamespace(version="3", tags={"test_accuracy": "0.8800"})
+
+
+def candidate(candidate_only: int, champion_only: int, *, version: str = "3", params: int = 500_000,
+              champion_params: int = 500_000, latency: float = 1.0, champion_latency: float = 1.0,
+              **fields: Any) -> RetrainMetrics:
+    """Retrain's metrics for a candidate scored beside champion ``version`` on N test images."""
+    champion_accuracy = 0.88
+    accuracy = champion_accuracy + (candidate_only - champion_only) / N
+    paired = PairedOutcome(version=version, n=N, candidate_only=candidate_only, champion_only=champion_only,
+                           champion_params=champion_params, champion_latency_ms_batch1=champion_latency)
+    return RetrainMetrics.model_validate({
+        "test_accuracy": accuracy, "params": params, "latency_ms_batch1": latency, "model_version": "4",
+        "champion_rescored": {"version": version, "test_accuracy": champion_accuracy},
+        "champion_paired": paired.model_dump(), **fields})
+
+
+def test_a_candidate_better_by_one_image_is_not_promoted() -> None:
+    verdict = judge(candidate(1, 0), CHAMPION, PublishConfig())
+    assert verdict.promote is False and verdict.gate == "kept"
+    assert verdict.comparison is not None and verdict.comparison.p_value == 0.5
+    assert verdict.comparison.difference_points == pytest.approx(0.01)
+    assert "McNemar p = 0.5" in verdict.reason and "not better at alpha 0.05" in verdict.reason
+    # nor one better by a single image out of a hundred disagreements
+    assert judge(candidate(51, 50), CHAMPION, PublishConfig()).promote is False
+
+
+def test_a_clearly_better_candidate_is_promoted() -> None:
+    verdict = judge(candidate(60, 10), CHAMPION, PublishConfig())
+    assert verdict.promote is True and verdict.gate == "better"
+    comparison = verdict.comparison
+    assert comparison is not None and comparison.p_value < 1e-9
+    assert comparison.difference_points == pytest.approx(0.5)
+    low, high = comparison.interval_points
+    assert 0 < low < 0.5 < high
+    assert "better than champion version 3" in verdict.reason and "60 vs 10 discordant of 10000" in verdict.reason
+    assert verdict.champion_accuracy == pytest.approx(0.88)  # the re-scored figure, not the registered tag
+
+
+def test_alpha_sets_the_bar() -> None:
+    # 8 vs 2: p = 56/1024 = 0.0547
+    assert judge(candidate(8, 2), CHAMPION, PublishConfig(alpha=0.05)).promote is False
+    assert judge(candidate(8, 2), CHAMPION, PublishConfig(alpha=0.06)).promote is True
+
+
+def test_a_not_worse_smaller_candidate_is_promoted_when_prefer_is_smaller() -> None:
+    # 20 vs 22: 0.02 points worse, lower bound about -0.13 points: within a 0.5-point margin
+    smaller = candidate(20, 22, params=300_000, champion_params=600_000)
+    prefer_smaller = PublishConfig(prefer="smaller", margin=0.005)
+    verdict = judge(smaller, CHAMPION, prefer_smaller)
+    assert verdict.promote is True and verdict.gate == "not_worse_and_smaller"
+    assert "not worse than champion version 3 by more than the margin 0.0050" in verdict.reason
+    assert verdict.comparison is not None and verdict.comparison.smaller
+    # without the preference, or not smaller, or worse beyond the margin: kept
+    assert judge(smaller, CHAMPION, PublishConfig(margin=0.005)).promote is False
+    assert judge(candidate(20, 22, params=700_000, champion_params=600_000), CHAMPION, prefer_smaller).promote is False
+    worse = judge(candidate(20, 80, params=300_000, champion_params=600_000), CHAMPION, prefer_smaller)
+    assert worse.promote is False and "possibly worse by more than the margin" in worse.reason
+
+
+def test_a_not_worse_faster_candidate_is_promoted_when_prefer_is_faster() -> None:
+    faster = candidate(20, 22, latency=0.5, champion_latency=0.9)
+    verdict = judge(faster, CHAMPION, PublishConfig(prefer="faster", margin=0.005))
+    assert verdict.promote is True and verdict.gate == "not_worse_and_faster"
+    assert judge(faster, CHAMPION, PublishConfig(prefer="smaller", margin=0.005)).promote is False
+
+
+def test_no_champion_promotes_and_the_current_champion_is_not_promoted_again() -> None:
+    verdict = judge(candidate(0, 0), None, PublishConfig())
+    assert verdict.promote is True and verdict.gate == "no_champion" and "no champion yet" in verdict.reason
+    same = candidate(0, 0).model_copy(update={"model_version": "3"})
+    verdict = judge(same, CHAMPION, PublishConfig())
+    assert verdict.promote is False and verdict.gate == "already_champion"
+
+
+def test_without_paired_data_the_accuracy_rule_decides_and_says_so() -> None:
+    old = RetrainMetrics(test_accuracy=0.8801, model_version="4")  # an older retrain: no paired outcome
+    verdict = judge(old, CHAMPION, PublishConfig())
+    assert verdict.promote is True and verdict.gate == "fallback_promoted" and verdict.comparison is None
+    assert "no paired test" in verdict.reason and "as registered" in verdict.reason
+    # paired data about another champion version (the alias moved since the retrain): not used
+    moved = candidate(1, 0, version="2")
+    verdict = judge(moved, CHAMPION, PublishConfig())
+    assert verdict.gate == "fallback_promoted" and verdict.comparison is None and "no paired test" in verdict.reason
+
+
+def test_a_promotion_needs_a_registered_version() -> None:
+    unregistered = candidate(60, 10).model_copy(update={"model_version": None})
+    verdict = judge(unregistered, CHAMPION, PublishConfig())
+    assert verdict.promote is False and verdict.gate == "no_version"
