@@ -306,7 +306,7 @@ def _space_recipe(**overrides: Any) -> TrainConfig:
     return TrainConfig(**_space_fields(overrides))
 
 
-SpacePoint = Literal["airbench_like", "resnet20", "mobilenetv2"]
+SpacePoint = Literal["airbench_like", "resnet20", "mobilenetv2", "airbench94", "airbench_small"]
 """The names of ``pipeline.models.SPACE_POINTS`` (spelled out here: this module does not import torch)."""
 DEFAULT_SEED_POINTS: tuple[SpacePoint, ...] = ("airbench_like", "resnet20")
 

@@ -51,6 +51,7 @@ from pipeline.models import (
     build_model,
     count_macs,
     count_params,
+    normalise_config,
     suggest_config,
     validate_config,
 )
@@ -76,11 +77,16 @@ def feasible(trial: FrozenTrial) -> bool:
 
 def config_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's parameters (``block3.kernel`` ...) read back as a validated configuration
-    (the names are ``suggest_config``'s; a value outside the space fails with the block named)."""
+    (the names are ``suggest_config``'s; a value outside the space fails with the block named;
+    a field added to the space after the trial ran takes its "as before" value)."""
+
+    def section(prefix: str, allowed: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: params[f"{prefix}.{k}"] for k in allowed if f"{prefix}.{k}" in params}
+
     cfg = {
-        "stem": {k: params[f"stem.{k}"] for k in SPACE["stem"]},
-        "blocks": [{k: params[f"block{i}.{k}"] for k in b} for i, b in enumerate(SPACE["blocks"])],
-        "head": {k: params[f"head.{k}"] for k in SPACE["head"]},
+        "stem": section("stem", SPACE["stem"]),
+        "blocks": [section(f"block{i}", b) for i, b in enumerate(SPACE["blocks"])],
+        "head": section("head", SPACE["head"]),
     }
     return validate_config(cfg)
 
@@ -165,6 +171,7 @@ def keep_champion(chosen: Candidate, trials: Sequence[FrozenTrial], champion_con
     mean accuracy over them is within ``points`` accuracy points of ``chosen``; else None. The
     warm start re-trains it first (``ModelSearch.warm_first``); keeping it lets retrain start
     from its weights."""
+    champion_config = normalise_config(champion_config)  # stored before the space's newer fields?
     same = [Candidate.from_trial(t) for t in trials
             if feasible(t) and "accuracy" in t.user_attrs and config_from_params(t.params) == champion_config]
     if not same or (max_params is not None and same[0].params > max_params):
@@ -183,7 +190,8 @@ class ModelSearch(WarmSettings):
     def __init__(self, cfg: ModelSearchConfig, sample: ImageSet, *, policy: BatchTransform | None,
                  device: torch.device, progress: bool = True, champion: Mapping[str, Any] | None = None) -> None:
         self.cfg = cfg
-        self.champion = champion  # the @champion's architecture: re-trained first on a warm start
+        # the @champion's architecture: re-trained first on a warm start
+        self.champion = normalise_config(champion) if champion is not None else None
         self.policy = policy
         self.device = device
         self.progress = progress
