@@ -38,7 +38,7 @@ from pipeline.contracts import ChampionRescore, Comparison, Gate, PairedOutcome,
 from pipeline.data import ImageSet
 from pipeline.errors import first_line
 from pipeline.evaluation import SplitScore, latency_ms, score
-from pipeline.models import build_model, count_params
+from pipeline.models import build_model, count_params, normalise_config
 from pipeline.tracking import Tracker
 
 ALIAS = "champion"  # the registry alias; the service, publish and the searches mean this version
@@ -202,6 +202,7 @@ def keep_champion(chosen: C, trials: Sequence[FrozenTrial], champion_config: Map
     mean accuracy over them is within ``points`` accuracy points of ``chosen``; else None. The
     warm start re-trains it first (``ModelSearch.warm_first``); keeping it lets retrain start
     from its weights."""
+    champion_config = normalise_config(champion_config)  # stored before the space's newer fields?
     # within every budget: search.model.feasible's rule (what Trial.set_constraint recorded)
     trained = [t for t in trials if all(v <= 0 for v in t.constraints.values()) and "accuracy" in t.user_attrs]
     same = [c for c in (type(chosen).from_trial(t) for t in trained) if c.config == champion_config]

@@ -415,7 +415,7 @@ RETRAIN = Recipe("retrain", values={**SPACE.values, "epochs": 30, "batch_size": 
 })
 
 
-SpacePoint = Literal["airbench_like", "resnet20", "mobilenetv2"]
+SpacePoint = Literal["airbench_like", "resnet20", "mobilenetv2", "airbench94", "airbench_small"]
 """The names of ``pipeline.models.SPACE_POINTS`` (spelled out here: this module does not import torch)."""
 DEFAULT_SEED_POINTS: tuple[SpacePoint, ...] = ("airbench_like", "resnet20")
 

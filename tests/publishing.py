@@ -24,8 +24,8 @@ def tiny_config(stem_channels: int = 16) -> dict[str, Any]:
         for c in (16, 16, 24, 48, 64, 128, 192)
     ]
     blocks[0]["type"] = "conv"
-    return {"stem": {"channels": stem_channels, "activation": "relu"}, "blocks": blocks,
-            "head": {"channels": 0, "dropout": 0.0}}
+    return {"stem": {"type": "conv", "channels": stem_channels, "activation": "relu"}, "blocks": blocks,
+            "head": {"type": "avgpool", "channels": 0, "dropout": 0.0}}
 
 
 def tiny_model(seed: int = 0, num_classes: int = 10, stem_channels: int = 16) -> nn.Module:

@@ -1,7 +1,7 @@
 """Model search space, reference baselines and cost counters.
 
     build_model(cfg_or_name, num_classes=10) -> nn.Module
-    SPACE, validate_config, sample_config, suggest_config, ModelConfigError
+    SPACE, validate_config, normalise_config, sample_config, suggest_config, ModelConfigError
     BASELINES: name -> factory(num_classes) ; count_params, count_macs
 """
 
@@ -21,6 +21,7 @@ from pipeline.models.space import (
     SPACE_POINTS,
     ModelConfigError,
     SpaceNet,
+    normalise_config,
     sample_config,
     suggest_config,
     validate_config,
@@ -72,6 +73,7 @@ __all__ = [
     "build_model",
     "count_macs",
     "count_params",
+    "normalise_config",
     "sample_config",
     "suggest_config",
     "validate_config",

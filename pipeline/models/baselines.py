@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.models.blocks import BasicResidual, ConvBNAct
+from pipeline.models.blocks import BasicResidual, ConvBNAct, ConvGroup, whitening_filters
 
 
 class ResNet20(nn.Module):
@@ -33,41 +33,9 @@ class ResNet20(nn.Module):
 
 
 # ---------------------------------------------------------------- airbench-style net
-# After KellerJordan/cifar10-airbench (airbench94): a frozen, data-whitened 2x2 first conv,
-# three conv groups (conv-pool-BN-GELU-conv-BN-GELU), identity-initialised convs, BN
-# without trainable scale, and a down-scaled linear head. It reaches high accuracy in very
-# few epochs, which is what a CPU time budget needs.
-
-
-class _FrozenScaleBatchNorm(nn.BatchNorm2d):
-    """airbench's BatchNorm: the scale is frozen at 1 (only the shift trains, at the high
-    bias learning rate) and the running statistics move fast (momentum 0.4)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__(channels, eps=1e-12, momentum=0.4)
-        self.weight.requires_grad_(False)
-
-
-class _DiracConv(nn.Conv2d):
-    """3x3 'same' conv initialised to pass its input through (an implicit residual)."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(in_channels, out_channels, 3, padding=1, bias=False)
-        with torch.no_grad():
-            nn.init.dirac_(self.weight[: min(in_channels, out_channels)])
-
-
-class _ConvGroup(nn.Sequential):
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(
-            _DiracConv(in_channels, out_channels),
-            nn.MaxPool2d(2),
-            _FrozenScaleBatchNorm(out_channels),
-            nn.GELU(),
-            _DiracConv(out_channels, out_channels),
-            _FrozenScaleBatchNorm(out_channels),
-            nn.GELU(),
-        )
+# After KellerJordan/cifar10-airbench (airbench94), written out by hand from the parts in
+# blocks.py; the search space holds the same network (``SPACE_POINTS["airbench94"]``, a test
+# checks that the two agree).
 
 
 class AirbenchNet(nn.Module):
@@ -82,7 +50,7 @@ class AirbenchNet(nn.Module):
         self.whiten.weight.requires_grad_(False)  # set from data by init_from_data(), then frozen
         self.act = nn.GELU()
         self.groups = nn.Sequential(
-            _ConvGroup(whiten_width, widths[0]), _ConvGroup(widths[0], widths[1]), _ConvGroup(widths[1], widths[2])
+            ConvGroup(whiten_width, widths[0]), ConvGroup(widths[0], widths[1]), ConvGroup(widths[1], widths[2])
         )
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.linear = nn.Linear(widths[2], num_classes, bias=False)
@@ -97,15 +65,8 @@ class AirbenchNet(nn.Module):
         """Set the first conv to whiten the patch distribution of ``images`` (normalised float).
 
         The filters are the eigenvectors of the patch covariance scaled by 1/sqrt(eigenvalue),
-        in +/- pairs, so that GELU keeps both signs of each whitened component.
+        in +/- pairs, so that GELU keeps both signs of each whitened component
+        (``blocks.whitening_filters``).
         """
-        k = self.whiten.kernel_size
-        c = images.shape[1]
-        patches = images.float().unfold(2, k[0], 1).unfold(3, k[1], 1)  # N,C,H',W',kh,kw
-        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * k[0] * k[1])
-        covariance = patches.T @ patches / len(patches)
-        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
-        eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.T.flip(0)
-        filters = (eigenvectors / torch.sqrt(eigenvalues + eps)[:, None]).reshape(-1, c, *k)
-        weight = torch.cat((filters, -filters))
+        weight = whitening_filters(images, self.whiten.kernel_size[0], eps)
         self.whiten.weight.copy_(weight.to(self.whiten.weight))

@@ -2,7 +2,12 @@
 
 Every block takes ``(in_channels, out_channels, stride, ...)`` and maps
 ``[N, in, H, W] -> [N, out, ceil(H / stride), ceil(W / stride)]``, so the space
-builder can chain any sequence of them without shape bookkeeping.
+builder can chain any sequence of them without shape bookkeeping. The one exception is
+airbench's ``ConvGroup``, which pools as airbench does (floor: ``H // stride``).
+
+airbench's parts (KellerJordan/cifar10-airbench, airbench94) live here too, shared by the
+space and the hand-written port (``baselines.AirbenchNet``): ``WhiteningStem`` (a frozen 2x2
+conv whitened from data), ``FrozenScaleBatchNorm``, ``DiracConv`` and ``ConvGroup``.
 """
 
 from __future__ import annotations
@@ -159,19 +164,123 @@ class ConvPool(nn.Sequential):
 
 
 class ClassifierHead(nn.Module):
-    """Optional 1x1 conv to ``channels`` -> global average pool -> dropout -> linear."""
+    """Optional 1x1 conv to ``channels`` -> global pool -> dropout -> linear -> x ``scale``.
+
+    The defaults are the usual head (average pool, linear with bias, no scale); airbench's is
+    ``pool="max", bias=False, scale=1/9`` (small early logits at its high learning rate).
+    """
 
     def __init__(
-        self, in_channels: int, num_classes: int, channels: int = 0, dropout: float = 0.0, activation: str = "relu"
+        self,
+        in_channels: int,
+        num_classes: int,
+        channels: int = 0,
+        dropout: float = 0.0,
+        activation: str = "relu",
+        *,
+        pool: str = "avg",
+        bias: bool = True,
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if pool not in ("avg", "max"):
+            raise ValueError(f"ClassifierHead: pool {pool!r} must be 'avg' or 'max'")
         self.features: nn.Module = nn.Identity()
         if channels > 0:
             self.features = ConvBNAct(in_channels, channels, 1, activation=activation)
             in_channels = channels
+        self.pool = pool
         self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(in_channels, num_classes)
+        self.linear = nn.Linear(in_channels, num_classes, bias=bias)
+        self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x).mean((2, 3))
-        return self.linear(self.dropout(x))
+        x = self.features(x)
+        x = x.mean((2, 3)) if self.pool == "avg" else x.amax((2, 3))
+        out = self.linear(self.dropout(x))
+        return out if self.scale == 1.0 else out * self.scale
+
+
+# ---------------------------------------------------------------- airbench's parts
+# After KellerJordan/cifar10-airbench (airbench94): a frozen, data-whitened 2x2 first conv,
+# conv groups (conv-pool-BN-GELU-conv-BN-GELU), identity-initialised convs, BN without a
+# trainable scale. They reach high accuracy in very few epochs, which a CPU budget needs.
+
+
+class FrozenScaleBatchNorm(nn.BatchNorm2d):
+    """airbench's BatchNorm: the scale is frozen at 1 (only the shift trains, at the high
+    bias learning rate) and the running statistics move fast (momentum 0.4, eps 1e-12)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, eps=1e-12, momentum=0.4)
+        self.weight.requires_grad_(False)
+
+
+class DiracConv(nn.Conv2d):
+    """kxk 'same' conv without bias whose first ``min(in, out)`` filters start as the identity
+    (an implicit residual); the others keep PyTorch's default init."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int = 3) -> None:
+        super().__init__(in_channels, out_channels, kernel, padding=kernel // 2, bias=False)
+        with torch.no_grad():
+            nn.init.dirac_(self.weight[: min(in_channels, out_channels)])
+
+
+class ConvGroup(nn.Sequential):
+    """airbench's conv group: Dirac conv, 2x2 max-pool (when ``stride`` is 2), frozen-scale BN,
+    act, Dirac conv, frozen-scale BN, act. The pool floors odd sizes (airbench's, and what
+    ``AirbenchNet`` needs to stay exactly airbench94): 31x31 -> 15x15."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel: int = 3, stride: int = 2, activation: str = "gelu"
+    ) -> None:
+        if stride not in (1, 2):
+            raise ValueError(f"ConvGroup: stride {stride} must be 1 or 2")
+        layers: list[nn.Module] = [DiracConv(in_channels, out_channels, kernel)]
+        if stride == 2:
+            layers.append(nn.MaxPool2d(2))
+        layers += [
+            FrozenScaleBatchNorm(out_channels),
+            make_activation(activation),
+            DiracConv(out_channels, out_channels, kernel),
+            FrozenScaleBatchNorm(out_channels),
+            make_activation(activation),
+        ]
+        super().__init__(*layers)
+
+
+def whitening_filters(images: torch.Tensor, kernel: int, eps: float = 5e-4) -> torch.Tensor:
+    """``[2 * C * k * k, C, k, k]`` filters that whiten the kxk patches of ``images`` (normalised
+    float ``[N, C, H, W]``): the eigenvectors of the patch covariance scaled by
+    1/sqrt(eigenvalue + eps), largest first, then the same filters negated, so that an
+    activation after them keeps both signs of each whitened component."""
+    c = images.shape[1]
+    patches = images.float().unfold(2, kernel, 1).unfold(3, kernel, 1)  # N,C,H',W',kh,kw
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * kernel * kernel)
+    covariance = patches.T @ patches / len(patches)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.T.flip(0)
+    filters = (eigenvectors / torch.sqrt(eigenvalues + eps)[:, None]).reshape(-1, c, kernel, kernel)
+    return torch.cat((filters, -filters))
+
+
+class WhiteningStem(nn.Module):
+    """airbench's stem: a kxk conv (no padding, so 32x32 -> 31x31 at k = 2) with
+    ``2 * in_channels * k * k`` output channels, whose weight is set from data by
+    ``init_from_data`` and then frozen (its bias trains), followed by the activation."""
+
+    def __init__(self, in_channels: int = 3, kernel: int = 2, activation: str = "gelu") -> None:
+        super().__init__()
+        self.out_channels = 2 * in_channels * kernel**2
+        self.conv = nn.Conv2d(in_channels, self.out_channels, kernel, padding=0, bias=True)
+        self.conv.weight.requires_grad_(False)  # set from data by init_from_data(), then frozen
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the conv to whiten the patch distribution of ``images`` (normalised float)."""
+        weight = whitening_filters(images, self.conv.kernel_size[0], eps)
+        self.conv.weight.copy_(weight.to(self.conv.weight))

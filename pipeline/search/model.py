@@ -52,6 +52,7 @@ from pipeline.models import (
     build_model,
     count_macs,
     count_params,
+    normalise_config,
     suggest_config,
     validate_config,
 )
@@ -105,11 +106,16 @@ def refused(trials: Sequence[FrozenTrial]) -> dict[str, int]:
 
 def config_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's parameters (``block3.kernel`` ...) read back as a validated configuration
-    (the names are ``suggest_config``'s; a value outside the space fails with the block named)."""
+    (the names are ``suggest_config``'s; a value outside the space fails with the block named;
+    a field added to the space after the trial ran takes its "as before" value)."""
+
+    def section(prefix: str, allowed: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: params[f"{prefix}.{k}"] for k in allowed if f"{prefix}.{k}" in params}
+
     cfg = {
-        "stem": {k: params[f"stem.{k}"] for k in SPACE["stem"]},
-        "blocks": [{k: params[f"block{i}.{k}"] for k in b} for i, b in enumerate(SPACE["blocks"])],
-        "head": {k: params[f"head.{k}"] for k in SPACE["head"]},
+        "stem": section("stem", SPACE["stem"]),
+        "blocks": [section(f"block{i}", b) for i, b in enumerate(SPACE["blocks"])],
+        "head": section("head", SPACE["head"]),
     }
     return validate_config(cfg)
 
@@ -201,7 +207,9 @@ class ModelSearch:
                  device: torch.device, progress: bool = True, champion: Mapping[str, Any] | None = None,
                  champion_version: str | None = None) -> None:
         self.cfg = cfg
-        self.champion = champion  # the @champion's architecture: re-trained first on a warm start
+        # the @champion's architecture (normalised: stored before the space's newer fields?),
+        # re-trained first on a warm start
+        self.champion = normalise_config(champion) if champion is not None else None
         self.champion_version = champion_version  # its registry version (said in chosen.json)
         self.policy = policy
         self.device = device

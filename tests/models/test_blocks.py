@@ -9,10 +9,14 @@ from pipeline.models.blocks import (
     BasicResidual,
     ClassifierHead,
     ConvBNAct,
+    ConvGroup,
     ConvPool,
     DepthwiseSeparable,
+    DiracConv,
+    FrozenScaleBatchNorm,
     InvertedResidual,
     SqueezeExcite,
+    WhiteningStem,
     make_divisible,
 )
 
@@ -84,3 +88,49 @@ def test_make_divisible_rounds_to_multiples_without_shrinking_much() -> None:
     assert make_divisible(3) == 8
     for v in range(1, 200):
         assert make_divisible(v) % 8 == 0 and make_divisible(v) >= 0.9 * v
+
+
+def test_classifier_head_airbench_style_max_pool_no_bias_scaled() -> None:
+    x = torch.randn(3, 24, 4, 4)
+    head = ClassifierHead(24, 10, pool="max", bias=False, scale=1 / 9)
+    assert head.linear.bias is None
+    expected = nn.functional.linear(x.amax((2, 3)), head.linear.weight) / 9
+    assert torch.allclose(head(x), expected)
+    with pytest.raises(ValueError, match="pool 'median'"):
+        ClassifierHead(24, 10, pool="median")
+
+
+def test_frozen_scale_batchnorm_is_airbenchs() -> None:
+    bn = FrozenScaleBatchNorm(8)
+    assert (bn.momentum, bn.eps) == (0.4, 1e-12)
+    assert not bn.weight.requires_grad and bn.bias.requires_grad
+    assert torch.equal(bn.weight, torch.ones(8))
+
+
+@pytest.mark.parametrize(("cin", "cout"), [(4, 8), (8, 8), (8, 4)])
+def test_dirac_conv_starts_as_the_identity_on_the_shared_channels(cin: int, cout: int) -> None:
+    conv = DiracConv(cin, cout, kernel=5)
+    x = torch.randn(2, cin, 7, 7)
+    shared = min(cin, cout)
+    with torch.no_grad():
+        assert torch.equal(conv(x)[:, :shared], x[:, :shared])
+    assert conv.bias is None and conv.padding == (2, 2)
+
+
+@pytest.mark.parametrize(("size", "stride", "expected"), [(31, 2, 15), (9, 2, 4), (8, 2, 4), (9, 1, 9)])
+def test_conv_group_pools_as_airbench_floor(size: int, stride: int, expected: int) -> None:
+    group = ConvGroup(8, 16, 3, stride, activation="gelu")
+    out = group(torch.randn(2, 8, size, size))
+    assert out.shape == (2, 16, expected, expected)
+    kinds = [type(m) for m in group]
+    assert kinds.count(DiracConv) == 2 and kinds.count(FrozenScaleBatchNorm) == 2
+    assert (nn.MaxPool2d in kinds) == (stride == 2) and kinds.count(nn.GELU) == 2
+    with pytest.raises(ValueError, match="stride 3"):
+        ConvGroup(8, 16, 3, stride=3)
+
+
+def test_whitening_stem_is_frozen_unpadded_and_twice_the_patch_size() -> None:
+    stem = WhiteningStem(3, kernel=2, activation="gelu")
+    assert stem.out_channels == 24
+    assert stem(torch.randn(2, 3, 32, 32)).shape == (2, 24, 31, 31)
+    assert not stem.conv.weight.requires_grad and stem.conv.bias is not None and stem.conv.bias.requires_grad

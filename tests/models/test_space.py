@@ -28,13 +28,24 @@ def _config(**block4: Any) -> dict[str, Any]:
     return cfg
 
 
+def _part(part: str, **fields: Any) -> dict[str, Any]:
+    cfg = copy.deepcopy(MOBILENETV2_CONFIG)
+    cfg[part].update(fields)
+    return cfg
+
+
 def test_space_is_json_and_has_seven_blocks_with_every_type() -> None:
     assert json.loads(json.dumps(SPACE)) == SPACE
     assert len(SPACE["blocks"]) == NUM_BLOCKS == 7
     for block in SPACE["blocks"]:
         assert set(block["type"]) == set(BLOCK_TYPES)
         assert set(block) == {"type", "repeats", "channels", "kernel", "stride", "expansion", "activation", "se"}
-    assert {"conv", "convpool", "res", "dsconv", "mbconv2", "mbconv3", "identity"} <= set(BLOCK_TYPES)
+    assert {"conv", "convpool", "convgroup", "res", "dsconv", "mbconv2", "mbconv3", "identity"} <= set(BLOCK_TYPES)
+    assert set(SPACE["stem"]) == {"type", "channels", "activation"}
+    assert set(SPACE["head"]) == {"type", "channels", "dropout"}
+    assert "gelu" in SPACE["stem"]["activation"] and all("gelu" in b["activation"] for b in SPACE["blocks"])
+    # airbench94's widths are offered at the three downsampling positions
+    assert [max(SPACE["blocks"][i]["channels"]) for i in (2, 3, 5)] == [64, 256, 256]
 
 
 def test_downsampling_is_bounded_by_the_table() -> None:
@@ -55,7 +66,9 @@ def test_random_configs_build_and_classify(seed: int) -> None:
         out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 10)
     assert torch.isfinite(out).all()
-    assert pooled_sizes[0] >= 4
+    # 4x4 after a conv stem; the whitening stem (31x31) and airbench's flooring pools: 3x3
+    assert pooled_sizes[0] >= (4 if cfg["stem"]["type"] == "conv" else 3)
+    assert callable(model.init_from_data) == (cfg["stem"]["type"] == "whiten")
 
 
 def test_sample_config_is_seeded() -> None:
@@ -69,7 +82,12 @@ def test_suggest_config_from_an_optuna_trial() -> None:
     cfg = suggest_config(trial)
     validate_config(cfg)
     assert trial.params["block3.kernel"] == cfg["blocks"][3]["kernel"]
-    assert len(trial.params) == 2 + 8 * NUM_BLOCKS + 2
+    assert len(trial.params) == 3 + 8 * NUM_BLOCKS + 3
+    # the names of the fields that predate the new ones are unchanged; the new ones add names
+    before = {"stem.channels", "stem.activation", "head.channels", "head.dropout"} | {
+        f"block{i}.{k}" for i in range(NUM_BLOCKS)
+        for k in ("type", "repeats", "channels", "kernel", "stride", "expansion", "activation", "se")}
+    assert set(trial.params) == before | {"stem.type", "head.type"}
     assert build_model(cfg, num_classes=4)(torch.randn(2, 3, 32, 32)).shape == (2, 4)
 
 
@@ -92,6 +110,13 @@ def test_identity_blocks_are_skipped() -> None:
         (_config(se=1), "block 4: se 1 not in [False, True]"),
         (_config(repeats=True), "block 4: repeats True not in"),
         (_config(width=3), "block 4: unknown field(s) ['width']"),
+        (_config(type="airbench"), "block 4: type 'airbench' not in"),
+        (_config(activation="GELU"), "block 4: activation 'GELU' not in"),
+        (_config(stride=2, channels=512), "block 4: channels 512 not in"),
+        (_part("stem", type="whitening"), "stem: type 'whitening' not in ['conv', 'whiten']"),
+        (_part("stem", type=None), "stem: type None not in ['conv', 'whiten']"),
+        (_part("head", type="max"), "head: type 'max' not in ['avgpool', 'maxpool']"),
+        (_part("head", pool="max"), "head: unknown field(s) ['pool']"),
     ],
 )
 def test_invalid_block_fields_name_block_and_field(cfg: dict[str, Any], message: str) -> None:
