@@ -442,10 +442,12 @@ def measure(args: Any, work: Path, steps: dict[str, Any]) -> None:
     folds = load_params(cold / "params.yaml").policy_search.folds
     policy_scale = [policy_scorer(cold, k, args.rescore_draws) for k in range(folds)] if args.rescore_draws else None
     model_scale = model_scorer(cold, args.rescore_seeds) if args.rescore_seeds else None
-    for stage, key in (("search_policy", "policy"), ("search_model", "model")):
+    # per search: its stage, its key in the RESULT line, whether only trained trials count, its scorers
+    searches = (("search_policy", "policy", False, policy_scale),
+                ("search_model", "model", True, [model_scale] if model_scale else None))
+    for stage, key, counted, scorers in searches:
         cold_studies = studies_of(f"sqlite:///{cold / 'optuna.db'}", stage, fp)
         warm_studies = studies_of(f"sqlite:///{warm / 'optuna.db'}", stage, fp)
-        counted = stage == "search_model"
         rows = [reach(own_values(w, counted), own_values(c, counted)) for w, c in zip(warm_studies, cold_studies, strict=True)]
         for (frac, cbest, wbest), w, c in zip(rows, warm_studies, cold_studies, strict=True):
             print(f"{stage} {c.study_name}: cold best {cbest:.4f} in {len(own_values(c, counted))} trials; warm "
@@ -454,7 +456,6 @@ def measure(args: Any, work: Path, steps: dict[str, Any]) -> None:
         fields[f"{key}_warm_fraction"] = max(r[0] for r in rows)
         fields[f"{key}_cold_best"] = sum(r[1] for r in rows) / len(rows)
         fields[f"{key}_warm_best"] = sum(r[2] for r in rows) / len(rows)
-        scorers = policy_scale if stage == "search_policy" else ([model_scale] if model_scale else None)
         if scorers:
             on_scale(fields, f"{key}_common", key, warm_studies, cold_studies, scorers, counted)
     cold_summary = read(cold, "outputs/search_policy/summary.json")

@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from pipeline.config import Params
@@ -102,10 +103,9 @@ def run_worker(params: Params, stage: str, *, sample_dir: str | os.PathLike[str]
         return found
 
     run, status = with_backoff("waiting for the coordinator", stage_run, deadline, retry_on=(WaitTimeout, ConfigError))
-    trials = parts = 0
     if status == "FINISHED":
         _say(f"{stage}: the search {identity} is already finished; nothing to do")
-        return {"stage": stage, "study": identity, "trials": trials, "parts": parts}
+        return {"stage": stage, "study": identity, "trials": 0, "parts": 0}
     # After the stage run exists: the inputs it reads (the model search's policy) are current.
     method = with_backoff(
         "reading the stage's inputs",
@@ -113,19 +113,23 @@ def run_worker(params: Params, stage: str, *, sample_dir: str | os.PathLike[str]
         deadline)
     runner = spec.runner(method, inputs.storage, run, inputs.fingerprint, progress=progress, role="worker")
     _say(f"{stage}: joining {identity} as {runner.worker_id}")
-    for k, name in enumerate(method.parts()):
-        while True:
-            try:
-                trials += _work_on_part(runner, k, name, deadline, poll)
-                break
-            except Exception as exc:  # noqa: BLE001 - only a lost connection is retried
-                if not _lost_connection(exc):
-                    raise
-                _say(f"{stage}: lost the connection ({first_line(exc)[:160]}); rejoining in 5 s")
-                time.sleep(5)
-        parts += 1
+    trials = sum(_rejoining(stage, partial(_work_on_part, runner, k, name, deadline, poll))
+                 for k, name in enumerate(method.parts()))
     _say(f"{stage}: every part has its trials; this worker ran {trials}")
-    return {"stage": stage, "study": identity, "trials": trials, "parts": parts}
+    return {"stage": stage, "study": identity, "trials": trials, "parts": len(method.parts())}
+
+
+def _rejoining(stage: str, work: Callable[[], int]) -> int:
+    """``work()``, run again after a lost connection (the storage or tracking server went away)
+    until it finishes; any other error is raised."""
+    while True:
+        try:
+            return work()
+        except Exception as exc:  # noqa: BLE001 - only a lost connection is retried
+            if not _lost_connection(exc):
+                raise
+            _say(f"{stage}: lost the connection ({first_line(exc)[:160]}); rejoining in 5 s")
+            time.sleep(5)
 
 
 def _work_on_part(runner: StudyRunner, k: int, name: str | None, deadline: float, poll: float) -> int:
