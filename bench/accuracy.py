@@ -11,7 +11,7 @@ Sample settings also score a validation split: training images outside the sampl
 "Minutes" are training wall-clock minutes (whitening init included, test evaluation excluded;
 the evaluation time is printed separately). Each seed builds a fresh model.
 
-    flock /tmp/autoaug-cpu.lock python -m bench.accuracy --data /work/shared/datasets/cifar10-jpg.tar.gz --setting 10k --seeds 0 1 2
+    flock /tmp/autoaug-cpu.lock python -m bench.accuracy --data /path/to/cifar10-jpg.tar.gz --setting 10k --seeds 0 1 2
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Every figure is the median images/s of several timed repetitions on different im
 With `--device cuda` ours and the per-tensor peer run on the GPU (each timing ends with a
 synchronize, so it counts the kernels, not their launches); the PIL peer stays on the CPU.
 
-    flock /tmp/autoaug-cpu.lock python -m bench.augment --data /work/shared/datasets/cifar10-jpg.tar.gz
+    flock /tmp/autoaug-cpu.lock python -m bench.augment --data /path/to/cifar10-jpg.tar.gz
 """
 
 from __future__ import annotations

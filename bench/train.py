@@ -13,7 +13,7 @@ backward pass) times images/s gives each side's GFLOP/s, set against the best GF
 100 % of that peak would reach against the measured peer: where it is below a target ratio, no
 data-pipeline change can reach the target on this CPU.
 
-    python -m bench.train --data /work/shared/datasets/cifar10-jpg.tar.gz
+    python -m bench.train --data /path/to/cifar10-jpg.tar.gz
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import Any
 
 import optuna
 
+from pipeline.names import ACCURACY_ATTR, PARAMS_ATTR, SKIPPED_ATTR
 from pipeline.search.studies import completed
 from pipeline.tracking import RunLogger
 
@@ -110,10 +111,10 @@ def plot_pareto(study: optuna.Study, front: Sequence[Any], references: Mapping[s
     around what each choice rule picks."""
     import matplotlib.pyplot as plt
 
-    trials = [t for t in completed(study) if "skipped" not in t.user_attrs and "params" in t.user_attrs]
+    trials = [t for t in completed(study) if SKIPPED_ATTR not in t.user_attrs and PARAMS_ATTR in t.user_attrs]
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     if trials:
-        points = ax.scatter([t.user_attrs["params"] for t in trials], [t.user_attrs["accuracy"] for t in trials],
+        points = ax.scatter([t.user_attrs[PARAMS_ATTR] for t in trials], [t.user_attrs[ACCURACY_ATTR] for t in trials],
                             c=[t.number for t in trials], cmap="viridis", s=28, alpha=0.85, zorder=2)
         fig.colorbar(points, ax=ax, label="trial")
     ordered = sorted(front, key=lambda c: c.params)

@@ -119,8 +119,8 @@ def epoch_logger(run: RunLogger) -> Callable[[EpochMetrics], None]:
     """The trainer's callback: each epoch's figures logged to the run as they come."""
 
     def on_epoch(m: EpochMetrics) -> None:
-        run.log_metrics({"train_loss": m.train_loss, "train_accuracy": m.train_accuracy,
-                         "images_per_s": m.images_per_s}, step=m.epoch)
+        run.log_metrics({names.TRAIN_LOSS: m.train_loss, names.TRAIN_ACCURACY: m.train_accuracy,
+                         names.IMAGES_PER_S: m.images_per_s}, step=m.epoch)
 
     return on_epoch
 
