@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -18,6 +19,17 @@ from .data.trees import write_tree
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+def stop_process_group(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+    """Stop a server a test started in its own process group (``start_new_session=True``):
+    SIGTERM to the whole group (uvicorn's or mlflow's workers too), SIGKILL after 30 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def run(cmd: list[str], cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 300) -> str:

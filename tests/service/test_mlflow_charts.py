@@ -7,11 +7,9 @@ by default); a scatter of accuracy against params is one "Add chart" away there.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +24,7 @@ from pipeline import names
 from pipeline.tracking import Tracker
 
 from ..browser import EXPAND_NESTED_RUNS, Browser
+from ..projects import stop_process_group
 from .test_page import chromium  # noqa: F401 - the fixture that finds (or installs) chromium
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -78,12 +77,7 @@ def mlflow_ui(model_search_store: tuple[str, str], tmp_path: Path) -> Iterator[t
                 time.sleep(0.5)
         yield url, experiment
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
 
 
 @pytest.mark.slow  # an `mlflow server` start and a browser: about a minute

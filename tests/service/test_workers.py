@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ..projects import stop_process_group
 from ..publishing import add_policy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,12 +62,7 @@ def two_workers(published: Path) -> Iterator[tuple[str, int]]:
                 time.sleep(0.3)
         yield url, proc.pid
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
 
 
 def children_of(session: int) -> list[int]:
