@@ -117,7 +117,11 @@ def champion_start(tracker: Tracker, model_name: str, config: Any, classes: list
         print(f"retrain: no @champion of {model_name} yet: training from scratch", flush=True)
         return None
     saved, _, _ = weights(tracker, champion)
-    if saved.get("config") != config or list(saved.get("classes", [])) != list(classes):
+    # configs saved before the space gained fields compare by what they build (normalise_config)
+    same = isinstance(config, str) and saved.get("config") == config or (
+        isinstance(config, Mapping) and isinstance(saved.get("config"), Mapping)
+        and normalise_config(saved["config"]) == normalise_config(config))
+    if not same or list(saved.get("classes", [])) != list(classes):
         print(f"retrain: the chosen architecture is not the champion's (version {champion.version}): "
               "training from scratch", flush=True)
         return None
@@ -292,6 +296,11 @@ def champion_score(champion: Any, rescored: ChampionRescore | Mapping[str, Any] 
     return recorded, f"champion version {champion.version}'s accuracy as registered, on the test split of its day"
 
 
+FASTER_BY = 0.9
+"""``prefer: faster`` counts a candidate as faster when its batch-1 latency is under this share of
+the champion's."""
+
+
 def compare(candidate: RetrainMetrics, outcome: PairedOutcome, alpha: float) -> Comparison:
     """The paired statistics of the candidate against the champion it was scored beside."""
     b, c, n = outcome.candidate_only, outcome.champion_only, outcome.n
@@ -301,8 +310,9 @@ def compare(candidate: RetrainMetrics, outcome: PairedOutcome, alpha: float) -> 
         difference_points=100 * paired.difference(b, c, n), interval_points=(100 * low, 100 * high),
         p_value=paired.mcnemar_p(b, c), lower_bound_points=100 * paired.lower_bound(b, c, n, alpha),
         smaller=candidate.params is not None and candidate.params < outcome.champion_params,
+        # a clear lead only: two medians of 30 CPU timings of the same network differ by chance
         faster=(candidate.latency_ms_batch1 is not None
-                and candidate.latency_ms_batch1 < outcome.champion_latency_ms_batch1),
+                and candidate.latency_ms_batch1 < FASTER_BY * outcome.champion_latency_ms_batch1),
     )
 
 
@@ -317,15 +327,16 @@ def describe(comparison: Comparison) -> str:
 def paired_gate(comparison: Comparison, cfg: PublishConfig) -> tuple[bool, Gate, str]:
     """(promote, the rule that decided, why) from the paired comparison."""
     against = f"champion version {comparison.champion_version}"
-    if comparison.p_value < cfg.alpha:
-        return True, "better", f"better than {against} at alpha {cfg.alpha:g}: {describe(comparison)}"
+    if comparison.p_value < cfg.alpha and comparison.difference_points > 100 * cfg.margin:
+        return True, "better", (f"better than {against} at alpha {cfg.alpha:g} and by more than the margin "
+                                f"{cfg.margin:.4f}: {describe(comparison)}")
     not_worse = comparison.lower_bound_points > -100 * cfg.margin
     edge = {"smaller": comparison.smaller, "faster": comparison.faster}.get(cfg.prefer or "", False)
     if not_worse and edge:
         return True, "not_worse_and_smaller" if cfg.prefer == "smaller" else "not_worse_and_faster", (
             f"not worse than {against} by more than the margin {cfg.margin:.4f} (lower bound "
             f"{comparison.lower_bound_points:+.2f} points) and {cfg.prefer} (publish.prefer): {describe(comparison)}")
-    why = f"not better at alpha {cfg.alpha:g}"
+    why = f"not better at alpha {cfg.alpha:g} by more than the margin {cfg.margin:.4f}"
     if cfg.prefer:
         why += (f", and not {cfg.prefer}" if not_worse else
                 f", and possibly worse by more than the margin {cfg.margin:.4f} "

@@ -185,7 +185,12 @@ class Recipe:
     shown: Mapping[str, str]
 
     def fields(self, given: Mapping[Any, Any]) -> dict[Any, Any]:
-        """The recipe's values with ``given`` on top (a bad value stays for TrainConfig to report)."""
+        """The recipe's values with ``given`` on top (a bad value stays for TrainConfig to report).
+        An ``lr`` given without ``lr_batch_size`` is the lr at the batch size used (a params file
+        written before lr_batch_size existed, and a dump: it names lr_batch_size only where it
+        differs from batch_size), never the recipe's lr at its reference batch size."""
+        if "lr" in given and "lr_batch_size" not in given:
+            given = {**given, "lr_batch_size": None}
         return {**self.values, **given}
 
     def build(self, **given: Any) -> TrainConfig:
@@ -454,6 +459,10 @@ class ModelSearchConfig(SeededSearch, StrictModel):
                                "study's trials (scored on the prior data) from its first trial")
     references: list[str] = Field(default_factory=lambda: ["resnet20", "mobilenetv2"],
                                   description="baselines trained with the same recipe, drawn on the Pareto plot")
+    references_on_update: Literal["carry", "retrain"] = Field(
+        "carry", description="after a data update (a warm-started search), carry: reuse each reference's score "
+        "from the prior study when its recipe is the same (the plot and pareto.json say which data it was "
+        "trained on; on 2 cores they were a quarter of a warm update); retrain: train them on the new data")
     seed_points: list[SpacePoint] = Field(default_factory=lambda: list(DEFAULT_SEED_POINTS),
                                    description="named points of the space (pipeline.models.SPACE_POINTS) a cold "
                                    "search trains first (also a warm one with warm_start 0, which re-trains no "
@@ -524,12 +533,13 @@ class PublishConfig(StrictModel):
 
     The candidate and the champion are scored on the same test images; the candidate is
     promoted when it is better at significance ``alpha`` (McNemar's exact test on the images
-    where they disagree) or, with ``prefer``, when it is not worse by more than ``margin`` and
-    smaller or faster. A champion without such paired data (an older retrain) is compared by
+    where they disagree) and by more than ``margin``, or, with ``prefer``, when it is not worse by
+    more than ``margin`` and smaller or faster (latency under 0.9 of the champion's). A champion without such paired data (an older retrain) is compared by
     accuracy alone: the candidate must beat it by more than ``margin``.
     """
 
     margin: float = Field(0.0, ge=0, le=1, description="accuracy (0-1) a difference must exceed to count: a "
+                          "significantly better candidate must also lead by more than this; a "
                           "smaller/faster candidate (prefer) may be worse by less than this (the lower "
                           "confidence bound of the difference above -margin); without paired data the "
                           "candidate must beat the champion's test accuracy by more than this")
@@ -537,7 +547,8 @@ class PublishConfig(StrictModel):
                          "candidate when McNemar's one-sided p is below alpha (a one-image lead never is)")
     prefer: Literal["smaller", "faster"] | None = Field(None, description="also promote a candidate that is not "
                                                         "worse (see margin) and has fewer parameters (smaller) "
-                                                        "or a lower CPU latency at batch 1 (faster); "
+                                                        "or a CPU latency at batch 1 under 0.9 of the "
+                                                        "champion's (faster); "
                                                         "null = only a better one")
 
 

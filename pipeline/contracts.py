@@ -20,15 +20,27 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
 from pipeline.errors import DataError
 from pipeline.files import write_text_atomic
 
 Config = dict[str, Any] | str  # a search-space configuration, or a reference network's name
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def from_document(model: type[M], data: Any, where: str, rerun: str) -> M:
+    """``data`` (a document read from elsewhere, e.g. a registered run's artifact) as ``model``, or
+    one DataError line naming where it came from, what is wrong and what to re-run."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise DataError(f"{where}: not a valid {model.__name__} ({_problem(exc)}); {rerun}") from None
 
 
 def _problem(exc: ValidationError) -> str:
@@ -156,6 +168,9 @@ class Pareto(StageFile):
     max_train_cost: float | None
     front: list[ScoredModel]
     references: dict[str, ScoredModel]
+    # reference name -> the sample fingerprint it was trained on: another than ``fingerprint`` when
+    # its score was carried from the prior data (model_search.references_on_update: carry)
+    reference_sources: dict[str, str] = Field(default_factory=dict)
     picks: dict[str, int | None]  # rule name -> trial number (None: a reference)
 
 
@@ -225,6 +240,7 @@ class ModelSearchSummary(StageFile):
     refused_max_params: int = 0
     refused_max_macs: int = 0
     refused_max_train_cost: int = 0
+    references_carried: int = 0  # references whose score came from the prior data (names.REFERENCES_CARRIED)
     wall_seconds: float
     mlflow_run_id: str | None
 

@@ -82,3 +82,8 @@ CURVE_PREFIX: Final = "curve."  # trial: a per-epoch list, logged as the metric'
 VAL_ACCURACY_CURVE: Final = CURVE_PREFIX + "val_accuracy"
 BEST_SCORE: Final = "best_score"  # part run metric: the part's best first objective
 PART_TRIALS: Final = "trials"  # part run metric: the part's finished trials
+
+# --- carried across data versions ---------------------------------------------------------
+CARRIED_PREFIX: Final = "autoaug.carried."  # study attrs a warm-started study copies from its prior
+REFERENCE_ATTR_PREFIX: Final = CARRIED_PREFIX + "reference."  # study: a reference network's score (+ provenance)
+REFERENCES_CARRIED: Final = "references_carried"  # search_model metric: references reused, not trained

@@ -105,10 +105,12 @@ def search_figures(studies: Sequence[optuna.Study], out: Path, run: RunLogger) -
 
 
 def plot_pareto(study: optuna.Study, front: Sequence[Any], references: Mapping[str, Any],
-                picks: Mapping[str, Any], objectives: Sequence[str]) -> Any:
+                picks: Mapping[str, Any], objectives: Sequence[str],
+                carried_from: Mapping[str, str] | None = None) -> Any:
     """Validation accuracy against parameters (log x) for every trained trial, coloured by trial
-    order; the Pareto front as a step line; reference models as labelled stars; and a ring
-    around what each choice rule picks."""
+    order; the Pareto front as a step line; reference models as labelled stars (``carried_from``:
+    a reference whose score was trained on earlier data says which, as "data <fingerprint>");
+    and a ring around what each choice rule picks."""
     import matplotlib.pyplot as plt
 
     trials = [t for t in completed(study) if SKIPPED_ATTR not in t.user_attrs and PARAMS_ATTR in t.user_attrs]
@@ -122,7 +124,9 @@ def plot_pareto(study: optuna.Study, front: Sequence[Any], references: Mapping[s
             lw=1.5, label="Pareto front", zorder=3)
     for name, ref in references.items():
         ax.scatter([ref.params], [ref.accuracy], marker="*", s=220, color="black", zorder=4)
-        ax.annotate(f"{name} {ref.accuracy:.3f}", (ref.params, ref.accuracy), textcoords="offset points",
+        source = (carried_from or {}).get(name)
+        label = f"{name} {ref.accuracy:.3f}" + (f" (data {source[:8]})" if source else "")
+        ax.annotate(label, (ref.params, ref.accuracy), textcoords="offset points",
                     xytext=(-10, 8), fontsize=8, ha="right")
     rings = ["tab:orange", "tab:blue", "tab:green", "tab:purple"]
     for (name, pick), colour in zip(picks.items(), rings, strict=False):

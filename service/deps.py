@@ -1,7 +1,7 @@
 """Dependencies as ``Annotated`` aliases: routes declare what they need, not how to get it.
 
 FastAPI solves a dependency once per request, so every route that asks for ``SnapshotDep``
-(directly or through ``PolicyDep`` / ``ModelDep`` / ``ChampionDep``) sees one read of
+(directly or through ``ModelDep`` / ``ChampionDep``) sees one read of
 current.json: the policy and the model of one request come from the same pointer file.
 
 The cheap ones are ``async``: FastAPI runs a plain ``def`` dependency in a worker thread, and
@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from pipeline.artifacts import ModelRecord, PolicyRecord
+from pipeline.artifacts import ModelRecord
 from service.published import Champion, Published, Snapshot
 from service.settings import Settings
 
@@ -48,17 +48,11 @@ def snapshot_of(request: Request) -> Snapshot:
 SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
 
 
-async def get_current_policy(snapshot: SnapshotDep) -> PolicyRecord:
-    """The current policy (503 when none is published)."""
-    return snapshot.require_policy()
-
-
 async def get_current_model(snapshot: SnapshotDep) -> ModelRecord:
     """The current model's record (503 when none is published)."""
     return snapshot.require_model()
 
 
-PolicyDep = Annotated[PolicyRecord, Depends(get_current_policy)]
 ModelDep = Annotated[ModelRecord, Depends(get_current_model)]
 
 

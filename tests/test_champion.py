@@ -104,3 +104,17 @@ def test_a_promotion_needs_a_registered_version() -> None:
     unregistered = candidate(60, 10).model_copy(update={"model_version": None})
     verdict = judge(unregistered, CHAMPION, PublishConfig())
     assert verdict.promote is False and verdict.gate == "no_version"
+
+
+def test_a_faster_candidate_needs_a_clear_lead_in_latency() -> None:
+    # the same network timed twice differs by chance: 5 % faster is not "faster", 15 % is
+    prefer_faster = PublishConfig(prefer="faster", margin=0.005)
+    assert judge(candidate(20, 22, latency=0.95, champion_latency=1.0), CHAMPION, prefer_faster).promote is False
+    assert judge(candidate(20, 22, latency=0.85, champion_latency=1.0), CHAMPION, prefer_faster).promote is True
+
+
+def test_a_significantly_better_candidate_must_also_lead_by_more_than_the_margin() -> None:
+    # 60 vs 10 of 10,000: +0.5 points, p < 1e-9; a 1-point margin keeps the champion
+    kept = judge(candidate(60, 10), CHAMPION, PublishConfig(margin=0.01))
+    assert kept.promote is False and "by more than the margin 0.0100" in kept.reason
+    assert judge(candidate(60, 10), CHAMPION, PublishConfig(margin=0.004)).promote is True

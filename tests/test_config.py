@@ -122,7 +122,12 @@ def test_a_partial_recipe_changes_only_its_keys_of_the_space_recipe() -> None:
     # the peak lr follows batch_size (0.05 per 64 images), as in the child recipe: lr is stated at lr_batch_size
     assert parse_params({"retrain": {"recipe": {"batch_size": 128}}}).retrain.recipe.peak_lr == pytest.approx(0.1)
     search = parse_params({"model_search": {"recipe": {"batch_size": 8, "lr": 0.3}}}).model_search.recipe
-    assert search.peak_lr == pytest.approx(0.3 * 8 / 64)  # an lr given is still stated at the recipe's 64
+    assert search.peak_lr == 0.3  # an lr given without lr_batch_size is the lr at the batch size used
+    # ... so a dump (lr_batch_size left out where it equals batch_size) reads back as the same training
+    own = {"batch_size": 512, "lr": 0.75, "lr_batch_size": 512}
+    dumped = parse_params({"policy_search": {"child": own}}).policy_search.child.model_dump()
+    assert "lr_batch_size" not in dumped
+    assert parse_params({"policy_search": {"child": dumped}}).policy_search.child.peak_lr == 0.75
     stated_at_8 = {"batch_size": 8, "lr": 0.3, "lr_batch_size": 8}
     assert parse_params({"model_search": {"recipe": stated_at_8}}).model_search.recipe.peak_lr == 0.3
     with pytest.raises(ConfigError, match=r"retrain\.recipe\.batch_size = 0"):
@@ -203,7 +208,7 @@ def test_a_partial_child_section_changes_only_its_keys_of_the_recipe() -> None:
     # The learning rate follows the batch size (airbench's rule): lr is stated at lr_batch_size (256).
     assert parse_params({"policy_search": {"child": {"batch_size": 512}}}).policy_search.child.peak_lr == 0.75
     given = parse_params({"policy_search": {"child": {"batch_size": 512, "lr": 0.1}}}).policy_search.child
-    assert given.peak_lr == pytest.approx(0.2)
+    assert given.peak_lr == 0.1  # as before lr_batch_size existed: an lr given is the lr used
     stated = {"batch_size": 512, "lr": 0.1, "lr_batch_size": 512}
     assert parse_params({"policy_search": {"child": stated}}).policy_search.child.peak_lr == 0.1
 

@@ -60,6 +60,7 @@ from pipeline.names import (
     ACCURACY_ATTR,
     MACS_ATTR,
     PARAMS_ATTR,
+    REFERENCE_ATTR_PREFIX,
     REFUSED_PREFIX,
     SEEDED_ATTR,
     SKIPPED_ATTR,
@@ -367,26 +368,39 @@ class ModelSearch:
 
     # ------------------------------------------------------------------ references
 
-    def reference(self, name: str, cache: Path | None, fingerprint: str) -> Candidate:
-        """A reference network trained and scored exactly like a candidate (cached by data and
-        recipe, so a re-run or a changed budget does not retrain it)."""
+    def reference(self, name: str, cache: Path | None, fingerprint: str,
+                  study: optuna.Study | None = None) -> tuple[Candidate, str]:
+        """A reference network trained and scored exactly like a candidate, and the sample
+        fingerprint it was trained on. Cached by data and recipe, so a re-run or a changed budget
+        does not retrain it. With ``study``: its score is kept on the study (a carried attribute,
+        which a study warm-started from it copies) and reused for the same recipe: on the same
+        data always, on a prior study's data with ``references_on_update: carry``."""
         cfg = self.cfg
         # one seed where split and train seeds agree: the key references were cached under
         # before the seeds were separate
         seeds: int | list[int] = cfg.split_seed if cfg.split_seed == cfg.train_seed else [cfg.split_seed,
                                                                                            cfg.train_seed]
-        key = json_digest([STAGE, name, fingerprint, cfg.recipe.model_dump(), cfg.train_images,
-                           cfg.val_images, cfg.held_out, seeds, cfg.augment])
+        recipe = [cfg.recipe.model_dump(), cfg.train_images, cfg.val_images, cfg.held_out, seeds, cfg.augment]
+        key = json_digest([STAGE, name, fingerprint, *recipe])
+        attr = REFERENCE_ATTR_PREFIX + name
+        kept = study.user_attrs.get(attr) if study is not None else None
+        if (kept is not None and kept.get("recipe") == json_digest(recipe)
+                and (kept.get("fingerprint") == fingerprint or cfg.references_on_update == "carry")):
+            return Candidate(name, kept["accuracy"], kept["params"], kept["macs"], None, kept["train_seconds"]), \
+                str(kept["fingerprint"])
         path = cache / f"reference-{name}-{key}.json" if cache else None
         if path is not None and path.exists():
             data = json.loads(path.read_text())
-            return Candidate(name, data["accuracy"], data["params"], data["macs"], None, data["train_seconds"])
-        model = build_model(name, num_classes=len(self.train_set.classes), seed=self.cfg.train_seed)
-        params, macs = count_params(model), count_macs(model)
-        accuracy, seconds, _ = self.fit(model, seed=self.cfg.train_seed)
-        found = Candidate(name, accuracy, params, macs, None, seconds)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(path, json.dumps(found.to_dict()))
-        return found
+            found = Candidate(name, data["accuracy"], data["params"], data["macs"], None, data["train_seconds"])
+        else:
+            model = build_model(name, num_classes=len(self.train_set.classes), seed=self.cfg.train_seed)
+            params, macs = count_params(model), count_macs(model)
+            accuracy, seconds, _ = self.fit(model, seed=self.cfg.train_seed)
+            found = Candidate(name, accuracy, params, macs, None, seconds)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(path, json.dumps(found.to_dict()))
+        if study is not None:
+            study.set_user_attr(attr, {**found.to_dict(), "fingerprint": fingerprint, "recipe": json_digest(recipe)})
+        return found, fingerprint
 

@@ -58,6 +58,7 @@ from pipeline.search.mlflow_sync import TrialSync
 from pipeline.search.studies import (
     STUDY_FORMAT,
     add_history,
+    carry,
     completed,
     find_prior,
     fingerprint_of,
@@ -164,6 +165,7 @@ class StudyRunner:
         prior = found.study
         warm = history = 0
         if prior is not None and fresh:
+            carry(study, prior)  # results that outlive their data (reference scores), with provenance
             if warm_cfg.top_k:  # never more prior configurations than the warm budget runs
                 others = self._other_parts(prior, part) if warm_cfg.all_parts else []
                 warm = warm_start(study, prior, min(warm_cfg.top_k, self._warm_trials()), first=warm_cfg.first,

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline.errors import ConfigError, first_line
 from pipeline.files import ensure_sqlite_dir, sqlite_setup_lock
 from pipeline.hashing import json_digest
-from pipeline.names import FORMAT_ATTR, HISTORY_ATTR, WARM_FROM_ATTR
+from pipeline.names import CARRIED_PREFIX, FORMAT_ATTR, HISTORY_ATTR, WARM_FROM_ATTR
 
 HEARTBEAT_S = 30  # a running trial's process writes a heartbeat this often; stale after 3 x
 
@@ -228,6 +228,15 @@ def own_best_value(study: optuna.Study) -> float:
     """The best first-objective value among the study's own trials (``study.best_value`` would
     include the prior trials copied in as sampler history)."""
     return float(rank_trials(completed(study), study.directions)[0].values[0])
+
+
+def carry(study: optuna.Study, prior: optuna.Study) -> None:
+    """Copy the prior study's carried attributes (``names.CARRIED_PREFIX``: results that outlive
+    their data, such as a reference network's score) that ``study`` does not have yet, so a chain
+    of warm starts keeps them with their provenance."""
+    for key, value in prior.user_attrs.items():
+        if key.startswith(CARRIED_PREFIX) and key not in study.user_attrs:
+            study.set_user_attr(key, value)
 
 
 def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int,

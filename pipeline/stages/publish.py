@@ -21,7 +21,13 @@ from pipeline import artifacts, champion, names
 from pipeline.augment import Policy
 from pipeline.champion import Verdict
 from pipeline.config import Params
-from pipeline.contracts import Decision, PolicySummary, RetrainLineage, RetrainMetrics
+from pipeline.contracts import (
+    Decision,
+    PolicySummary,
+    RetrainLineage,
+    RetrainMetrics,
+    from_document,
+)
 from pipeline.models import build_model
 from pipeline.stages.common import read_policy
 from pipeline.tracking import Tracker
@@ -97,7 +103,8 @@ def publish_served(tracker: Tracker, root: Path, retrain_dir: Path, metrics: Ret
     else:
         assert current is not None
         saved, served_doc, fingerprint = champion.weights(tracker, current)
-        served = RetrainMetrics.model_validate(served_doc)
+        served = from_document(RetrainMetrics, served_doc, f"{name} version {current.version}'s metrics.json",
+                               "retrain a model to replace it (`dvc repro retrain publish`)")
         lineage = _restored_lineage(current, name, served.lineage)
     model = build_model(saved["config"], num_classes=len(saved["classes"]))
     model.load_state_dict(saved["state_dict"])

@@ -44,7 +44,9 @@ def write_outputs(result: ModelResult, params: Params, out: Path, run: RunLogger
     result.summary.write(out / "metrics.json")
     studies = result.outcome.studies
     with figures():
-        save(plot_pareto(studies[0], result.front, result.references, result.picks, params.model_search.objectives),
+        carried = {n: s for n, s in result.pareto.reference_sources.items() if s != result.pareto.fingerprint}
+        save(plot_pareto(studies[0], result.front, result.references, result.picks, params.model_search.objectives,
+                         carried),
              out / "pareto.png", run, "plots/pareto.png")
         save(plot_history(studies, ylabel="validation accuracy", title="model search: accuracy by trial",
                           objective=0), None, run, "plots/optimization_history.png")

@@ -793,3 +793,39 @@ def test_prior_trials_as_history_keep_their_objectives_and_budget_constraints(
     assert second["trained_trials"] == sum(1 for t in own if is_feasible(t)) == 2  # ceil(3 x 0.5): history is free
     pareto = json.loads((tmp_path / "o2" / "pareto.json").read_text())
     assert {c["trial"] for c in pareto["front"]} <= {t.number for t in own}
+
+
+def test_a_warm_update_carries_the_references_with_their_provenance(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A reference is trained on a cold search only; a search warm-started after a data update
+    # reuses its score (same recipe) and says which data it was trained on.
+    fitted: list[str] = []
+
+    def fit(self: ModelSearch, model: Any, seed: int) -> tuple[float, float, list[float]]:
+        fitted.append(type(model).__name__)
+        return 0.5, 0.01, [0.5]
+
+    monkeypatch.setattr(ModelSearch, "fit", fit)
+    monkeypatch.setattr(model_search, "count_macs", lambda model: 1)
+    # resnet20 as a seed point (a SpaceNet) guarantees a trained candidate; the reference is ResNet20
+    params = search_params(tmp_path, mlflow_uri, references=["resnet20"], seed_points=["resnet20"])
+    policy = write_policy(tmp_path / "policy.json")
+    first = search_model_stage(params, write_tiny_sample(tmp_path / "s1", seed=0), policy, tmp_path / "o1", None,
+                               progress=False)
+    assert fitted.count("ResNet20") == 1 and first["references_carried"] == 0
+    second = search_model_stage(params, write_tiny_sample(tmp_path / "s2", seed=1), policy, tmp_path / "o2", None,
+                                progress=False)
+    assert second["fingerprint"] != first["fingerprint"]
+    assert fitted.count("ResNet20") == 1 and second["references_carried"] == 1  # carried, not trained again
+    pareto = json.loads((tmp_path / "o2" / "pareto.json").read_text())
+    assert pareto["reference_sources"] == {"resnet20": first["fingerprint"]}
+    assert pareto["references"]["resnet20"]["accuracy"] == 0.5
+
+    retrain = search_params(tmp_path, mlflow_uri, references=["resnet20"], seed_points=["resnet20"],
+                            references_on_update="retrain")
+    third = search_model_stage(retrain, write_tiny_sample(tmp_path / "s3", seed=2), policy, tmp_path / "o3", None,
+                               progress=False)
+    assert fitted.count("ResNet20") == 2 and third["references_carried"] == 0
+    assert json.loads((tmp_path / "o3" / "pareto.json").read_text())["reference_sources"] == {
+        "resnet20": third["fingerprint"]}

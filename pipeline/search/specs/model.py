@@ -53,7 +53,10 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
     """References trained after the search (an impossible budget fails before any trains), the
     rules' picks from the front, the champion kept or not, and the stage's three documents."""
     cfg, fingerprint = context.params.model_search, context.fingerprint
-    references = {name: method.reference(name, context.cache, fingerprint) for name in cfg.references}
+    trained_on = {name: method.reference(name, context.cache, fingerprint, outcome.studies[0])
+                  for name in cfg.references}
+    references = {name: candidate for name, (candidate, _) in trained_on.items()}
+    sources = {name: source for name, (_, source) in trained_on.items()}
     front: list[Candidate] = outcome.result
     picks = {rule.name: choose(front, rule, references) for rule in cfg.rules()}
     chosen = picks[cfg.choose.name]
@@ -69,7 +72,7 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
                     max_macs=cfg.max_macs, max_train_cost=cfg.max_train_cost,
                     front=[ScoredModel(**c.to_dict()) for c in front],
                     references={n: ScoredModel(**c.to_dict()) for n, c in references.items()},
-                    picks={n: c.trial for n, c in picks.items()})
+                    reference_sources=sources, picks={n: c.trial for n, c in picks.items()})
     chosen_doc = Chosen(**chosen.to_dict(), rule=cfg.choose.model_dump(), fingerprint=fingerprint, study=study,
                         mlflow_run_id=run_id, champion_architecture_version=version, kept_champion=kept is not None)
     per_reference = {**{f"{n}_accuracy": c.accuracy for n, c in references.items()},
@@ -81,6 +84,7 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
         chosen_trial=chosen.trial, chosen_accuracy=chosen.accuracy, chosen_params=chosen.params,
         chosen_macs=chosen.macs, chosen_train_cost=chosen.train_cost, best_accuracy=front[0].accuracy,
         champion_architecture_version=version, kept_champion=kept is not None, **refused(trials),
+        references_carried=sum(source != fingerprint for source in sources.values()),
         wall_seconds=outcome.wall_seconds, mlflow_run_id=run_id, **per_reference)
     return ModelResult(front, references, picks, chosen, pareto, chosen_doc, summary, outcome)
 
