@@ -607,8 +607,12 @@ def test_new_data_warm_starts_from_the_prior_pareto_front(searched: dict[str, An
     assert [t.params for t in trials[:len(front_params)]] == front_params
     for t in trials[:len(front_params)]:
         assert t.state == TrialState.COMPLETE and "curve.val_accuracy" in t.user_attrs
-    # the reference is cached by data: new data, a second cached score
-    assert len(list((tmp / "cache" / "search_model").glob("reference-resnet20-*.json"))) == 2
+    # references once (references_on_update: carry): the warm update reuses the reference's score
+    # from the first data instead of training it again (no second cached score), and says so
+    assert len(list((tmp / "cache" / "search_model").glob("reference-resnet20-*.json"))) == 1
+    pareto = json.loads((tmp / "out2" / "pareto.json").read_text())
+    assert pareto["reference_sources"] == {"resnet20": searched["summary"]["fingerprint"]}
+    assert summary["references_carried"] == 1
 
 
 # ------------------------------------------------------------------ known bugs
