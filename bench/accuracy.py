@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -25,7 +26,7 @@ from bench.common import base_parser, machine, median, result_line
 from pipeline.config import airbench_recipe
 from pipeline.data import ImageSet, holdout_split, load_data, stable_sample
 from pipeline.device import pick_device
-from pipeline.models import build_model, count_macs, count_params
+from pipeline.models import SPACE_POINTS, build_model, count_macs, count_params
 from pipeline.train import EpochMetrics, TrainConfig, evaluate, train
 
 
@@ -59,7 +60,7 @@ def _report(m: EpochMetrics) -> None:
 def run_seed(setting: Setting, cfg: TrainConfig, train_set: ImageSet, test_set: ImageSet, seed: int,
              model_name: str, val_set: ImageSet | None = None) -> dict[str, float]:
     torch.manual_seed(seed)
-    model = build_model(model_name, seed=seed)
+    model = build_model(_architecture(model_name), seed=seed)
     start, cpu_start = time.perf_counter(), time.process_time()
     result = train(model, train_set, cfg, seed=seed, progress=False, callback=_report)
     train_min = (time.perf_counter() - start) / 60  # includes whitening init and setup
@@ -88,11 +89,16 @@ def run_seed(setting: Setting, cfg: TrainConfig, train_set: ImageSet, test_set: 
     return row
 
 
+def _architecture(name: str) -> str | dict[str, Any]:
+    """A BASELINES name as it is, a SPACE_POINTS name as its configuration."""
+    return SPACE_POINTS.get(name, name)
+
+
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="10k")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--model", help="override the setting's model (a BASELINES name)")
+    parser.add_argument("--model", help="override the setting's model (a BASELINES or SPACE_POINTS name)")
     parser.add_argument("--epochs", type=int, help="override the setting's epochs")
     parser.add_argument("--batch-size", type=int, help="override the setting's batch size")
     parser.add_argument("--tta", choices=["flip", "translate"], default="translate",
@@ -126,7 +132,7 @@ def main() -> None:
         epochs, seeds = 1, seeds[:1]
     cfg = airbench_recipe(batch_size, epochs=epochs, crop_padding=setting.crop_padding,
                           tta_translate=args.tta == "translate")
-    probe = build_model(model_name)
+    probe = build_model(_architecture(model_name))
     params, macs = count_params(probe), count_macs(probe)
     print(f"setting={args.setting} model={model_name} params={params} MACs={macs} "
           f"train={len(train_set)} test={len(test_set)} epochs={epochs}", flush=True)
@@ -135,7 +141,7 @@ def main() -> None:
     if pick_device().type == "cuda":
         # Untimed warm-up (CUDA context, kernel selection), as airbench does before its timed runs.
         torch.backends.cudnn.benchmark = True
-        train(build_model(model_name), train_set, cfg.model_copy(update={"epochs": 1}), progress=False)
+        train(build_model(_architecture(model_name)), train_set, cfg.model_copy(update={"epochs": 1}), progress=False)
     rows = [run_seed(setting, cfg, train_set, test_set, seed, model_name, val_set) for seed in seeds]
     print("| setting | model | params | epochs | seed | minutes | CPU-min/thread | accuracy (flip+translate TTA) "
           "| accuracy (flip TTA) | accuracy (no TTA) | validation (flip+translate) | validation (flip) |")

@@ -55,12 +55,25 @@ def cmd_search_model(args: argparse.Namespace) -> None:
           f"{summary['chosen_params']} parameters, validation accuracy {summary['chosen_accuracy']:.4f}")
 
 
+def cmd_search_recipe(args: argparse.Namespace) -> None:
+    from pipeline.stages.search_recipe import search_recipe_stage
+
+    found = search_recipe_stage(load_params(args.params), args.sample, args.chosen, args.policy, args.out,
+                                progress=not args.no_progress)
+    values = found["values"]
+    how = (f"trial {found['trial']}, proxy validation accuracy {found['accuracy']:.4f}" if found["searched"]
+           else "not searched (recipe_search.trials 0): retrain.recipe as written")
+    print(f"search_recipe: lr {values['lr']:.3g}, weight_decay {values['weight_decay']:.3g}, label_smoothing "
+          f"{values['label_smoothing']:.2f}, {values['epochs']} epochs ({how}) -> {args.out}/recipe.json")
+
+
 def cmd_retrain(args: argparse.Namespace) -> None:
     from pipeline.contracts import RetrainMetrics
     from pipeline.stages.retrain import retrain_stage
 
     metrics = RetrainMetrics.model_validate(retrain_stage(load_params(args.params), args.store, args.chosen,
-                                                          args.policy, args.out, progress=not args.no_progress))
+                                                          args.policy, args.out, progress=not args.no_progress,
+                                                          recipe_path=args.recipe or None))
     print(f"retrain: test accuracy {metrics.test_accuracy:.4f} ({metrics.tta} TTA), "
           f"{metrics.params} parameters, {metrics.train_minutes or 0:.1f} training minutes; "
           f"registered {metrics.registered_model} version {metrics.model_version}")
@@ -81,7 +94,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     for stage in args.stages:
         done = run_worker(params, stage, sample_dir=args.sample, policy_path=args.policy, cache_dir=args.cache_dir,
-                          wait=args.wait, progress=not args.no_progress)
+                          wait=args.wait, progress=not args.no_progress, chosen_path=args.chosen)
         print(f"worker {done['stage']}: {done['trials']} trials run in {done['parts']} part(s) of {done['study']}")
 
 
@@ -139,11 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_search_model)
 
+    p = sub.add_parser("search-recipe", help="DVC stage: the retrain recipe (lr, weight decay, label smoothing, "
+                       "epochs) searched on the chosen model")
+    _add_params(p)
+    p.add_argument("--sample", default="data/sample")
+    p.add_argument("--chosen", default="outputs/search_model/chosen.json")
+    p.add_argument("--policy", default="outputs/search_policy/policy.json")
+    p.add_argument("--out", default="outputs/search_recipe")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_search_recipe)
+
     p = sub.add_parser("retrain", help="DVC stage: train the chosen model on all training images")
     _add_params(p)
     p.add_argument("--store", default="data/raw")
     p.add_argument("--chosen", default="outputs/search_model/chosen.json")
     p.add_argument("--policy", default="outputs/search_policy/policy.json")
+    p.add_argument("--recipe", default="",
+                   help="the recipe search's recipe.json (outputs/search_recipe/recipe.json in dvc.yaml), whose recipe "
+                        "replaces retrain.recipe (default: params.yaml's)")
     p.add_argument("--out", default="outputs/retrain")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_retrain)
@@ -157,11 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("worker", help="join the running search of a stage (more processes or hosts for it)")
-    p.add_argument("stages", nargs="+", choices=["search_policy", "search_model"], metavar="STAGE",
-                   help="the search stage(s) to join, in order: search_policy and/or search_model")
+    p.add_argument("stages", nargs="+", choices=["search_policy", "search_model", "search_recipe"], metavar="STAGE",
+                   help="the search stage(s) to join, in order: search_policy, search_model and/or search_recipe")
     _add_params(p)
     p.add_argument("--sample", default="data/sample")
-    p.add_argument("--policy", default="outputs/search_policy/policy.json", help="for search_model")
+    p.add_argument("--policy", default="outputs/search_policy/policy.json", help="for search_model and search_recipe")
+    p.add_argument("--chosen", default="outputs/search_model/chosen.json", help="for search_recipe")
     p.add_argument("--cache-dir", default=".autoaug/cache", help="children, shared with the stage when on one host")
     p.add_argument("--wait", type=float, nargs="?", const=3600.0, default=0.0, metavar="SECONDS",
                    help="wait (with back-off) for the stores, the sample and the stage to start; "

@@ -121,7 +121,7 @@ class TrainConfig(StrictModel):
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = Field(default=True, description="Nesterov momentum")
     weight_decay: float = Field(default=5e-4, ge=0, description="L2 on conv/linear weights only; never on BN or biases")
-    bias_lr_scale: float = Field(default=1.0, gt=0, description="lr multiplier for BN and bias parameters")
+    bias_lr_scale: float = Field(default=1.0, gt=0, description="lr multiplier for biases (BN shifts, conv/linear biases); a trainable BN scale keeps the plain lr")
     label_smoothing: float = Field(default=0.1, ge=0, lt=1, description="label smoothing of the cross-entropy loss")
     schedule: Literal["onecycle", "cosine"] = Field(
         default="onecycle", description="per-step lr: linear warm-up then linear (onecycle) or cosine decay"
@@ -358,8 +358,10 @@ class ChooseConfig(StrictModel):
     """Which Pareto member becomes the model (search_model's chosen.json)."""
 
     rule: Literal["most_accurate", "smallest_within", "cheapest_within", "under_budget"] = Field(
-        "smallest_within", description="most_accurate | smallest_within (the fewest parameters within X points "
-        "of the best or of a reference) | cheapest_within (the lowest measured training cost within X points) | "
+        "most_accurate", description="most_accurate (the default: the budgets max_params and max_retrain_minutes "
+        "say how small and how quick to retrain; within them, the best) | smallest_within (the fewest parameters within X points "
+        "of the best or of a reference) | cheapest_within (the lowest predicted retrain minutes within X points; the "
+        "lowest measured training cost when max_retrain_minutes is off) | "
         "under_budget (most accurate with at most budget_params)")
     within_points: float = Field(1.0, ge=0, le=100, description="smallest_within / cheapest_within: accuracy "
                                  "points allowed below")
@@ -387,42 +389,36 @@ class ChooseConfig(StrictModel):
         return self
 
 
-# The recipe for search-space networks (plain BN nets, not airbench's): SGD + nesterov, one-cycle,
-# label smoothing 0.1, lr 0.05 per 64 images: a short schedule needs steps (4 epochs of 4000
-# images at batch 256 left some candidates at chance for two epochs).
-SPACE = Recipe("space", values=dict(
-    epochs=4, batch_size=64, lr=0.05, lr_batch_size=64, momentum=0.9, weight_decay=5e-4, label_smoothing=0.1,
-    warmup=0.15, crop_padding=4, flip="random", eval_every=1,
-), shown={
+# The candidates' recipe: airbench's (the one recipe: lookahead, alternating flip, reflect
+# translate, decoupled weight decay, 64x bias lr, label smoothing 0.2), short, at batch 64, scored
+# each epoch without test-time augmentation. lr stays airbench's 0.375 per 256 images: 0.094 at 64.
+SPACE = Recipe("space", values={**AIRBENCH.values, "epochs": 4, "batch_size": 64, "tta": False,
+                                "tta_translate": False, "eval_every": 1}, shown={
     "epochs": "",
     "batch_size": "250 SGD steps on 4000 images; at 256 (62 steps) some candidates stayed at chance for two "
                   "epochs (BENCHMARKS.md: candidate fidelity)",
-    "lr": "",
+    "lr": "airbench94's 1.5 per 1024 images (mean loss): 0.094 at batch 64",
     "lr_batch_size": LR_BATCH_SIZE_NOTE,
-    "weight_decay": "",
-    "label_smoothing": "",
-    "warmup": "",
     "eval_every": "the per-epoch validation curve of each trial in MLflow",
 })
-# The retrain stage's long schedule: the space recipe, longer, at batch 256 (lr 0.2: the same lr
-# per image as 0.05 at 64).
-RETRAIN = Recipe("retrain", values={**SPACE.values, "epochs": 30, "batch_size": 256, "lr": 0.2,
-                                    "lr_batch_size": 256, "eval_every": 0, "tta": True}, shown={
-    "epochs": "a dense 640 k-param net: 87.4 % at 15 epochs (BENCHMARKS.md: machine G)",
+# The retrain stage: the same recipe, long, at batch 512, reported with airbench's flip +
+# 1-pixel-translate test-time augmentation.
+RETRAIN = Recipe("retrain", values={**AIRBENCH.values, "epochs": 40, "batch_size": 512, "tta": True,
+                                    "tta_translate": True, "eval_every": 0}, shown={
+    "epochs": "airbench_small (829 k): 90.47 % at 20 epochs without a policy (BENCHMARKS.md: machine K)",
     "batch_size": "",
-    "lr": "",
+    "lr": "airbench94's 1.5 per 1024 images (mean loss): 0.75 at batch 512",
     "lr_batch_size": LR_BATCH_SIZE_NOTE,
     "weight_decay": "",
     "label_smoothing": "",
-    "warmup": "",
-    "eval_every": "",
     "tta": "flip test-time augmentation on the test split (said in metrics.json)",
+    "tta_translate": "and airbench's 1-pixel translations (said in metrics.json)",
 })
 
 
 SpacePoint = Literal["airbench_like", "resnet20", "mobilenetv2", "airbench94", "airbench_small"]
 """The names of ``pipeline.models.SPACE_POINTS`` (spelled out here: this module does not import torch)."""
-DEFAULT_SEED_POINTS: tuple[SpacePoint, ...] = ("airbench_like", "resnet20")
+DEFAULT_SEED_POINTS: tuple[SpacePoint, ...] = ("airbench_small", "airbench_like", "resnet20")
 
 
 class ModelSearchConfig(SeededSearch, StrictModel):
@@ -440,11 +436,16 @@ class ModelSearchConfig(SeededSearch, StrictModel):
                                  "a CPU, MACs, not parameters, set a candidate's training time (a 0.7 M-param, "
                                  "324 M-MAC draw took > 8 min)")
     max_train_cost: float | None = Field(
-        1.0, gt=0, description="training-cost budget (an Optuna constraint): a candidate's measured training "
+        None, gt=0, description="training-cost budget (an Optuna constraint): a candidate's measured training "
         "step at recipe.batch_size as a multiple of ResNet-20's, both timed on the machine that runs the trial: "
-        "MACs understate the space's depthwise/SE blocks 2-3x on a CPU (BENCHMARKS.md: training cost); the default "
-        "run's chosen model retrains (30 epochs, 50k images) in 15-18 min on a Zen 5 and 30 on a Zen 4 (bf16), "
-        "83-89 on a Zen 3 (AVX2, fp32)")
+        "MACs understate the space's depthwise/SE blocks 2-3x on a CPU (BENCHMARKS.md: training cost); null: off "
+        "(max_retrain_minutes bounds the retrain in minutes instead)")
+    max_retrain_minutes: float | None = Field(
+        25.0, gt=0, description="retrain-time budget (an Optuna constraint): a candidate's predicted retrain "
+        "minutes, its training step at retrain.recipe.batch_size measured on the machine that runs the trial x "
+        "retrain.recipe.epochs x the steps of an epoch over the raw store's training images / 60; a candidate over "
+        "it is never trained, so a wider network is chosen only when its retrain fits (25: under half an hour on "
+        "2 CPU cores; null: off)")
     train_images: int = Field(4000, ge=10, description="search-split images each candidate trains on")
     val_images: int = Field(2000, ge=10, description="validation images each candidate is scored on")
     held_out: float = Field(0.4, gt=0, lt=1, description="validation share of the sample (as the policy search)")
@@ -468,12 +469,14 @@ class ModelSearchConfig(SeededSearch, StrictModel):
                                    "search trains first (also a warm one with warm_start 0, which re-trains no "
                                    "prior configuration; [] for a search from random draws only); they count as "
                                    "trials and obey the budgets: 337 draws never came near airbench's layout, which "
-                                   "scores 9 points above their best")
+                                   "scores 9 points above their best; airbench_small is airbench94 at 64/128/192 "
+                                   "channels (829 k parameters)")
     seed: int = Field(0, ge=0, description="the default of each of seeds")
     seeds: SearchSeeds = Field(default_factory=SearchSeeds, description="per-concern seeds (split, train, "
                                "sampler); each left null is seed")
-    recipe: TrainConfig = Field(default_factory=SPACE.build, description="short schedule per candidate (SGD + "
-                                "nesterov, one-cycle: pipeline/config.py SPACE); a key left out keeps this value")
+    recipe: TrainConfig = Field(default_factory=SPACE.build, description="short schedule per candidate: airbench's "
+                                "recipe (pipeline/config.py AIRBENCH, SPACE), 4 epochs at batch 64; a key left out "
+                                "keeps this value")
     choose: ChooseConfig = Field(default_factory=ChooseConfig, description="which Pareto member becomes the "
                                  "model")
 
@@ -496,12 +499,68 @@ class ModelSearchConfig(SeededSearch, StrictModel):
         if not self.objectives or self.objectives[0] != "accuracy" or len(set(self.objectives)) != len(self.objectives):
             raise ValueError(f"objectives = {self.objectives}: start with accuracy, then any of params, macs and "
                              "train_cost, each once")
-        if self.choose.rule == "cheapest_within" and self.max_train_cost is None and "train_cost" not in self.objectives:
-            raise ValueError("choose.rule = cheapest_within needs the training cost measured: add train_cost to "
-                             "objectives (then the front holds the fast models) or set max_train_cost")
+        # cheapest_within ranks by the predicted retrain minutes when they are measured
+        # (max_retrain_minutes set), else by the training cost: one of the two must be measured
+        if (self.choose.rule == "cheapest_within" and self.max_retrain_minutes is None
+                and self.max_train_cost is None and "train_cost" not in self.objectives):
+            raise ValueError("choose.rule = cheapest_within needs the training cost measured: set "
+                             "max_retrain_minutes (the cheapest is then the lowest predicted retrain minutes), add "
+                             "train_cost to objectives (then the front holds the fast models) or set max_train_cost")
         if self.choose.reference is not None and self.choose.reference not in self.references:
             raise ValueError(f"choose.reference = {self.choose.reference!r} must be one of references "
                              f"{self.references}")
+        return self
+
+
+class RecipeSearchConfig(SeededSearch, StrictModel):
+    """The retrain recipe searched on the chosen architecture (stage search_recipe): lr, weight
+    decay, label smoothing and epochs, each trial a short proxy of the retrain on the sample."""
+
+    trials: int = Field(8, ge=0, description="proxy trainings of the chosen architecture (0: no search; retrain "
+                        "uses retrain.recipe as written)")
+    lr: tuple[float, float] = Field((0.15, 0.75), description="range of the peak lr at retrain.recipe.lr_batch_size "
+                                    "(log scale; airbench's 0.375 per 256 images in the middle)")
+    weight_decay: tuple[float, float] = Field((5e-4, 3e-3), description="range of the weight decay (log scale; "
+                                              "airbench's 1.33e-3 in the middle)")
+    label_smoothing: tuple[float, float] = Field((0.0, 0.3), description="range of the label smoothing")
+    epochs: list[int] = Field(default_factory=lambda: [30, 40, 50], min_length=1, description="retrain epochs to "
+                              "choose from (each trial trains fidelity x epochs on the proxy); the choice is the "
+                              "fewest epochs within within_points of the best, and obeys "
+                              "model_search.max_retrain_minutes (a trial over it is never trained)")
+    fidelity: float = Field(0.25, gt=0, le=1, description="proxy epochs per retrain epoch (at least 1)")
+    batch_size: int = Field(128, ge=1, description="proxy batch size (the lr scales to it: retrain.recipe's "
+                            "lr_batch_size rule)")
+    train_images: int = Field(6000, ge=10, description="search-split images each proxy trains on (the model "
+                              "search's split, uncut at the defaults)")
+    val_images: int = Field(4000, ge=10, description="validation images each proxy is scored on")
+    held_out: float = Field(0.4, gt=0, lt=1, description="validation share of the sample (as the other searches)")
+    augment: Literal["policy", "flipcrop"] = Field("policy", description="policy | flipcrop: train proxies with "
+                                                   "the found policy or with flip/crop only")
+    within_points: float = Field(0.0, ge=0, description="accuracy points below the best that fewer epochs may "
+                                 "score and still be chosen (0: the most accurate trial; the time budget bounds "
+                                 "the epochs)")
+    startup_trials: int = Field(3, ge=0, description="random trials (after the params' own recipe) before TPE")
+    warm_start: int = Field(3, ge=0, description="best recipes of the prior study (older data or another "
+                            "architecture) re-evaluated first")
+    warm_budget: float = Field(0.5, gt=0, le=1, description="share of trials a warm-started search runs")
+    patience: int = Field(0, ge=0, description="a warm-started search stops after this many trials without a "
+                          "better one (0 = runs its budget)")
+    warm_history: bool = Field(False, description="a warm-started search's TPE also models the prior study's "
+                               "trials from its first trial")
+    seed: int = Field(0, ge=0, description="the default of each of seeds")
+    seeds: SearchSeeds = Field(default_factory=SearchSeeds, description="per-concern seeds (split, train, "
+                               "sampler); each left null is seed")
+
+    @model_validator(mode="after")
+    def _check(self) -> RecipeSearchConfig:
+        for key in ("lr", "weight_decay", "label_smoothing"):
+            low, high = getattr(self, key)
+            if not 0 <= low <= high or (key != "label_smoothing" and low <= 0) or (key == "label_smoothing"
+                                                                                  and high >= 1):
+                raise ValueError(f"{key} = [{low}, {high}]: give [low, high] with 0 < low <= high"
+                                 + (" < 1 (0 <= low allowed)" if key == "label_smoothing" else ""))
+        if any(e < 1 for e in self.epochs) or len(set(self.epochs)) != len(self.epochs):
+            raise ValueError(f"epochs = {self.epochs}: distinct whole numbers >= 1")
         return self
 
 
@@ -511,9 +570,9 @@ class RetrainConfig(StrictModel):
     augment: Literal["policy", "flipcrop"] = Field("policy", description="policy | flipcrop: train with the "
                                                    "found policy or with flip/crop only")
     seed: int = Field(0, ge=0, description="seed of the network's initialisation and batches")
-    recipe: TrainConfig = Field(default_factory=RETRAIN.build, description="the same recipe as the candidates', "
-                                "longer: 30 epochs at batch 256, flip test-time augmentation; a key left out keeps "
-                                "this value")
+    recipe: TrainConfig = Field(default_factory=RETRAIN.build, description="the same recipe as the candidates' "
+                                "(airbench's), long, at batch 512, with flip + translate test-time augmentation; a "
+                                "key left out keeps this value")
     warm_epochs: int = Field(5, ge=0, description="when the chosen architecture is the @champion's, start from "
                              "its weights and train this many epochs instead of recipe.epochs (at most "
                              "recipe.epochs; 0: always from scratch)")
@@ -569,6 +628,10 @@ class Params(StrictModel):
         "parameters over the 7-block space (pipeline/models/space.py). Each candidate trains on `train_images` of "
         "the policy search's first D_M split with the found policy and is scored on `val_images` of its D_A; the "
         "test split is never touched. Budgets are Optuna constraints."))
+    recipe_search: RecipeSearchConfig = Field(default_factory=RecipeSearchConfig, description=(
+        "The retrain recipe searched on the chosen architecture (stage search_recipe): each trial trains it on the "
+        "model search's split of the sample for fidelity x epochs and is scored on its validation split; the found "
+        "lr, weight_decay, label_smoothing and epochs replace retrain.recipe's."))
     retrain: RetrainConfig = Field(default_factory=RetrainConfig, description=(
         "Full retraining of the chosen model on every training image in the raw store (stage retrain)."))
     publish: PublishConfig = Field(default_factory=PublishConfig, description=(

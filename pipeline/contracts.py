@@ -151,6 +151,8 @@ class ScoredModel(BaseModel):
     train_seconds: float = 0.0
     train_cost: float | None = None
     seed_point: str | None = None
+    predicted_retrain_minutes: float | None = None  # None: not measured (max_retrain_minutes off, a reference)
+    retrain_step_seconds: float | None = None
 
 
 class Pareto(StageFile):
@@ -166,6 +168,7 @@ class Pareto(StageFile):
     max_params: int | None
     max_macs: int | None
     max_train_cost: float | None
+    max_retrain_minutes: float | None = None  # None: off (or a file from before the budget)
     front: list[ScoredModel]
     references: dict[str, ScoredModel]
     # reference name -> the sample fingerprint it was trained on: another than ``fingerprint`` when
@@ -193,6 +196,10 @@ class Chosen(StageFile):
     train_seconds: float | None = None
     train_cost: float | None = None
     seed_point: str | None = None
+    # the retrain's training minutes predicted by the search, and the step they come from (the
+    # step at retrain.recipe's batch size on the search's machine); None: not measured
+    predicted_retrain_minutes: float | None = None
+    retrain_step_seconds: float | None = None
     rule: dict[str, Any] | None = None  # model_search.choose as it was
     fingerprint: str = ""
     study: str | None = None
@@ -233,6 +240,7 @@ class ModelSearchSummary(StageFile):
     chosen_params: int
     chosen_macs: int
     chosen_train_cost: float | None
+    chosen_predicted_retrain_minutes: float | None = None
     best_accuracy: float
     champion_architecture_version: int | None
     kept_champion: bool
@@ -240,7 +248,56 @@ class ModelSearchSummary(StageFile):
     refused_max_params: int = 0
     refused_max_macs: int = 0
     refused_max_train_cost: int = 0
+    refused_max_retrain_minutes: int = 0
     references_carried: int = 0  # references whose score came from the prior data (names.REFERENCES_CARRIED)
+    wall_seconds: float
+    mlflow_run_id: str | None
+
+
+# ------------------------------------------------------------------ search_recipe
+
+
+class FoundRecipeFile(StageFile):
+    """``outputs/search_recipe/recipe.json``: the retrain recipe found for the chosen
+    architecture (``values``: the searched keys; ``recipe``: retrain.recipe with them on top),
+    with its lineage. ``searched`` false: the search was off (recipe_search.trials 0) and
+    ``recipe`` is retrain.recipe as written."""
+
+    what: ClassVar[str] = "found recipe"
+    rerun: ClassVar[str] = "`dvc repro search_recipe`"
+
+    searched: bool
+    values: dict[str, Any]
+    recipe: dict[str, Any]
+    architecture: Config  # the chosen.json configuration it was found for
+    trial: int | None = None
+    accuracy: float | None = None  # proxy validation accuracy of the chosen trial
+    best_accuracy: float | None = None  # of the best trial (the choice may give a little for fewer epochs)
+    predicted_minutes: float | None = None  # predicted retrain training minutes at the found epochs
+    fingerprint: str = ""
+    study: str | None = None
+    mlflow_run_id: str | None = None
+
+
+class RecipeSearchSummary(StageFile):
+    """``outputs/search_recipe/metrics.json``: the recipe search's figures (MLflow metrics too)."""
+
+    what: ClassVar[str] = "recipe search summary"
+    rerun: ClassVar[str] = "`dvc repro search_recipe`"
+
+    fingerprint: str
+    trials: int
+    trained_trials: int
+    warm_started_trials: int
+    chosen_trial: int | None
+    chosen_accuracy: float | None
+    best_accuracy: float | None
+    chosen_epochs: int
+    chosen_lr: float
+    chosen_weight_decay: float
+    chosen_label_smoothing: float
+    predicted_minutes: float | None
+    refused_max_retrain_minutes: int = 0
     wall_seconds: float
     mlflow_run_id: str | None
 
@@ -315,7 +372,9 @@ class RetrainMetrics(StageFile):
     macs: int | None = None
     latency_ms_batch1: float | None = None
     latency_ms_batch256: float | None = None
-    train_minutes: float | None = None
+    train_minutes: float | None = None  # this run's training time (evaluation excluded)
+    # the model search's prediction of train_minutes (chosen.json), for the epochs this run trained
+    predicted_minutes: float | None = None
     train_images: int | None = None
     epochs: int | None = None
     warm_start_from_version: str | None = None
@@ -332,7 +391,7 @@ class RetrainMetrics(StageFile):
     # logged as MLflow metrics (numbers only; the per-class accuracies separately)
     LOGGED: ClassVar[tuple[str, ...]] = ("test_accuracy", "test_loss", "test_images", "params", "macs",
                                          "latency_ms_batch1", "latency_ms_batch256", "train_minutes",
-                                         "train_images", "epochs")
+                                         "predicted_minutes", "train_images", "epochs")
     # what a published model shows (published/models/*/meta.json "metrics")
     PUBLISHED: ClassVar[tuple[str, ...]] = ("test_accuracy", "per_class_accuracy", "tta", "latency_ms_batch1",
                                             "latency_ms_batch256", "train_minutes", "epochs", "train_images")
@@ -405,11 +464,13 @@ __all__ = [
     "Chosen",
     "Comparison",
     "Decision",
+    "FoundRecipeFile",
     "Gate",
     "ModelSearchSummary",
     "PairedOutcome",
     "Pareto",
     "PolicySummary",
+    "RecipeSearchSummary",
     "RetrainLineage",
     "RetrainMetrics",
     "SampleManifest",

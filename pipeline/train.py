@@ -286,15 +286,25 @@ def evaluate(
 
 def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """Weight decay on conv/linear weights only: decaying BN scales/shifts and biases only
-    fights the normalisation (the usual 'no decay on BN/bias' rule)."""
+    fights the normalisation (the usual 'no decay on BN/bias' rule). ``bias_lr_scale`` speeds
+    up biases alone (airbench's: its BN scales are frozen, so its BN biases are all that
+    learns there); a trainable BN scale keeps the plain lr, so one recipe trains airbench's
+    networks and plain-BN ones alike."""
     decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.dim() > 1 else no_decay).append(p)
+    scales: list[nn.Parameter] = []
+    biases: list[nn.Parameter] = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.dim() > 1:
+            decay.append(p)
+        else:
+            (biases if name.endswith("bias") else scales).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "lr_scale": cfg.bias_lr_scale})
+    if scales:
+        groups.append({"params": scales, "weight_decay": 0.0, "lr_scale": 1.0})
+    if biases:
+        groups.append({"params": biases, "weight_decay": 0.0, "lr_scale": cfg.bias_lr_scale})
     return groups
 
 
@@ -662,3 +672,11 @@ def step_seconds(
     times = step_times(model, cfg, num_classes=num_classes, image_size=image_size, device=device,
                        steps=steps + warmup)[0]
     return statistics.median(times[warmup:])
+
+
+def predicted_minutes(step: float, cfg: TrainConfig, images: int) -> float:
+    """Training minutes of ``cfg`` on ``images`` images at ``step`` seconds a step (a
+    ``step_seconds`` at ``cfg.batch_size``): ``cfg.epochs`` epochs of ceil(images / batch size)
+    steps, one step an epoch more than ``train`` takes when it drops a ragged last batch (the
+    prediction errs on the long side)."""
+    return step * cfg.epochs * math.ceil(images / cfg.batch_size) / 60

@@ -38,6 +38,10 @@ def test_ingest_and_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
         (["search-model"], None, "no policy file; run `dvc repro search_policy` first"),
         (["retrain"], "retrain:\n  recipe: {epochs: 0}\n", "retrain.recipe.epochs = 0"),
         (["retrain"], None, "no chosen model; run `dvc repro search_model` first"),
+        (["retrain"], "retrain:\n  recipe: {label_smoothing: 1.5}\n", "retrain.recipe.label_smoothing = 1.5"),
+        (["search-recipe"], "recipe_search:\n  lr: [0.5, 0.1]\n", "recipe_search: lr = [0.5, 0.1]"),
+        (["search-recipe"], "recipe_search:\n  epochs: [0, 10]\n", "recipe_search: epochs = [0, 10]"),
+        (["search-recipe"], None, "no chosen model; run `dvc repro search_model` first"),
         (["publish"], "publish:\n  margin: 2\n", "publish.margin = 2"),
         (["publish"], None, "no retrain metrics; run `dvc repro retrain` first"),
     ],
@@ -62,7 +66,8 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
     # commands are the first word of the lines indented by four spaces under COMMAND
     listed = {line.split()[0] for line in done.stdout.splitlines()
               if line.startswith("    ") and not line.startswith("     ")}
-    assert {"ingest", "sample", "search-policy", "search-model", "retrain", "publish", "serve"} <= listed
+    assert {"ingest", "sample", "search-policy", "search-model", "search-recipe", "retrain", "publish",
+            "serve"} <= listed
     for command in ("search-model", "retrain", "publish", "serve"):
         with pytest.raises(SystemExit) as exited:
             main([command, "--help"])

@@ -108,7 +108,8 @@ def params_read(path: Path) -> set[str]:
             base = base.value
         if isinstance(base, ast.Name) and base.id == "params":
             parts = [p for p in parts if p not in ("model_dump", "model_copy")][:2]
-            keys.add(".".join(parts))
+            if parts:  # ``params.model_copy(...)`` alone copies, it reads no key
+                keys.add(".".join(parts))
     return keys
 
 

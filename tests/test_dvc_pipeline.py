@@ -36,11 +36,11 @@ def _published(project: Path) -> dict[str, bytes]:
 def test_repro_reruns_only_what_changed(project: Path) -> None:
     dvc = str(BIN / "dvc")
     stages = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
-    assert stages == {"sample", "search_policy", "search_model", "retrain", "publish"}
+    assert stages == {"sample", "search_policy", "search_model", "search_recipe", "retrain", "publish"}
     assert _ran(run([dvc, "repro"], project)) == stages
     outputs = project / "outputs"
     for path in ("search_policy/policy.json", "search_model/chosen.json", "search_model/pareto.json",
-                 "retrain/model.pt", "retrain/metrics.json", "publish/decision.json"):
+                 "search_recipe/recipe.json", "retrain/model.pt", "retrain/metrics.json", "publish/decision.json"):
         assert (outputs / path).exists(), path
     assert json.loads((outputs / "publish" / "decision.json").read_text())["promoted"] is True
     first = _published(project)
@@ -49,12 +49,13 @@ def test_repro_reruns_only_what_changed(project: Path) -> None:
 
     # a key of the policy search's space re-runs it and everything downstream of the policy
     _set(project, "policy_search", "n_sub", 3)
-    assert _ran(run([dvc, "repro"], project)) == {"search_policy", "search_model", "retrain", "publish"}
+    assert _ran(run([dvc, "repro"], project)) == {"search_policy", "search_model", "search_recipe", "retrain",
+                                                   "publish"}
 
     # a model-search key re-runs the model search and what follows, not the policy search
     _set(project, "model_search", "choose", {"rule": "most_accurate", "within_points": 1.0, "reference": None,
                                              "budget_params": None})
-    assert _ran(run([dvc, "repro"], project)) == {"search_model", "retrain", "publish"}
+    assert _ran(run([dvc, "repro"], project)) == {"search_model", "search_recipe", "retrain", "publish"}
 
     # published/ is persistent: versions written by earlier runs are still there, unchanged
     later = _published(project)

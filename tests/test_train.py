@@ -346,3 +346,25 @@ def test_the_trainer_scales_lr_from_lr_batch_size_to_batch_size() -> None:
     assert TrainConfig(batch_size=16, lr=0.1, **flat).peak_lr == 0.1  # no reference batch: lr as given
     result = train(fresh(), colour_task(64, 0), stated, progress=False)
     assert result.history[-1].lr == pytest.approx(0.2)
+
+
+def test_the_bias_lr_scale_speeds_up_biases_only_and_bn_scales_keep_the_plain_lr() -> None:
+    from pipeline.config import SPACE, TrainConfig
+    from pipeline.models import SPACE_POINTS, build_model
+    from pipeline.train import _param_groups
+
+    cfg = TrainConfig(bias_lr_scale=64.0, weight_decay=1e-3)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=True), nn.BatchNorm2d(4), nn.Linear(4, 2))
+    groups = _param_groups(model, cfg)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    conv, bn, linear = model[0], model[1], model[2]
+    assert by_param[id(conv.weight)]["lr_scale"] == 1.0 and by_param[id(conv.weight)]["weight_decay"] == 1e-3
+    assert by_param[id(bn.weight)]["lr_scale"] == 1.0 and by_param[id(bn.weight)]["weight_decay"] == 0.0
+    for bias in (conv.bias, bn.bias, linear.bias):
+        assert by_param[id(bias)]["lr_scale"] == 64.0 and by_param[id(bias)]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    # airbench's networks have no trainable 1-D parameter but biases: the whole 64x group is theirs
+    airbench = build_model(SPACE_POINTS["airbench_small"])
+    trainable_1d = [n for n, p in airbench.named_parameters() if p.requires_grad and p.dim() == 1]
+    assert trainable_1d and all(n.endswith("bias") for n in trainable_1d)
+    assert SPACE.values["bias_lr_scale"] == 64.0  # the candidates' recipe is airbench's

@@ -31,3 +31,19 @@ def stratified_splits(data: ImageSet, folds: int, held_out: float, seed: int = 0
             train_idx.extend(members[n_held:])
         splits.append((torch.tensor(sorted(train_idx)), torch.tensor(sorted(held_idx))))
     return splits
+
+
+def search_split(sample: ImageSet, held_out: float, seed: int, train_images: int,
+                 val_images: int) -> tuple[ImageSet, ImageSet]:
+    """The searches' split of the sample that trains networks (the model and the recipe
+    search): the policy search's first fold (D_M for training, D_A for validation), each cut to
+    ``train_images`` / ``val_images`` by the same stable content-hash sampler as the sample."""
+    from pipeline.data import stable_sample
+
+    d_m, d_a = stratified_splits(sample, 2, held_out, seed)[0]
+    train_set, val_set = sample.subset(d_m), sample.subset(d_a)
+    if train_images < len(train_set):
+        train_set = stable_sample(train_set, train_images, seed)
+    if val_images < len(val_set):
+        val_set = stable_sample(val_set, val_images, seed)
+    return train_set, val_set

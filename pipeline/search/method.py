@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 import optuna
 from optuna.trial import FrozenTrial
 
-from pipeline.config import ModelSearchConfig, PolicySearchConfig
+from pipeline.config import ModelSearchConfig, PolicySearchConfig, RecipeSearchConfig
 
 Direction = Literal["minimize", "maximize"]
 Objective = Callable[[optuna.Trial], float | Sequence[float]]
@@ -75,7 +75,7 @@ class WarmStart:
     first: Callable[[FrozenTrial], bool] = _no_trial
 
     @classmethod
-    def from_config(cls, cfg: PolicySearchConfig | ModelSearchConfig,
+    def from_config(cls, cfg: PolicySearchConfig | ModelSearchConfig | RecipeSearchConfig,
                     first: Callable[[FrozenTrial], bool] = _no_trial) -> WarmStart:
         """The warm-start keys of a search's params section."""
         all_parts = cfg.warm_all_folds if isinstance(cfg, PolicySearchConfig) else False

@@ -14,6 +14,13 @@ MACs understate what depthwise and squeeze-excite blocks cost on a CPU several-f
 training time. Being a timing, it moves a little between runs and between machines: a
 candidate right at the limit may fall either side.
 
+The retrain's budget is time: ``max_retrain_minutes`` bounds a candidate's predicted retrain
+minutes, its training step at the retrain recipe's batch size (``pipeline.train.step_seconds``,
+on a copy, on the machine that runs the trial) x ``retrain.recipe.epochs`` x the steps of an
+epoch over the retrain's training images (the sample's pool) / 60. Only a candidate within the
+counted budgets (and ``max_train_cost``) is timed; one over the minutes is never trained, so a
+wider network is chosen only when its retrain fits.
+
 Budgets are Optuna constraints, not score penalties: the objective records each budget's
 violation (``value - limit``; <= 0 is feasible) with ``Trial.set_constraint`` (Optuna 5's
 mechanism; TPE and NSGA-II read it), and an over-budget candidate is never trained (its
@@ -41,8 +48,8 @@ import torch
 from optuna.trial import FrozenTrial
 
 from pipeline.augment import BatchTransform
-from pipeline.config import ChooseConfig, ModelSearchConfig
-from pipeline.data import ImageSet, stable_sample
+from pipeline.config import ChooseConfig, ModelSearchConfig, TrainConfig
+from pipeline.data import ImageSet
 from pipeline.errors import AutoaugError
 from pipeline.files import write_text_atomic
 from pipeline.hashing import json_digest
@@ -60,8 +67,10 @@ from pipeline.names import (
     ACCURACY_ATTR,
     MACS_ATTR,
     PARAMS_ATTR,
+    PREDICTED_RETRAIN_MINUTES_ATTR,
     REFERENCE_ATTR_PREFIX,
     REFUSED_PREFIX,
+    RETRAIN_STEP_SECONDS_ATTR,
     SEEDED_ATTR,
     SKIPPED_ATTR,
     STEP_SECONDS_ATTR,
@@ -69,7 +78,7 @@ from pipeline.names import (
     TRAIN_SECONDS_ATTR,
     VAL_ACCURACY_CURVE,
 )
-from pipeline.search.folds import stratified_splits
+from pipeline.search.folds import search_split
 from pipeline.search.method import (
     Budget,
     Direction,
@@ -78,8 +87,15 @@ from pipeline.search.method import (
     TrialRecord,
     WarmStart,
 )
-from pipeline.search.studies import pareto_front
-from pipeline.train import EpochMetrics, evaluate, step_times, train
+from pipeline.search.studies import feasible, pareto_front
+from pipeline.train import (
+    EpochMetrics,
+    evaluate,
+    predicted_minutes,
+    step_seconds,
+    step_times,
+    train,
+)
 
 STAGE = "search_model"
 OBJECTIVES: dict[str, Direction] = {"accuracy": "maximize", "params": "minimize",
@@ -88,15 +104,13 @@ COST_REFERENCE = "resnet20"  # the unit of the training cost
 
 
 class NoFeasibleTrialError(AutoaugError):
-    """Every trial broke the parameter / MACs budget."""
+    """Every trial broke a budget (parameters, MACs, training cost, retrain minutes)."""
 
 
-def feasible(trial: FrozenTrial) -> bool:
-    """Within every budget (what ``Trial.set_constraint`` recorded; none recorded = feasible)."""
-    return all(v <= 0 for v in trial.constraints.values())
 
 
-BUDGETS = ("params", "macs", "train_cost")  # the constraints a draw can break: max_<name> in params
+# the constraints a draw can break: max_<name> in params
+BUDGETS = ("params", "macs", "train_cost", "retrain_minutes")
 
 
 def refused(trials: Sequence[FrozenTrial]) -> dict[str, int]:
@@ -143,19 +157,28 @@ class Candidate:
     train_seconds: float = 0.0
     train_cost: float | None = None  # measured training step / ResNet-20's (when the search measured it)
     seed_point: str | None = None  # the SPACE_POINTS name, for a hand-designed point the search started from
+    # the retrain's training minutes, predicted from the step at the retrain recipe (max_retrain_minutes set)
+    predicted_retrain_minutes: float | None = None
+    retrain_step_seconds: float | None = None  # that step, measured on the machine that ran the trial
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config, "accuracy": self.accuracy, "params": self.params, "macs": self.macs,
                 "trial": self.trial, "train_seconds": self.train_seconds, "train_cost": self.train_cost,
-                "seed_point": self.seed_point}
+                "seed_point": self.seed_point, "predicted_retrain_minutes": self.predicted_retrain_minutes,
+                "retrain_step_seconds": self.retrain_step_seconds}
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> Candidate:
         attrs = trial.user_attrs
-        cost = attrs.get(TRAIN_COST_ATTR)
+
+        def number(key: str) -> float | None:
+            value = attrs.get(key)
+            return None if value is None else float(value)
+
         return cls(config_from_params(trial.params), float(attrs[ACCURACY_ATTR]), int(attrs[PARAMS_ATTR]),
                    int(attrs[MACS_ATTR]), trial.number, float(attrs.get(TRAIN_SECONDS_ATTR, 0.0)),
-                   None if cost is None else float(cost), attrs.get(SEEDED_ATTR))
+                   number(TRAIN_COST_ATTR), attrs.get(SEEDED_ATTR), number(PREDICTED_RETRAIN_MINUTES_ATTR),
+                   number(RETRAIN_STEP_SECONDS_ATTR))
 
 
 def choose(front: Sequence[Candidate], rule: ChooseConfig, references: Mapping[str, Candidate]) -> Candidate:
@@ -164,8 +187,10 @@ def choose(front: Sequence[Candidate], rule: ChooseConfig, references: Mapping[s
     most_accurate      the highest validation accuracy
     smallest_within    the fewest parameters within ``within_points`` accuracy points of the
                        best found (or of ``reference``: "as good as MobileNetV2 but smaller")
-    cheapest_within    the lowest measured training cost within ``within_points`` (the same
-                       anchor): the model that is cheapest to retrain and to keep retraining
+    cheapest_within    the lowest predicted retrain minutes within ``within_points`` (the same
+                       anchor), or, when the minutes were not measured (max_retrain_minutes
+                       off), the lowest measured training cost: the model that is cheapest to
+                       retrain and to keep retraining
     under_budget       the most accurate with at most ``budget_params`` parameters
     """
     if not front:
@@ -184,6 +209,9 @@ def choose(front: Sequence[Candidate], rule: ChooseConfig, references: Mapping[s
         if not close:
             return best
         if rule.rule == "cheapest_within":
+            if any(c.predicted_retrain_minutes is not None for c in close):
+                return min(close, key=lambda c: (math.inf if c.predicted_retrain_minutes is None
+                                                 else c.predicted_retrain_minutes, c.params))
             return min(close, key=lambda c: (math.inf if c.train_cost is None else c.train_cost, c.params))
         return min(close, key=lambda c: (c.params, -c.accuracy))
     small = [c for c in front if rule.budget_params is not None and c.params <= rule.budget_params]
@@ -200,14 +228,25 @@ class ModelSearch:
     Seeds (``ModelSearchConfig.seeds``): the search / validation split and its cuts draw from
     ``split_seed``; candidate ``n`` is initialised and trained from ``train_seed + n`` (the
     references and the cost unit from ``train_seed``); the sampler samples from ``sampler_seed``.
+
+    ``retrain_recipe`` and ``retrain_images`` (the retrain's recipe and training images: the
+    sample's pool) predict a candidate's retrain minutes for ``max_retrain_minutes``; the recipe
+    is needed when that is set, the images default to the sample's own (a bench's search, with
+    no manifest at hand).
     """
 
     label = "multi-objective"
 
     def __init__(self, cfg: ModelSearchConfig, sample: ImageSet, *, policy: BatchTransform | None,
                  device: torch.device, progress: bool = True, champion: Mapping[str, Any] | None = None,
-                 champion_version: str | None = None) -> None:
+                 champion_version: str | None = None, retrain_recipe: TrainConfig | None = None,
+                 retrain_images: int | None = None) -> None:
+        if cfg.max_retrain_minutes is not None and retrain_recipe is None:
+            raise AutoaugError("model_search.max_retrain_minutes needs the retrain recipe to predict a "
+                               "candidate's retrain minutes")
         self.cfg = cfg
+        self.retrain_recipe = retrain_recipe
+        self.retrain_images = retrain_images if retrain_images is not None else len(sample)
         # the @champion's architecture (normalised: stored before the space's newer fields?),
         # re-trained first on a warm start
         self.champion = normalise_config(champion) if champion is not None else None
@@ -228,28 +267,28 @@ class ModelSearch:
     def split(sample: ImageSet, cfg: ModelSearchConfig) -> tuple[ImageSet, ImageSet]:
         """The policy search's first fold (D_M for training, D_A for validation), each cut to
         the configured size by the same stable content-hash sampler as the sample itself."""
-        d_m, d_a = stratified_splits(sample, 2, cfg.held_out, cfg.split_seed)[0]
-        train_set, val_set = sample.subset(d_m), sample.subset(d_a)
-        if cfg.train_images < len(train_set):
-            train_set = stable_sample(train_set, cfg.train_images, cfg.split_seed)
-        if cfg.val_images < len(val_set):
-            val_set = stable_sample(val_set, cfg.val_images, cfg.split_seed)
-        return train_set, val_set
+        return search_split(sample, cfg.held_out, cfg.split_seed, cfg.train_images, cfg.val_images)
 
     # ------------------------------------------------------------------ SearchMethod
 
     def space(self) -> dict[str, Any]:
-        return self.space_of(self.cfg)
+        return self.space_of(self.cfg, self.retrain_recipe)
 
     @staticmethod
-    def space_of(cfg: ModelSearchConfig) -> dict[str, Any]:
+    def space_of(cfg: ModelSearchConfig, retrain_recipe: TrainConfig | None) -> dict[str, Any]:
         """Everything that changes what a trial's values mean (budgets included: a trial's
-        feasibility is part of its record)."""
+        feasibility is part of its record; with ``max_retrain_minutes``, the retrain recipe the
+        minutes are predicted for)."""
         space = {"space": SPACE, "objectives": cfg.objectives, "recipe": cfg.recipe.model_dump(),
                  "train_images": cfg.train_images, "val_images": cfg.val_images, "held_out": cfg.held_out,
                  "max_params": cfg.max_params, "max_macs": cfg.max_macs, "augment": cfg.augment}
         if cfg.max_train_cost is not None:  # only when set: studies from before the key keep their identity
             space["max_train_cost"] = cfg.max_train_cost
+        if cfg.max_retrain_minutes is not None:  # likewise
+            if retrain_recipe is None:
+                raise AutoaugError("model_search.max_retrain_minutes needs the retrain recipe")
+            space["max_retrain_minutes"] = cfg.max_retrain_minutes
+            space["retrain_recipe"] = retrain_recipe.model_dump()
         return space
 
     def parts(self) -> list[str | None]:
@@ -306,6 +345,13 @@ class ModelSearch:
             trial.set_user_attr(TRAIN_COST_ATTR, cost)
             if self.cfg.max_train_cost is not None:
                 violation["train_cost"] = cost - self.cfg.max_train_cost
+        # The retrain's minutes, predicted from a few steps at the retrain recipe's batch size:
+        # only for a candidate within every budget so far.
+        if self.cfg.max_retrain_minutes is not None and all(v <= 0 for v in violation.values()):
+            step, minutes = self.retrain_minutes(model)
+            trial.set_user_attr(RETRAIN_STEP_SECONDS_ATTR, step)
+            trial.set_user_attr(PREDICTED_RETRAIN_MINUTES_ATTR, minutes)
+            violation["retrain_minutes"] = minutes - self.cfg.max_retrain_minutes
         for key, value in violation.items():
             trial.set_constraint(key, value)
         trial.set_user_attr(PARAMS_ATTR, params)
@@ -335,6 +381,15 @@ class ModelSearch:
         ratios = [a / b for a, b in zip(own[1:], unit[1:], strict=True)]
         return statistics.median(ratios), statistics.median(own[1:])
 
+    def retrain_minutes(self, model: torch.nn.Module) -> tuple[float, float]:
+        """(step seconds, predicted minutes): ``model``'s training step at the retrain recipe
+        (the median of 3 after an untimed one, on a copy, on this machine), and the retrain's
+        training minutes at that step (``pipeline.train.predicted_minutes``)."""
+        assert self.retrain_recipe is not None  # checked on construction when max_retrain_minutes is set
+        step = step_seconds(model, self.retrain_recipe, num_classes=len(self.train_set.classes),
+                            image_size=int(self.train_set.images.shape[-1]), device=self.device)
+        return step, predicted_minutes(step, self.retrain_recipe, self.retrain_images)
+
     def fit(self, model: torch.nn.Module, seed: int) -> tuple[float, float, list[float]]:
         """Train on the search split, score on the validation split: (accuracy, seconds, curve)."""
         curve: list[float] = []
@@ -360,7 +415,8 @@ class ModelSearch:
             raise NoFeasibleTrialError(
                 f"search_model: none of {len(ranked[0])} trials fits the budget (max_params = "
                 f"{self.cfg.max_params}, max_macs = {self.cfg.max_macs}, max_train_cost = "
-                f"{self.cfg.max_train_cost}); raise model_search.{binds}")
+                f"{self.cfg.max_train_cost}, max_retrain_minutes = {self.cfg.max_retrain_minutes}); "
+                f"raise model_search.{binds}")
         directions = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
                       for d in self.spec.directions]
         front = pareto_front(trials, directions)

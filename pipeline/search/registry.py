@@ -26,6 +26,7 @@ import torch
 
 from pipeline.augment import Policy
 from pipeline.config import Params
+from pipeline.contracts import Chosen
 from pipeline.data import ImageSet
 from pipeline.device import pick_device
 from pipeline.errors import AutoaugError
@@ -37,6 +38,7 @@ from pipeline.tracking import RunLogger, Tracker
 SEARCH_STAGES: dict[str, str] = {
     "search_policy": "pipeline.search.specs.policy",
     "search_model": "pipeline.search.specs.model",
+    "search_recipe": "pipeline.search.specs.recipe",
 }
 """A search stage's name -> the module whose ``SPEC`` describes it."""
 
@@ -53,6 +55,8 @@ class BuildContext:
     progress: bool = True
     policy: Policy | None = None  # the policy search's policy, for a search that trains with it
     tracker: Tracker | None = None  # the MLflow store (the model search looks up the @champion in it)
+    chosen: Chosen | None = None  # the model search's choice, for a search that trains it (the recipe search)
+    retrain_images: int | None = None  # training images the retrain will use (the sample's pool)
 
 
 M = TypeVar("M", bound=SearchMethod)
@@ -60,6 +64,10 @@ R = TypeVar("R")
 
 
 def _no_policy(params: Params) -> bool:
+    return False
+
+
+def _no_chosen(params: Params) -> bool:
     return False
 
 
@@ -76,6 +84,8 @@ class SearchStage(Generic[M, R]):
     log_every  a coordinator logs its finished trials to MLflow every this many trials
     uses_policy  whether the search trains with the policy search's policy (the model search
                with ``augment: policy``)
+    uses_chosen  whether the search trains the model search's chosen architecture (the recipe
+               search)
     """
 
     name: str
@@ -84,6 +94,7 @@ class SearchStage(Generic[M, R]):
     summarise: Callable[[M, SearchOutcome, BuildContext, str], R]
     log_every: int = 10
     uses_policy: Callable[[Params], bool] = _no_policy
+    uses_chosen: Callable[[Params], bool] = _no_chosen
 
     def identity(self, params: Params, fingerprint: str) -> str:
         """The search's identity: its stage run's resume key (a restarted stage, or a worker,
@@ -95,10 +106,11 @@ class SearchStage(Generic[M, R]):
         return Path(root) / self.name if root else None
 
     def context(self, params: Params, sample: ImageSet, fingerprint: str, *, cache_root: str | os.PathLike[str] | None,
-                progress: bool = True, policy: Policy | None = None, tracker: Tracker | None = None) -> BuildContext:
+                progress: bool = True, policy: Policy | None = None, tracker: Tracker | None = None,
+                chosen: Chosen | None = None, retrain_images: int | None = None) -> BuildContext:
         """The context a stage and a worker build the search from (on this machine's device)."""
         return BuildContext(params, sample, fingerprint, pick_device(), self.cache(cache_root), progress, policy,
-                            tracker)
+                            tracker, chosen, retrain_images)
 
     def runner(self, method: M, storage: optuna.storages.BaseStorage, run: RunLogger, fingerprint: str, *,
                progress: bool = True, role: Role = "coordinator") -> StudyRunner:

@@ -279,3 +279,8 @@ def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int,
             if n >= top_k:
                 return n
     return n
+
+
+def feasible(trial: FrozenTrial) -> bool:
+    """Within every budget (what ``Trial.set_constraint`` recorded; none recorded = feasible)."""
+    return all(v <= 0 for v in trial.constraints.values())

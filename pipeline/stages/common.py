@@ -30,6 +30,11 @@ class StageInputs:
     def fingerprint(self) -> str:
         return str(self.manifest["fingerprint"])
 
+    @property
+    def pool_size(self) -> int:
+        """Training images in the store the sample was drawn from: what the retrain trains on."""
+        return int(self.manifest["pool_size"])
+
 
 def open_inputs(params: Params, sample_dir: str | os.PathLike[str]) -> StageInputs:
     """The sample's manifest, the Optuna storage, the MLflow store, then the sample's images."""

@@ -29,27 +29,30 @@ from pipeline import champion, names
 from pipeline.artifacts import NormalisedClassifier
 from pipeline.augment import Policy
 from pipeline.config import Params, TrainConfig
-from pipeline.contracts import Chosen, RetrainLineage, RetrainMetrics
+from pipeline.contracts import Chosen, FoundRecipeFile, RetrainLineage, RetrainMetrics
 from pipeline.data import ImageSet, RawStore
 from pipeline.device import pick_device
+from pipeline.errors import DataError
 from pipeline.evaluation import SplitScore, latency_ms, score, tta_name
 from pipeline.files import atomic_path, write_text_atomic
 from pipeline.hashing import json_digest
-from pipeline.models import build_model, count_macs, count_params
+from pipeline.models import build_model, count_macs, count_params, normalise_config
 from pipeline.report import figures, plot_confusion, save
 from pipeline.stages.common import read_policy
 from pipeline.tracking import RunLogger, Tracker
-from pipeline.train import EpochMetrics, TrainResult, train
+from pipeline.train import EpochMetrics, TrainResult, predicted_minutes, train
 
 STAGE = "retrain"
 
 
 def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path: str | os.PathLike[str],
                   policy_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                  progress: bool = True) -> dict[str, Any]:
-    """Run the stage; returns the metrics written to ``out_dir/metrics.json``."""
-    cfg, name = params.retrain, params.tracking.registered_model
+                  progress: bool = True, recipe_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Run the stage; returns the metrics written to ``out_dir/metrics.json``. ``recipe_path``:
+    the recipe search's recipe.json, whose recipe replaces retrain.recipe."""
     chosen = Chosen.read(chosen_path)
+    params = with_found_recipe(params, recipe_path, chosen, chosen_path)
+    cfg, name = params.retrain, params.tracking.registered_model
     policy = read_policy(policy_path) if cfg.augment == "policy" else None
     tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
     store = RawStore(store_dir)
@@ -74,7 +77,8 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
         metrics = measure(model, scored, test_set, plan.recipe, result, len(train_set)).model_copy(update={
             "warm_start_from_version": plan.warm_from, "champion_rescored": rescored, "champion_paired": paired,
             "fingerprint": chosen.fingerprint, "store_content_hash": content_hash,
-            "device": device.type, "mlflow_run_id": run.run_id, "lineage": lineage})
+            "device": device.type, "mlflow_run_id": run.run_id, "lineage": lineage,
+            "predicted_minutes": predicted(chosen, plan.recipe, len(train_set))})
         out = write_outputs(Path(out_dir), model, chosen.config, train_set.classes, result.history)
         plot(scored, test_set, metrics, out, run)
         version = register(run, model, metrics, policy, chosen.config, train_set.classes, test_set, out, name)
@@ -82,6 +86,23 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
         run.log_dict(metrics.to_json(), "weights/metrics.json")  # publish restores a champion from it
         metrics.write(out / "metrics.json")
     return metrics.to_json()
+
+
+def with_found_recipe(params: Params, recipe_path: str | os.PathLike[str] | None, chosen: Chosen,
+                      chosen_path: str | os.PathLike[str] = "chosen.json") -> Params:
+    """``params`` with retrain.recipe replaced by the recipe search's (recipe.json), which must
+    have been found for the chosen architecture; as they are without ``recipe_path``."""
+    if recipe_path is None:
+        return params
+    found = FoundRecipeFile.read(recipe_path)
+    def plain(config: Any) -> Any:
+        return normalise_config(config) if isinstance(config, dict) else config
+
+    if plain(found.architecture) != plain(chosen.config):
+        raise DataError(f"{recipe_path} was found for another architecture than {chosen_path}'s; "
+                        f"run `dvc repro search_recipe` first")
+    retrain = params.retrain.model_copy(update={"recipe": TrainConfig(**found.recipe)})
+    return params.model_copy(update={"retrain": retrain})
 
 
 @dataclass(frozen=True)
@@ -123,6 +144,19 @@ def epoch_logger(run: RunLogger) -> Callable[[EpochMetrics], None]:
                          names.IMAGES_PER_S: m.images_per_s}, step=m.epoch)
 
     return on_epoch
+
+
+def predicted(chosen: Chosen, recipe: TrainConfig, train_images: int) -> float | None:
+    """The model search's prediction of this run's training minutes (None: chosen.json has no
+    measured step). The search predicted the full recipe from scratch (chosen.json's
+    ``predicted_retrain_minutes``); a fine-tune from the champion (warm_epochs) trains fewer
+    epochs, and a found recipe (recipe.json) may train another number, for which that figure does
+    not apply. So the prediction is re-applied to the epochs this run trains: the step the search
+    measured at the retrain's batch size x this recipe's steps, i.e. chosen.json's minutes x
+    epochs trained / recipe epochs (the same figure for a from-scratch run of the same recipe)."""
+    if chosen.retrain_step_seconds is None:
+        return None
+    return predicted_minutes(chosen.retrain_step_seconds, recipe, train_images)
 
 
 def measure(model: torch.nn.Module, scored: SplitScore, test_set: ImageSet, recipe: TrainConfig,

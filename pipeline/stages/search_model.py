@@ -22,7 +22,7 @@ def search_model_stage(params: Params, sample_dir: str | os.PathLike[str], polic
     policy = search_input_policy(SPEC.uses_policy(params), policy_path)  # before any work
     inputs = open_inputs(params, sample_dir)
     context = SPEC.context(params, inputs.sample, inputs.fingerprint, cache_root=cache_dir, progress=progress,
-                           policy=policy, tracker=inputs.tracker)
+                           policy=policy, tracker=inputs.tracker, retrain_images=inputs.pool_size)
     search = SPEC.identity(params, inputs.fingerprint)
     policy_studies = (policy.metadata.get("studies") if policy is not None else None) or []
     tags = {FINGERPRINT: inputs.fingerprint, STUDY: search, DEVICE: context.device.type,

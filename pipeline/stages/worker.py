@@ -25,6 +25,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from pipeline.config import Params
+from pipeline.contracts import Chosen
 from pipeline.errors import AutoaugError, ConfigError, DataError, first_line
 from pipeline.names import PART, WARM_ATTR, WORKER_ATTR
 from pipeline.search.method import SearchMethod
@@ -69,13 +70,20 @@ def _lost_connection(exc: BaseException) -> bool:
 
 def build_method(spec: SearchStage[Any, Any], params: Params, inputs: StageInputs, *,
                  policy_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None,
-                 progress: bool) -> SearchMethod:
+                 progress: bool, chosen_path: str | os.PathLike[str] = "outputs/search_model/chosen.json") -> SearchMethod:
     """The stage's search method, built through its registered spec exactly as the stage builds
     it. A policy the search trains with must be the one found on this sample (a policy of older
-    data is waited for, not used)."""
+    data is waited for, not used); so must the chosen model a search trains (the recipe search)."""
     policy = search_input_policy(spec.uses_policy(params), policy_path, fingerprint=inputs.fingerprint)
+    chosen = None
+    if spec.uses_chosen(params):
+        chosen = Chosen.read(chosen_path)
+        if chosen.fingerprint not in ("", inputs.fingerprint):
+            raise DataError(f"{chosen_path} was chosen on sample {chosen.fingerprint}, not on this sample "
+                            f"({inputs.fingerprint}); waiting for search_model to write the new one")
     context = spec.context(params, inputs.sample, inputs.fingerprint, cache_root=cache_dir, progress=progress,
-                           policy=policy, tracker=inputs.tracker)
+                           policy=policy, tracker=inputs.tracker, chosen=chosen,
+                           retrain_images=int(inputs.manifest["pool_size"]))
     method: SearchMethod = spec.build(context)
     return method
 
@@ -83,7 +91,8 @@ def build_method(spec: SearchStage[Any, Any], params: Params, inputs: StageInput
 def run_worker(params: Params, stage: str, *, sample_dir: str | os.PathLike[str] = "data/sample",
                policy_path: str | os.PathLike[str] = "outputs/search_policy/policy.json",
                cache_dir: str | os.PathLike[str] | None = ".autoaug/cache", wait: float = 0.0,
-               progress: bool = True, poll: float = 2.0) -> dict[str, Any]:
+               progress: bool = True, poll: float = 2.0,
+               chosen_path: str | os.PathLike[str] = "outputs/search_model/chosen.json") -> dict[str, Any]:
     """Join the stage's running search until every part has its trials; returns what it did.
 
     ``wait``: seconds to wait for what is not there yet (the stores, the sample, the policy,
@@ -109,7 +118,8 @@ def run_worker(params: Params, stage: str, *, sample_dir: str | os.PathLike[str]
     # After the stage run exists: the inputs it reads (the model search's policy) are current.
     method = with_backoff(
         "reading the stage's inputs",
-        lambda: build_method(spec, params, inputs, policy_path=policy_path, cache_dir=cache_dir, progress=progress),
+        lambda: build_method(spec, params, inputs, policy_path=policy_path, cache_dir=cache_dir, progress=progress,
+                             chosen_path=chosen_path),
         deadline)
     runner = spec.runner(method, inputs.storage, run, inputs.fingerprint, progress=progress, role="worker")
     _say(f"{stage}: joining {identity} as {runner.worker_id}")

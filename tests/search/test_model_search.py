@@ -64,7 +64,8 @@ PARENT = "mlflow.parentRunId"
 
 TINY_SEARCH: dict[str, Any] = {
     "trials": 2, "seed": 2213, "startup_trials": 50, "train_images": 10, "val_images": 10,
-    "max_params": 500_000, "max_macs": None, "max_train_cost": None, "references": [], "warm_start": 2,
+    "max_params": 500_000, "max_macs": None, "max_train_cost": None, "max_retrain_minutes": None,
+    "references": [], "warm_start": 2,
     "warm_budget": 1.0, "seed_points": [],
     "recipe": {"epochs": 1, "batch_size": 16},
 }
@@ -189,8 +190,19 @@ def test_cheapest_within_picks_the_lowest_training_cost_close_enough_to_the_anch
 def test_cheapest_within_needs_the_training_cost_measured() -> None:
     with pytest.raises(AutoaugError, match="cheapest_within needs the training cost measured"):
         parse_params({"model_search": {**TINY_SEARCH, "choose": {"rule": "cheapest_within"}}})
-    for extra in ({"max_train_cost": 2.0}, {"objectives": ["accuracy", "params", "train_cost"]}):
+    for extra in ({"max_train_cost": 2.0}, {"objectives": ["accuracy", "params", "train_cost"]},
+                  {"max_retrain_minutes": 25.0}):
         parse_params({"model_search": {**TINY_SEARCH, **extra, "choose": {"rule": "cheapest_within"}}})
+
+
+def test_cheapest_within_ranks_by_the_predicted_retrain_minutes_when_they_were_measured() -> None:
+    # the training cost says c, the predicted retrain minutes say b: the minutes decide
+    front = [replace(c, train_cost=cost, predicted_retrain_minutes=minutes) for c, cost, minutes
+             in zip(FRONT, [0.9, 2.5, 0.4, 0.6], [20.0, 9.0, 12.0, 3.0], strict=True)]
+    rule = ChooseConfig(rule="cheapest_within", within_points=2.5)  # a, b, c qualify
+    assert choose(front, rule, REFERENCES).config == "b"
+    unmeasured = [replace(c, predicted_retrain_minutes=None) for c in front]
+    assert choose(unmeasured, rule, REFERENCES).config == "c"  # no minutes: the lowest training cost
 
 
 def test_most_accurate_breaks_ties_by_size() -> None:
@@ -492,19 +504,98 @@ def test_training_cost_as_an_objective_is_measured_for_every_candidate(
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
 
 
+def test_the_retrain_minutes_budget_never_trains_a_network_whose_predicted_retrain_is_over_it(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The step at the retrain recipe (stood in for: one second per million parameters) x the
+    retrain's steps over the store's training images (the sample's pool, 300, not the 60-image
+    sample) predicts each candidate's retrain minutes; one over max_retrain_minutes is never trained."""
+    fake_fit_first_best(monkeypatch)
+    timed: list[int] = []
+
+    def step(model: torch.nn.Module, cfg: Any, **kwargs: Any) -> float:
+        assert cfg == params.retrain.recipe  # timed at the retrain's recipe (batch size), not the candidates'
+        timed.append(count_params(model))
+        return count_params(model) / 1e6
+
+    monkeypatch.setattr(model_search, "step_seconds", step)
+    limit = 0.3
+    # seed 1328's draws: 30.3M, 3.4M and 9.1M are over max_params (never timed); 722k predicts
+    # 722k / 1e6 x 2 epochs x ceil(300 / 16) steps / 60 = 0.46 min (over: timed, never trained);
+    # 251k predicts 0.16 min (trained)
+    params = search_params(tmp_path, mlflow_uri, trials=1, seed=1328, max_params=1_000_000,
+                           max_retrain_minutes=limit)
+    params = params.model_copy(update={"retrain": parse_params(
+        {"retrain": {"recipe": {"epochs": 2, "batch_size": 16}}}).retrain})
+    data = tiny_sample()
+    write_sample(data, tmp_path / "sample", seed=0, pool=tiny_sample(n_per_class=100))  # pool_size 300
+    summary = search_model_stage(params, tmp_path / "sample", write_policy(tmp_path / "policy.json"),
+                                 tmp_path / "out", None, progress=False)
+    study = the_study(params, summary["fingerprint"])
+    trials = finished(study)
+    over = under = 0
+    for t in trials:
+        if t.user_attrs["params"] > params.model_search.max_params:  # over a counted budget: not timed
+            assert "predicted_retrain_minutes" not in t.user_attrs and "retrain_minutes" not in t.constraints
+            continue
+        step_s, minutes = t.user_attrs["retrain_step_seconds"], t.user_attrs["predicted_retrain_minutes"]
+        assert step_s == pytest.approx(t.user_attrs["params"] / 1e6)
+        assert minutes == pytest.approx(step_s * 2 * 19 / 60)  # 2 epochs of ceil(300 / 16) steps
+        assert t.constraints["retrain_minutes"] == pytest.approx(minutes - limit)
+        if minutes > limit:
+            over += 1  # never trained: no accuracy, no training time
+            assert not is_feasible(t) and t.user_attrs["accuracy"] == 0.0 and "train_seconds" not in t.user_attrs
+        else:
+            under += 1
+            assert is_feasible(t) and "train_seconds" in t.user_attrs
+    assert over >= 1 and under == params.model_search.trials, "seeded draws: 722k is over, 251k under"
+    assert sorted(timed) == sorted(t.user_attrs["params"] for t in trials if "retrain_step_seconds" in t.user_attrs)
+    assert summary["refused_max_retrain_minutes"] == over and summary["refused_max_params"] >= 1
+    pareto = json.loads((tmp_path / "out" / "pareto.json").read_text())
+    assert pareto["max_retrain_minutes"] == limit
+    assert all(0 < c["predicted_retrain_minutes"] <= limit for c in pareto["front"])
+    chosen = json.loads((tmp_path / "out" / "chosen.json").read_text())
+    trained = next(t for t in trials if t.number == chosen["trial"])
+    assert chosen["predicted_retrain_minutes"] == pytest.approx(trained.user_attrs["predicted_retrain_minutes"])
+    assert chosen["retrain_step_seconds"] == pytest.approx(trained.user_attrs["retrain_step_seconds"])
+    assert summary["chosen_predicted_retrain_minutes"] == pytest.approx(chosen["predicted_retrain_minutes"])
+    parent = next(r for r in stage_runs(params) if PARENT not in r.data.tags)
+    assert parent.data.metrics["refused_max_retrain_minutes"] == over
+
+
 def test_the_error_for_no_feasible_trial_names_the_budget_that_binds() -> None:
     cfg = parse_params({"model_search": {**TINY_SEARCH, "max_train_cost": 0.5}}).model_search
     method = ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"))
     over = [frozen(i, [0.0, 1000], constraints={"params": -1.0, "train_cost": 0.3}, seed=i) for i in range(3)]
-    with pytest.raises(NoFeasibleTrialError, match=r"max_train_cost = 0.5\); raise model_search.max_train_cost"):
+    with pytest.raises(NoFeasibleTrialError, match=r"max_train_cost = 0.5, max_retrain_minutes = None\); raise "
+                       r"model_search.max_train_cost"):
         method.combine([over], [])
+    timed = parse_params({"model_search": {**TINY_SEARCH, "max_retrain_minutes": 2.0}})
+    method = ModelSearch(timed.model_search, tiny_sample(), policy=None, device=torch.device("cpu"),
+                         retrain_recipe=timed.retrain.recipe)
+    slow = [frozen(i, [0.0, 1000], constraints={"params": -1.0, "retrain_minutes": 3.5}, seed=i) for i in range(3)]
+    with pytest.raises(NoFeasibleTrialError, match=r"max_retrain_minutes = 2.0\); raise model_search.max_retrain_minutes"):
+        method.combine([slow], [])
 
 
 def test_the_training_cost_budget_enters_the_study_identity_only_when_set() -> None:
     base = parse_params({"model_search": TINY_SEARCH}).model_search
-    assert "max_train_cost" not in ModelSearch.space_of(base)  # studies from before the key keep their hash
+    assert "max_train_cost" not in ModelSearch.space_of(base, None)  # studies from before the key keep their hash
     capped = base.model_copy(update={"max_train_cost": 2.0})
-    assert ModelSearch.space_of(capped)["max_train_cost"] == 2.0
+    assert ModelSearch.space_of(capped, None)["max_train_cost"] == 2.0
+
+
+def test_the_retrain_minutes_budget_and_the_retrain_recipe_enter_the_study_identity_only_when_set() -> None:
+    params = parse_params({"model_search": TINY_SEARCH})
+    recipe = params.retrain.recipe
+    space = ModelSearch.space_of(params.model_search, recipe)
+    assert "max_retrain_minutes" not in space and "retrain_recipe" not in space
+    timed = params.model_search.model_copy(update={"max_retrain_minutes": 25.0})
+    space = ModelSearch.space_of(timed, recipe)
+    assert space["max_retrain_minutes"] == 25.0 and space["retrain_recipe"] == recipe.model_dump()
+    assert ModelSearch.space_of(timed, recipe.model_copy(update={"batch_size": 256})) != space
+    with pytest.raises(AutoaugError, match="needs the retrain recipe"):
+        ModelSearch(timed, tiny_sample(), policy=None, device=torch.device("cpu"))
 
 
 def model_search_cap() -> int:

@@ -14,6 +14,7 @@ import torch
 
 from pipeline.augment import Policy
 from pipeline.config import Params, parse_params
+from pipeline.contracts import Chosen
 from pipeline.hashing import json_digest
 from pipeline.search.method import MethodSpec, SearchMethod, WarmStart
 from pipeline.search.policy import FastAutoAugment
@@ -30,9 +31,14 @@ PROTOCOL = ("spec", "parts", "space", "sampler", "seed_points", "prepare", "reco
 
 def tiny_params(params: Params) -> Params:
     """The suite's tiny policy search, and a tiny model search beside it."""
-    model = parse_params({"model_search": {"trials": 2, "train_images": 10, "val_images": 10, "references": [],
-                                           "seed_points": [], "recipe": {"epochs": 1, "batch_size": 16}}})
-    return params.model_copy(update={"model_search": model.model_search})
+    tiny = parse_params({"model_search": {"trials": 2, "train_images": 10, "val_images": 10, "references": [],
+                                          "seed_points": [], "recipe": {"epochs": 1, "batch_size": 16}},
+                         "recipe_search": {"trials": 2, "epochs": [1, 2], "fidelity": 1.0, "batch_size": 16,
+                                           "train_images": 10, "val_images": 10}})
+    return params.model_copy(update={"model_search": tiny.model_search, "recipe_search": tiny.recipe_search})
+
+
+CHOSEN = Chosen(config="resnet20")  # what the recipe search trains (a search that reads chosen.json)
 
 
 def test_the_search_method_protocol_stays_narrow() -> None:
@@ -51,7 +57,7 @@ def test_every_registered_spec_builds_a_method_that_keeps_the_protocol(name: str
     assert spec.name == name
     params = tiny_params(params)
     context = BuildContext(params, tiny_sample(), "fp", torch.device("cpu"), progress=False,
-                           policy=Policy([[("Rotate", 0.5, 0.3)]]))
+                           policy=Policy([[("Rotate", 0.5, 0.3)]]), chosen=CHOSEN, retrain_images=100)
     method = spec.build(context)
     for member in PROTOCOL:
         assert hasattr(method, member), f"{name}: no {member}"
@@ -79,12 +85,16 @@ def test_the_worker_and_the_stage_build_the_same_search(name: str, tmp_path: Pat
     params = tiny_params(params)
     policy_path = tmp_path / "policy.json"
     policy_path.write_text(Policy([[("Rotate", 0.5, 0.3)]]).to_json())
+    chosen_path = tmp_path / "chosen.json"
+    CHOSEN.write(chosen_path)
     inputs = open_inputs(params, sample_dir)
     stage_context = spec.context(params, inputs.sample, inputs.fingerprint, cache_root=tmp_path / "cache",
                                  progress=False, policy=Policy.from_json(policy_path.read_text()),
-                                 tracker=inputs.tracker)
+                                 tracker=inputs.tracker, chosen=CHOSEN if spec.uses_chosen(params) else None,
+                                 retrain_images=int(inputs.manifest["pool_size"]))
     staged = spec.build(stage_context)
-    worked = build_method(spec, params, inputs, policy_path=policy_path, cache_dir=tmp_path / "cache", progress=False)
+    worked = build_method(spec, params, inputs, policy_path=policy_path, cache_dir=tmp_path / "cache", progress=False,
+                          chosen_path=chosen_path)
     assert type(worked) is type(staged)
     assert worked.space() == staged.space() and worked.parts() == staged.parts()
 

@@ -54,12 +54,12 @@ def write_policy_dir(folder: Path, policy: Policy | None = None) -> Path:
     return folder
 
 
-def write_chosen(path: Path, config: dict[str, Any] | str) -> Path:
-    """What search_model leaves for retrain (its lineage fields included)."""
+def write_chosen(path: Path, config: dict[str, Any] | str, **fields: Any) -> Path:
+    """What search_model leaves for retrain (its lineage fields included; ``fields`` added)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"config": config, "accuracy": 0.5, "params": 1, "macs": 1, "trial": 3,
                                 "fingerprint": "f1ngerpr1nt", "study": "search_model-0000bbbb-f1ngerpr1nt",
-                                "mlflow_run_id": None}))
+                                "mlflow_run_id": None, **fields}))
     return path
 
 
@@ -79,7 +79,9 @@ def retrained(tmp_path_factory: pytest.TempPathFactory, mlflow_uri: str) -> dict
     params = stage_params(tmp, mlflow_uri)
     store = make_store(tmp)
     policy_dir = write_policy_dir(tmp / "search_policy")
-    chosen = write_chosen(tmp / "search_model" / "chosen.json", tiny_config())
+    # the search's prediction: a 0.3 s step at retrain.recipe, 2 epochs of ceil(60 / 16) = 4 steps
+    chosen = write_chosen(tmp / "search_model" / "chosen.json", tiny_config(), retrain_step_seconds=0.3,
+                          predicted_retrain_minutes=0.3 * 2 * 4 / 60)
     with pytest.MonkeyPatch.context() as patch:
         skip_requirements_inference(patch)
         metrics = retrain_stage(params, store, chosen, policy_dir / "policy.json", tmp / "retrain", progress=False)

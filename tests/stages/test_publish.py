@@ -226,7 +226,7 @@ def test_a_kept_champion_restored_from_the_registry_keeps_its_own_metrics_and_li
     restored, original = current_model(tmp_path / "new"), current_model(tmp_path / "old")
     assert restored is not None and original is not None
     assert restored.meta["metrics"] == original.meta["metrics"]  # per-class accuracies, TTA name, integer counts
-    assert restored.meta["metrics"]["tta"] == "flip" and isinstance(restored.meta["metrics"]["epochs"], int)
+    assert restored.meta["metrics"]["tta"] == "flip+translate" and isinstance(restored.meta["metrics"]["epochs"], int)
     lineage = restored.meta["lineage"]
     assert lineage["registry"] == {"name": params.tracking.registered_model, "version": str(first["model_version"])}
     assert lineage["mlflow_run_ids"]["retrain"] == first["mlflow_run_id"]  # its own run, not the worse model's

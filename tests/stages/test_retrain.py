@@ -48,8 +48,11 @@ def test_metrics_describe_the_trained_model(retrained: dict[str, Any]) -> None:
     model = build_model(retrained["config"], len(CLASSES))
     assert metrics["params"] == count_params(model) and metrics["macs"] == count_macs(model)
     assert metrics["latency_ms_batch1"] > 0 and metrics["latency_ms_batch256"] > 0
-    assert metrics["tta"] == "flip"  # recipe.tta without tta_translate
+    assert metrics["tta"] == "flip+translate"  # the retrain recipe: airbench's flip + 1-pixel translations
     assert metrics["epochs"] == params.retrain.recipe.epochs
+    # the search's prediction (chosen.json: from scratch, the same recipe and images) beside the time it took
+    assert metrics["predicted_minutes"] == pytest.approx(0.3 * 2 * 4 / 60)
+    assert metrics["train_minutes"] > 0
     assert metrics["registered_model"] == params.tracking.registered_model
     assert metrics["model_version"] == "1"
     assert metrics["fingerprint"] == "f1ngerpr1nt"  # carried over from chosen.json
@@ -75,6 +78,8 @@ def test_the_run_is_logged_and_the_version_carries_its_accuracy(retrained: dict[
     run = tracker.client.get_run(metrics["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert run.data.metrics["predicted_minutes"] == pytest.approx(metrics["predicted_minutes"])
+    assert run.data.metrics["train_minutes"] == pytest.approx(metrics["train_minutes"])
     assert run.data.tags["autoaug.fingerprint"] == "f1ngerpr1nt"
     version = tracker.client.get_model_version(params.tracking.registered_model, "1")
     assert float(version.tags["test_accuracy"]) == pytest.approx(metrics["test_accuracy"])
@@ -177,7 +182,8 @@ def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architectur
     params = stage_params(tmp_path, mlflow_uri, retrain={"recipe": {"epochs": 2, "batch_size": 16, "eval_every": 0},
                                                          "warm_epochs": 1})
     store, policy = make_store(tmp_path), write_policy_dir(tmp_path / "policy") / "policy.json"
-    chosen = write_chosen(tmp_path / "chosen.json", tiny_config())
+    chosen = write_chosen(tmp_path / "chosen.json", tiny_config(), retrain_step_seconds=0.3,
+                          predicted_retrain_minutes=0.3 * 2 * 4 / 60)  # 2 epochs of 4 steps
     starts: list[dict[str, torch.Tensor]] = []
     lrs: list[float] = []
     real_train = retrain.train
@@ -201,6 +207,9 @@ def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architectur
     second = retrain_stage(params, store, chosen, policy, tmp_path / "r2", progress=False)
     assert "starting from the champion's weights" in capsys.readouterr().out
     assert second["epochs"] == 1 and second["warm_start_from_version"] == str(first["model_version"])
+    # the prediction was for the full recipe: a 1-epoch fine-tune is predicted half of it
+    assert first["predicted_minutes"] == pytest.approx(0.3 * 2 * 4 / 60)
+    assert second["predicted_minutes"] == pytest.approx(first["predicted_minutes"] / 2)
     # publish compares with the champion re-scored on this test split: the same weights, the same score
     assert second["champion_rescored"] == {"version": str(first["model_version"]),
                                            "test_accuracy": pytest.approx(first["test_accuracy"], abs=1e-9)}
@@ -223,6 +232,7 @@ def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architectur
     third = retrain_stage(params, store, other, policy, tmp_path / "r3", progress=False)
     assert "not the champion's" in capsys.readouterr().out
     assert third["epochs"] == 2 and third["warm_start_from_version"] is None
+    assert third["predicted_minutes"] is None and third["train_minutes"] > 0  # chosen.json predicted nothing
 
 
 

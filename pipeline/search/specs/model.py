@@ -31,7 +31,7 @@ class ModelResult:
 
 
 def space(params: Params) -> dict[str, Any]:
-    return ModelSearch.space_of(params.model_search)
+    return ModelSearch.space_of(params.model_search, params.retrain.recipe)
 
 
 def uses_policy(params: Params) -> bool:
@@ -40,13 +40,16 @@ def uses_policy(params: Params) -> bool:
 
 def build(context: BuildContext) -> ModelSearch:
     """The search; on a warm start it re-trains the @champion's architecture first (when
-    ``choose.keep_champion_points`` may keep it), in the stage and in every worker alike."""
+    ``choose.keep_champion_points`` may keep it), in the stage and in every worker alike. The
+    retrain's recipe and training images (the sample's pool) predict each candidate's retrain
+    minutes (``max_retrain_minutes``)."""
     champion = None
     if context.tracker is not None:
         champion = champion_architecture(context.tracker, context.params, context.sample.classes)
     return ModelSearch(context.params.model_search, context.sample, policy=context.policy, device=context.device,
                        progress=context.progress, champion=champion[1] if champion else None,
-                       champion_version=champion[0] if champion else None)
+                       champion_version=champion[0] if champion else None,
+                       retrain_recipe=context.params.retrain.recipe, retrain_images=context.retrain_images)
 
 
 def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext, run_id: str) -> ModelResult:
@@ -70,6 +73,7 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
     study = outcome.study_names[0]
     pareto = Pareto(fingerprint=fingerprint, study=study, objectives=list(cfg.objectives), max_params=cfg.max_params,
                     max_macs=cfg.max_macs, max_train_cost=cfg.max_train_cost,
+                    max_retrain_minutes=cfg.max_retrain_minutes,
                     front=[ScoredModel(**c.to_dict()) for c in front],
                     references={n: ScoredModel(**c.to_dict()) for n, c in references.items()},
                     reference_sources=sources, picks={n: c.trial for n, c in picks.items()})
@@ -82,7 +86,8 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
         trained_trials=sum(1 for t in trials if method.spec.budget.counts(t)),
         warm_started_trials=outcome.warm_started, history_trials=outcome.history_trials, pareto_size=len(front),
         chosen_trial=chosen.trial, chosen_accuracy=chosen.accuracy, chosen_params=chosen.params,
-        chosen_macs=chosen.macs, chosen_train_cost=chosen.train_cost, best_accuracy=front[0].accuracy,
+        chosen_macs=chosen.macs, chosen_train_cost=chosen.train_cost,
+        chosen_predicted_retrain_minutes=chosen.predicted_retrain_minutes, best_accuracy=front[0].accuracy,
         champion_architecture_version=version, kept_champion=kept is not None, **refused(trials),
         references_carried=sum(source != fingerprint for source in sources.values()),
         wall_seconds=outcome.wall_seconds, mlflow_run_id=run_id, **per_reference)

@@ -1,0 +1,405 @@
+"""Hand-made networks against the champion: does the search beat what a person would have picked?
+
+Reads a finished pipeline checkout (``--project``): the champion (outputs/search_model/chosen.json),
+its retrain (outputs/retrain/metrics.json: test accuracy, training minutes, epochs, TTA), the recipe
+the retrain used (outputs/search_recipe/recipe.json when present, else params.yaml's
+retrain.recipe), the Pareto front (outputs/search_model/pareto.json) and the found policy
+(outputs/search_policy/policy.json, used when retrain.augment is ``policy``, as the retrain stage
+does). Then trains, on every training image of ``--data``, with that recipe and that policy:
+
+- the hand-made networks: airbench94 (``BASELINES``, ~2 M parameters: shown beside, usually
+  outside the champion's budget) and the space points airbench_like, airbench_small, resnet20 and
+  mobilenetv2 (``SPACE_POINTS``);
+- the largest front member under 100 k and under 300 k parameters (when there is one; the
+  champion's own configuration and networks already listed are not trained twice);
+- with ``--retrain-champion``, the champion itself, with this code, so the comparison is same-run.
+
+Each for the same training minutes as the champion's retrain: a network's training step is measured
+(``pipeline.train.step_seconds`` at the recipe's batch size) and it trains
+``max(1, floor(minutes * 60 / (step * ceil(train images / batch size))))`` epochs; the minutes it
+actually took are reported beside. The minutes matched are metrics.json's ``train_minutes`` (from a
+retrain that fine-tuned the @champion, scaled to the recipe's epochs), or with
+``--retrain-champion`` the median minutes of the champion's re-train here. Test accuracy is the
+recipe's TTA, scored as the retrain scores (``pipeline.evaluation.score``); with several
+``--seeds``, each network's figures are the medians over the seeds.
+
+``met``: no hand-made network within the champion's parameter budget (model_search.max_params)
+beats the champion's test accuracy (metrics.json's, or the re-trained median with
+``--retrain-champion``). A hand-made network whose configuration is the champion's (the champion is
+a seed point) is listed but not counted. The RESULT line also names the smallest front member
+within 1 point of MobileNetV2's validation accuracy in pareto.json (the search's own scores).
+
+    python -m bench.handmade --data /path/to/cifar10-jpg.tar.gz --project /path/to/finished/checkout --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.common import base_parser, machine, median, result_line
+from pipeline.augment import Policy, PolicyError
+from pipeline.config import TrainConfig, load_params
+from pipeline.contracts import Chosen, Config, FoundRecipeFile, Pareto, RetrainMetrics, ScoredModel
+from pipeline.data import ImageSet, load_data
+from pipeline.device import pick_device
+from pipeline.errors import DataError
+from pipeline.evaluation import score, tta_name
+from pipeline.models import SPACE_POINTS, build_model, count_macs, count_params, normalise_config
+from pipeline.train import step_seconds, train
+
+HANDMADE = ("airbench94", "airbench_like", "airbench_small", "resnet20", "mobilenetv2")
+FRONT_LIMITS = (100_000, 300_000)  # the largest front member under each
+WITHIN_POINTS = 1.0  # "as good as MobileNetV2": validation accuracy within this many points
+QUICK_TRAIN, QUICK_TEST = 2048, 1000
+QUICK_STEP_BATCH = 16  # --quick measures the step at this batch (the code path, not the figure)
+
+
+# ------------------------------------------------------------------ the finished project
+
+
+@dataclass(frozen=True)
+class Champion:
+    """What the finished project says about its champion, and how it was trained."""
+
+    chosen: Chosen
+    metrics: RetrainMetrics
+    recipe: TrainConfig
+    recipe_source: str
+    policy: Policy | None
+    pareto: Pareto
+    max_params: int | None  # model_search.max_params (None: no parameter budget)
+    seed_point: str | None  # the SPACE_POINTS name the champion's configuration equals
+
+    @property
+    def minutes(self) -> float | None:
+        """The retrain's training minutes from scratch: metrics.json's, scaled to the recipe's
+        epochs when the retrain fine-tuned the @champion for fewer (None: not recorded)."""
+        m = self.metrics
+        if m.train_minutes is None:
+            return None
+        if m.warm_start_from_version is not None and m.epochs:
+            return m.train_minutes * self.recipe.epochs / m.epochs
+        return m.train_minutes
+
+
+def config_key(config: Config) -> str:
+    """One string per network: a space point's name and its configuration give the same key (as
+    do ``BASELINES["airbench94"]`` and ``SPACE_POINTS["airbench94"]``, the same network)."""
+    if isinstance(config, str):
+        if config not in SPACE_POINTS:
+            return f"baseline:{config}"
+        config = SPACE_POINTS[config]
+    return json.dumps(normalise_config(config), sort_keys=True)
+
+
+def seed_point_of(config: Config) -> str | None:
+    """The SPACE_POINTS name whose configuration ``config`` is (normalised), or None."""
+    key = config_key(config)
+    return next((name for name, point in SPACE_POINTS.items() if config_key(point) == key), None)
+
+
+def read_policy(path: Path) -> Policy:
+    if not path.is_file():
+        raise DataError(f"{path}: no policy file, and retrain.augment is policy; run `dvc repro search_policy`")
+    try:
+        return Policy.from_json(path.read_text())
+    except (PolicyError, ValueError) as exc:
+        raise DataError(f"{path}: not a valid policy ({str(exc).splitlines()[0]})") from None
+
+
+def read_champion(project: Path) -> Champion:
+    """The champion of the finished checkout at ``project`` (one DataError line when a file is
+    missing or malformed)."""
+    params = load_params(project / "params.yaml")
+    chosen = Chosen.read(project / "outputs/search_model/chosen.json")
+    metrics = RetrainMetrics.read(project / "outputs/retrain/metrics.json")
+    pareto = Pareto.read(project / "outputs/search_model/pareto.json")
+    recipe_path = project / "outputs/search_recipe/recipe.json"
+    if recipe_path.is_file():
+        found = FoundRecipeFile.read(recipe_path)
+        if config_key(found.architecture) != config_key(chosen.config):
+            raise DataError(f"{recipe_path} was found for another architecture than chosen.json's; "
+                            "run `dvc repro search_recipe` in the project first")
+        recipe, source = TrainConfig(**found.recipe), "outputs/search_recipe/recipe.json"
+    else:
+        recipe, source = params.retrain.recipe, "params.yaml retrain.recipe"
+    policy = (read_policy(project / "outputs/search_policy/policy.json")
+              if params.retrain.augment == "policy" else None)
+    return Champion(chosen=chosen, metrics=metrics, recipe=recipe, recipe_source=source, policy=policy,
+                    pareto=pareto, max_params=params.model_search.max_params,
+                    seed_point=seed_point_of(chosen.config))
+
+
+# ------------------------------------------------------------------ which networks
+
+
+@dataclass
+class Network:
+    key: str  # a token for the RESULT line
+    label: str  # the table's name
+    architecture: Config
+    role: str  # "champion" | "hand-made" | "front"
+    notes: list[str] = field(default_factory=list)
+
+
+def front_picks(pareto: Pareto, limits: tuple[int, ...] = FRONT_LIMITS) -> list[tuple[int, ScoredModel]]:
+    """(limit, the largest front member with fewer parameters than it), for each limit that has one."""
+    picks = []
+    for limit in limits:
+        under = [m for m in pareto.front if m.params < limit]
+        if under:
+            picks.append((limit, max(under, key=lambda m: (m.params, m.accuracy))))
+    return picks
+
+
+def smallest_within_reference(pareto: Pareto, reference: str = "mobilenetv2",
+                              points: float = WITHIN_POINTS) -> ScoredModel | None:
+    """The front member with the fewest parameters whose validation accuracy is within ``points``
+    of the reference's (both as the search scored them); None without the reference or such a
+    member."""
+    ref = pareto.references.get(reference)
+    if ref is None:
+        return None
+    near = [m for m in pareto.front if m.accuracy >= ref.accuracy - points / 100]
+    return min(near, key=lambda m: (m.params, -m.accuracy)) if near else None
+
+
+def _front_label(member: ScoredModel) -> str:
+    return f"trial {member.trial}" if member.trial is not None else (member.seed_point or "front member")
+
+
+def networks(champion: Champion, retrain_champion: bool) -> list[Network]:
+    """What this bench trains, in table order; one network per configuration."""
+    listed: dict[str, Network] = {}
+    champion_key = config_key(champion.chosen.config)
+    if retrain_champion:
+        listed[champion_key] = Network("champion_retrained", "champion (re-trained here)", champion.chosen.config,
+                                       "champion")
+    for name in HANDMADE:
+        architecture: Config = name if name == "airbench94" else SPACE_POINTS[name]
+        net = Network(name, name, architecture, "hand-made")
+        if config_key(architecture) == champion_key:
+            net.notes.append("the champion's configuration: not counted against it")
+        key = config_key(architecture)
+        if key in listed:  # the champion re-trained here is this network
+            listed[key].notes.append(f"= {name}")
+            continue
+        listed[key] = net
+    for limit, member in front_picks(champion.pareto):
+        what = f"the front's largest under {limit // 1000} k (val {member.accuracy:.4f})"
+        key = config_key(member.config)
+        if key == champion_key and not retrain_champion:
+            continue  # the champion's row already stands for it
+        if key in listed:
+            if what not in listed[key].notes:
+                listed[key].notes.append(f"{_front_label(member)}: {what}")
+            continue
+        label = _front_label(member)
+        listed[key] = Network(label.replace(" ", ""), label, member.config, "front", [what])
+    return list(listed.values())
+
+
+# ------------------------------------------------------------------ training
+
+
+@dataclass
+class Row:
+    network: Network
+    params: int
+    macs: int
+    epochs: int
+    step_s: float | None
+    minutes: list[float] = field(default_factory=list)
+    accuracies: list[float] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float:
+        return median(self.accuracies)
+
+    @property
+    def minutes_median(self) -> float:
+        return median(self.minutes)
+
+
+def matched_epochs(minutes: float, step: float, train_images: int, batch_size: int) -> int:
+    """Epochs of ``step``-second steps that fit ``minutes`` (at least one)."""
+    return max(1, math.floor(minutes * 60 / (step * math.ceil(train_images / batch_size))))
+
+
+def train_once(architecture: Config, train_set: ImageSet, test_set: ImageSet, cfg: TrainConfig,
+               policy: Policy | None, seed: int, device: torch.device) -> tuple[float, float]:
+    """(training minutes, test accuracy at the recipe's TTA) of one fresh network, as the retrain
+    stage trains and scores it."""
+    model = build_model(architecture, num_classes=len(train_set.classes), seed=seed)
+    result = train(model, train_set, cfg, augment=policy, device=device, seed=seed, progress=False)
+    return result.train_seconds / 60, score(model, test_set, cfg, device).accuracy
+
+
+def run_network(net: Network, champion: Champion, train_set: ImageSet, test_set: ImageSet, seeds: list[int],
+                budget_minutes: float | None, device: torch.device, quick: bool) -> Row:
+    num_classes = len(train_set.classes)
+    probe = build_model(net.architecture, num_classes=num_classes)
+    recipe = champion.recipe
+    if net.role == "champion":  # the pipeline's own schedule: the minutes it takes are the budget
+        step, epochs = None, 1 if quick else recipe.epochs
+    else:
+        timed = recipe.model_copy(update={"batch_size": QUICK_STEP_BATCH}) if quick else recipe
+        step = step_seconds(probe, timed, num_classes=num_classes, device=device,
+                            **({"steps": 1, "warmup": 0} if quick else {}))
+        if quick or budget_minutes is None:
+            epochs = 1
+        else:
+            epochs = matched_epochs(budget_minutes, step, len(train_set), recipe.batch_size)
+    row = Row(net, count_params(probe), count_macs(probe), epochs, step)
+    cfg = recipe.model_copy(update={"epochs": epochs})
+    for seed in seeds:
+        minutes, accuracy = train_once(net.architecture, train_set, test_set, cfg, champion.policy, seed, device)
+        row.minutes.append(minutes)
+        row.accuracies.append(accuracy)
+        step_text = f", step {step:.3f} s" if step is not None else ""
+        print(f"  {net.label} seed {seed}: {epochs} epochs{step_text}, {minutes:.2f} min, "
+              f"test accuracy {accuracy:.4f}", flush=True)
+    return row
+
+
+# ------------------------------------------------------------------ report
+
+
+def within(params: int, budget: int | None) -> bool:
+    return budget is None or params <= budget
+
+
+def table(champion: Champion, rows: list[Row], tta: str) -> str:
+    budget = f"{champion.max_params:,}" if champion.max_params is not None else "none"
+    lines = [f"| network | params | MACs | epochs | minutes | test accuracy ({tta} TTA) | within the champion's "
+             f"budget ({budget} params) | note |", "|---|---|---|---|---|---|---|---|"]
+    m, chosen = champion.metrics, champion.chosen
+    params = m.params if m.params is not None else chosen.params
+    macs = m.macs if m.macs is not None else chosen.macs
+    notes = ["the pipeline's retrain, from outputs/retrain/metrics.json (not re-trained here)"]
+    if champion.seed_point:
+        notes.append(f"seed point {champion.seed_point}")
+    if m.warm_start_from_version is not None:
+        notes.append(f"fine-tuned from @champion v{m.warm_start_from_version}: minutes matched scaled to "
+                     f"{champion.recipe.epochs} epochs")
+    if m.tta is not None and m.tta != tta:
+        notes.append(f"scored with {m.tta} TTA")
+    label = "champion" + (f" (trial {chosen.trial})" if chosen.trial is not None else "")
+    lines.append(f"| {label} | {_num(params)} | {_num(macs)} | {_num(m.epochs)} | "
+                 f"{_fmt(m.train_minutes, '.2f')} | {m.test_accuracy:.4f} | "
+                 f"{_yes(params is None or within(params, champion.max_params))} | {'; '.join(notes)} |")
+    for row in rows:
+        net = row.network
+        notes = list(net.notes)
+        if net.role == "champion" and champion.seed_point:
+            notes.insert(0, f"seed point {champion.seed_point}")
+        if len(row.accuracies) > 1:
+            notes.append(f"median of {len(row.accuracies)} seeds ({min(row.accuracies):.4f}-"
+                         f"{max(row.accuracies):.4f})")
+        lines.append(f"| {net.label} | {row.params:,} | {row.macs:,} | {row.epochs} | {row.minutes_median:.2f} | "
+                     f"{row.accuracy:.4f} | {_yes(within(row.params, champion.max_params))} | "
+                     f"{'; '.join(notes)} |")
+    return "\n".join(lines)
+
+
+def _num(value: int | None) -> str:
+    return f"{value:,}" if value is not None else "?"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None else "?"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def summary(champion: Champion, rows: list[Row], *, quick: bool, seeds: list[int], train_images: int,
+            budget_minutes: float | None, tta: str) -> str:
+    """The RESULT line."""
+    retrained = next((r for r in rows if r.network.role == "champion"), None)
+    champion_acc = retrained.accuracy if retrained is not None else champion.metrics.test_accuracy
+    champion_key = config_key(champion.chosen.config)
+    rivals = [r for r in rows if r.network.role == "hand-made" and within(r.params, champion.max_params)
+              and config_key(r.network.architecture) != champion_key]
+    best = max(rivals, key=lambda r: r.accuracy, default=None)
+    near = smallest_within_reference(champion.pareto)
+    reference = champion.pareto.references.get("mobilenetv2")
+    params = champion.metrics.params if champion.metrics.params is not None else champion.chosen.params
+    return result_line(
+        bench="handmade", quick=quick, seeds=len(seeds), train_images=train_images,
+        champion_acc=round(champion_acc, 4), champion_source="retrained" if retrained else "metrics.json",
+        champion_params=params, champion_seed_point=champion.seed_point or "none",
+        champion_minutes=round(budget_minutes, 2) if budget_minutes is not None else "none",
+        budget_params=champion.max_params if champion.max_params is not None else "none",
+        best_handmade=best.network.key if best else "none",
+        best_handmade_acc=round(best.accuracy, 4) if best else "none",
+        best_handmade_params=best.params if best else "none",
+        met=best is None or best.accuracy <= champion_acc,
+        mobilenetv2_val_acc=round(reference.accuracy, 4) if reference else "none",
+        smallest_within_mobilenetv2=_front_label(near).replace(" ", "") if near else "none",
+        smallest_within_mobilenetv2_params=near.params if near else "none",
+        recipe=champion.recipe_source.split()[0].rsplit("/", 1)[-1], tta=tta, machine=machine(),
+    )
+
+
+# ------------------------------------------------------------------ main
+
+
+def main() -> None:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, required=True,
+                        help="a finished pipeline checkout (its outputs/ and params.yaml)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--retrain-champion", action="store_true",
+                        help="also re-train the champion with this code (same run); its minutes are then the "
+                             "budget and its median accuracy the one compared")
+    args = parser.parse_args()
+
+    champion = read_champion(args.project)
+    splits = load_data(args.data)
+    train_set, test_set = splits["train"], splits["test"]
+    seeds = list(args.seeds)
+    if args.quick:  # smoke run: a slice of the data, one epoch, one seed, no minutes matching
+        pick = torch.Generator().manual_seed(0)  # the splits are ordered by class: draw at random
+        train_set = train_set.subset(torch.randperm(len(train_set), generator=pick)[:QUICK_TRAIN])
+        test_set = test_set.subset(torch.randperm(len(test_set), generator=pick)[:QUICK_TEST])
+        seeds = seeds[:1]
+    device = pick_device()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    tta = tta_name(champion.recipe)
+    chosen = champion.chosen
+    print(f"project={args.project} champion trial={chosen.trial} params={chosen.params} "
+          f"seed_point={champion.seed_point} test_accuracy={champion.metrics.test_accuracy:.4f} "
+          f"train_minutes={champion.metrics.train_minutes} epochs={champion.metrics.epochs}", flush=True)
+    print(f"recipe ({champion.recipe_source}): {champion.recipe.model_dump()}", flush=True)
+    print(f"policy: {'outputs/search_policy/policy.json' if champion.policy else 'none (flip/crop only)'}; "
+          f"budget: {champion.max_params} params; train={len(train_set)} test={len(test_set)} "
+          f"device={device.type} seeds={seeds}", flush=True)
+
+    todo = networks(champion, args.retrain_champion)
+    rows: list[Row] = []
+    budget_minutes = champion.minutes
+    if todo and todo[0].role == "champion":
+        rows.append(run_network(todo.pop(0), champion, train_set, test_set, seeds, None, device, args.quick))
+        budget_minutes = rows[0].minutes_median
+    if budget_minutes is None and not args.quick:
+        raise SystemExit("bench/handmade: outputs/retrain/metrics.json has no train_minutes to match; "
+                         "pass --retrain-champion to measure them here")
+    print(f"minutes matched: {budget_minutes if budget_minutes is not None else 'none'}"
+          + (" (--quick: 1 epoch each instead)" if args.quick else ""), flush=True)
+    for net in todo:
+        rows.append(run_network(net, champion, train_set, test_set, seeds, budget_minutes, device, args.quick))
+    print(table(champion, rows, tta))
+    print(summary(champion, rows, quick=args.quick, seeds=seeds, train_images=len(train_set),
+                  budget_minutes=budget_minutes, tta=tta))
+
+
+if __name__ == "__main__":
+    main()

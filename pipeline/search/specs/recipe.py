@@ -1,0 +1,74 @@
+"""The `search_recipe` stage's search: the retrain recipe (lr, weight decay, label smoothing,
+epochs) on the model search's chosen architecture, summarised as recipe.json's choice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.config import Params
+from pipeline.contracts import FoundRecipeFile, RecipeSearchSummary
+from pipeline.errors import DataError
+from pipeline.search.recipe import STAGE, FoundRecipe, RecipeSearch, feasible
+from pipeline.search.registry import BuildContext, SearchStage
+from pipeline.search.runner import SearchOutcome
+from pipeline.search.studies import completed
+
+
+@dataclass
+class RecipeResult:
+    """What the stage writes (recipe.json, metrics.json) and plots."""
+
+    found: FoundRecipe
+    document: FoundRecipeFile
+    summary: RecipeSearchSummary
+    outcome: SearchOutcome
+
+
+def space(params: Params) -> dict[str, Any]:
+    return RecipeSearch.space_of(params.recipe_search, params.retrain.recipe)
+
+
+def uses_policy(params: Params) -> bool:
+    return params.recipe_search.augment == "policy"
+
+
+def uses_chosen(params: Params) -> bool:
+    return True
+
+
+def build(context: BuildContext) -> RecipeSearch:
+    """The search on chosen.json's architecture; the retrain-minutes budget when the model
+    search measured the architecture's step at the retrain's batch size."""
+    if context.chosen is None:
+        raise DataError("search_recipe: no chosen model to search a recipe for; run `dvc repro search_model` first")
+    chosen, params = context.chosen, context.params
+    step = chosen.retrain_step_seconds
+    return RecipeSearch(params.recipe_search, context.sample, retrain=params.retrain.recipe,
+                        architecture=chosen.config, policy=context.policy, device=context.device,
+                        progress=context.progress, step_seconds=step, retrain_images=context.retrain_images,
+                        max_minutes=params.model_search.max_retrain_minutes if step is not None else None)
+
+
+def summarise(method: RecipeSearch, outcome: SearchOutcome, context: BuildContext, run_id: str) -> RecipeResult:
+    found: FoundRecipe = outcome.result
+    trials = completed(outcome.studies[0])
+    study = outcome.study_names[0]
+    document = FoundRecipeFile(searched=True, values=found.values, recipe=found.recipe.model_dump(),
+                               architecture=method.architecture, trial=found.trial, accuracy=found.accuracy,
+                               best_accuracy=found.best_accuracy, predicted_minutes=found.predicted_minutes,
+                               fingerprint=context.fingerprint, study=study, mlflow_run_id=run_id)
+    summary = RecipeSearchSummary(
+        fingerprint=context.fingerprint, trials=outcome.trials, trained_trials=sum(1 for t in trials if feasible(t)),
+        warm_started_trials=outcome.warm_started, chosen_trial=found.trial, chosen_accuracy=found.accuracy,
+        best_accuracy=found.best_accuracy, chosen_epochs=int(found.values["epochs"]),
+        chosen_lr=float(found.values["lr"]), chosen_weight_decay=float(found.values["weight_decay"]),
+        chosen_label_smoothing=float(found.values["label_smoothing"]), predicted_minutes=found.predicted_minutes,
+        refused_max_retrain_minutes=sum(1 for t in trials if not feasible(t)), wall_seconds=outcome.wall_seconds,
+        mlflow_run_id=run_id)
+    return RecipeResult(found, document, summary, outcome)
+
+
+SPEC: SearchStage[RecipeSearch, RecipeResult] = SearchStage(
+    name=STAGE, space=space, build=build, summarise=summarise, log_every=1, uses_policy=uses_policy,
+    uses_chosen=uses_chosen)

@@ -1,0 +1,110 @@
+"""bench/handmade.py end to end with --quick on a fake finished project: it reads the project's
+files, trains every network (the hand-made ones, two front members, the champion again), and
+prints the table and the RESULT line; and the project reading on its own (the recipe's fallback)."""
+
+from __future__ import annotations
+
+import copy
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.handmade import networks, read_champion, smallest_within_reference
+from pipeline.augment import Policy
+from pipeline.config import RETRAIN
+from pipeline.contracts import Chosen, FoundRecipeFile, Pareto, RetrainMetrics, ScoredModel
+from pipeline.models import SPACE_POINTS, build_model, count_macs, count_params
+
+from ..data.trees import write_tree
+
+REPO = Path(__file__).resolve().parents[2]
+CHAMPION = SPACE_POINTS["airbench_like"]  # a seed point (640 k parameters)
+
+
+def small_resnet() -> dict:
+    """resnet20 with one block per stage: 78 k parameters, under 100 k."""
+    config = copy.deepcopy(SPACE_POINTS["resnet20"])
+    for block in config["blocks"]:
+        block["repeats"] = 1
+    return config
+
+
+def scored(config: dict | str, accuracy: float, trial: int | None) -> ScoredModel:
+    model = build_model(config)
+    return ScoredModel(config=config, accuracy=accuracy, params=count_params(model), macs=count_macs(model),
+                       trial=trial)
+
+
+def make_project(root: Path, *, with_recipe: bool = True) -> Path:
+    """A finished checkout as the stages leave it: params.yaml and outputs/."""
+    for stage in ("search_model", "retrain", "search_recipe", "search_policy"):
+        (root / "outputs" / stage).mkdir(parents=True)
+    (root / "params.yaml").write_text(yaml.safe_dump({
+        "model_search": {"max_params": 1_000_000, "references": ["resnet20", "mobilenetv2"]},
+        "retrain": {"recipe": {"epochs": 3, "batch_size": 256}}}))
+    champion = scored(CHAMPION, 0.70, trial=3)
+    front = [champion, scored(SPACE_POINTS["resnet20"], 0.65, trial=4), scored(small_resnet(), 0.595, trial=5)]
+    Pareto(fingerprint="fp", study="s", objectives=["accuracy", "params"], max_params=1_000_000, max_macs=None,
+           max_train_cost=None, front=front, references={"mobilenetv2": scored("mobilenetv2", 0.60, None)},
+           picks={"most_accurate": 3}).write(root / "outputs/search_model/pareto.json")
+    Chosen(config=CHAMPION, accuracy=0.70, params=champion.params, macs=champion.macs, trial=3,
+           seed_point="airbench_like").write(root / "outputs/search_model/chosen.json")
+    RetrainMetrics(test_accuracy=0.5, tta="flip+translate", params=champion.params, macs=champion.macs,
+                   train_minutes=0.5, epochs=2, train_images=24).write(root / "outputs/retrain/metrics.json")
+    if with_recipe:
+        FoundRecipeFile(searched=True, values={"epochs": 2}, recipe=RETRAIN.build(epochs=2).model_dump(),
+                        architecture=CHAMPION).write(root / "outputs/search_recipe/recipe.json")
+    policy = Policy([[("Rotate", 0.5, 0.3)], [("Invert", 0.2, 0.0), ("Color", 0.9, 0.6)]])
+    (root / "outputs/search_policy/policy.json").write_text(policy.to_json())
+    return root
+
+
+def test_the_project_files_are_read_and_the_networks_listed_once(tmp_path: Path) -> None:
+    found = read_champion(make_project(tmp_path / "a"))
+    assert found.recipe.epochs == 2 and found.recipe_source.endswith("recipe.json")
+    assert found.seed_point == "airbench_like" and found.max_params == 1_000_000 and found.policy is not None
+    # without recipe.json: params.yaml's retrain.recipe
+    fallback = read_champion(make_project(tmp_path / "b", with_recipe=False))
+    assert (fallback.recipe.epochs, fallback.recipe.batch_size) == (3, 256) and fallback.recipe_source.startswith("params")
+    listed = networks(found, retrain_champion=False)
+    # resnet20 is also the front's largest under 300 k: one row, noted; the 78 k member is its own row
+    assert [n.key for n in listed] == ["airbench94", "airbench_like", "airbench_small", "resnet20", "mobilenetv2",
+                                       "trial5"]
+    assert any("under 300 k" in note for note in listed[3].notes)
+    assert any("champion's configuration" in note for note in listed[1].notes)
+    near = smallest_within_reference(found.pareto)
+    assert near is not None and near.trial == 5  # 0.595 is within 1 point of MobileNetV2's 0.60
+
+
+@pytest.mark.slow
+def test_quick_run_prints_the_table_and_a_result_line(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "proj")
+    data = write_tree(tmp_path / "tree", 8, test_per_class=4)
+    command = [sys.executable, "-m", "bench.handmade", "--quick", "--data", str(data), "--project", str(project),
+               "--retrain-champion"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("| ") and "---" not in line}
+    assert set(rows) == {"network", "champion (trial 3)", "champion (re-trained here)", "airbench94",
+                         "airbench_small", "resnet20", "mobilenetv2", "trial 5"}
+    assert "seed point airbench_like" in rows["champion (trial 3)"]
+    assert "not re-trained here" in rows["champion (trial 3)"]
+    assert "= airbench_like" in rows["champion (re-trained here)"]
+    cells = [c.strip() for c in rows["airbench94"].split("|")[1:-1]]
+    assert int(cells[1].replace(",", "")) > 1_900_000 and cells[3] == "1" and cells[6] == "no"  # outside 1 M
+    assert [c.strip() for c in rows["trial 5"].split("|")[1:-1]][6] == "yes"
+    assert lines[-1].startswith("RESULT ")
+    fields = dict(item.split("=", 1) for item in shlex.split(lines[-1])[1:])
+    assert fields["bench"] == "handmade" and fields["quick"] == "True" and fields["champion_source"] == "retrained"
+    assert fields["champion_seed_point"] == "airbench_like" and fields["budget_params"] == "1000000"
+    assert fields["best_handmade"] in {"airbench_small", "resnet20"}  # within 1 M and not the champion's
+    assert 0 <= float(fields["best_handmade_acc"]) <= 1 and fields["met"] in {"True", "False"}
+    assert fields["met"] == str(float(fields["best_handmade_acc"]) <= float(fields["champion_acc"]))
+    assert (fields["smallest_within_mobilenetv2"], fields["mobilenetv2_val_acc"]) == ("trial5", "0.6")
+    assert fields["smallest_within_mobilenetv2_params"] == "78042" and fields["train_images"] == "24"
+    assert fields["recipe"] == "recipe.json" and fields["tta"] == "flip+translate" and "machine" in fields
