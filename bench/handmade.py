@@ -359,6 +359,9 @@ def main() -> None:
     parser.add_argument("--retrain-champion", action="store_true",
                         help="also re-train the champion with this code (same run); its minutes are then the "
                              "budget and its median accuracy the one compared")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="train only these rows (their keys: airbench94, airbench_like, airbench_small, resnet20, "
+                             "mobilenetv2, front_*): a partial run, said in the RESULT line")
     args = parser.parse_args()
 
     champion = read_champion(args.project)
@@ -384,6 +387,11 @@ def main() -> None:
           f"device={device.type} seeds={seeds}", flush=True)
 
     todo = networks(champion, args.retrain_champion)
+    if args.only:
+        unknown = sorted(set(args.only) - {net.key for net in todo})
+        if unknown:
+            parser.error(f"--only: no such row {unknown}; rows: {[net.key for net in todo]}")
+        todo = [net for net in todo if net.key in args.only or net.role == "champion"]
     rows: list[Row] = []
     budget_minutes = champion.minutes
     if todo and todo[0].role == "champion":
@@ -398,7 +406,8 @@ def main() -> None:
         rows.append(run_network(net, champion, train_set, test_set, seeds, budget_minutes, device, args.quick))
     print(table(champion, rows, tta))
     print(summary(champion, rows, quick=args.quick, seeds=seeds, train_images=len(train_set),
-                  budget_minutes=budget_minutes, tta=tta))
+                  budget_minutes=budget_minutes, tta=tta)
+          + (f" partial={','.join(args.only)}" if args.only else ""))
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ def cmd_search_recipe(args: argparse.Namespace) -> None:
     values = found["values"]
     how = (f"trial {found['trial']}, proxy validation accuracy {found['accuracy']:.4f}" if found["searched"]
            else "not searched (recipe_search.trials 0): retrain.recipe as written")
+    if found.get("kept_params_recipe"):
+        how += f"; retrain.recipe kept: the best trial ({found['best_accuracy']:.4f}) is within recipe_search.margin"
     print(f"search_recipe: lr {values['lr']:.3g}, weight_decay {values['weight_decay']:.3g}, label_smoothing "
           f"{values['label_smoothing']:.2f}, {values['epochs']} epochs ({how}) -> {args.out}/recipe.json")
 

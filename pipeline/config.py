@@ -539,6 +539,9 @@ class RecipeSearchConfig(SeededSearch, StrictModel):
     within_points: float = Field(0.0, ge=0, description="accuracy points below the best that fewer epochs may "
                                  "score and still be chosen (0: the most accurate trial; the time budget bounds "
                                  "the epochs)")
+    margin: float = Field(1.0, ge=0, description="accuracy points by which the choice must beat the params' own "
+                          "recipe (the first trial) on the proxy to replace it; else retrain.recipe is kept: the "
+                          "proxy's score moves by about a point with the seed alone (0: the best trial always wins)")
     startup_trials: int = Field(3, ge=0, description="random trials (after the params' own recipe) before TPE")
     warm_start: int = Field(3, ge=0, description="best recipes of the prior study (older data or another "
                             "architecture) re-evaluated first")

@@ -274,6 +274,7 @@ class FoundRecipeFile(StageFile):
     accuracy: float | None = None  # proxy validation accuracy of the chosen trial
     best_accuracy: float | None = None  # of the best trial (the choice may give a little for fewer epochs)
     predicted_minutes: float | None = None  # predicted retrain training minutes at the found epochs
+    kept_params_recipe: bool = False  # no trial beat retrain.recipe by more than recipe_search.margin
     fingerprint: str = ""
     study: str | None = None
     mlflow_run_id: str | None = None
@@ -297,6 +298,7 @@ class RecipeSearchSummary(StageFile):
     chosen_weight_decay: float
     chosen_label_smoothing: float
     predicted_minutes: float | None
+    kept_params_recipe: bool = False
     refused_max_retrain_minutes: int = 0
     wall_seconds: float
     mlflow_run_id: str | None
@@ -387,6 +389,9 @@ class RetrainMetrics(StageFile):
     registered_model: str | None = None
     model_version: str | None = None
     lineage: RetrainLineage = RetrainLineage()
+    # wall seconds of the stage's steps (load, plan, train, score, rescore_champion, measure, write,
+    # register), logged as step_seconds.<step> on the run: what an update spends beyond training
+    step_seconds: dict[str, float] | None = None
 
     # logged as MLflow metrics (numbers only; the per-class accuracies separately)
     LOGGED: ClassVar[tuple[str, ...]] = ("test_accuracy", "test_loss", "test_images", "params", "macs",

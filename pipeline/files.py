@@ -72,3 +72,21 @@ def sqlite_setup_lock(url: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class Laps:
+    """Wall seconds of a stage's steps, one lap each: ``lap(name)`` ends the step that began at
+    the previous lap (or at creation). What a stage spends beyond its training, made visible
+    on its MLflow run and in its metrics file (``seconds``, in order)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._last = self._now()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = self._now()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._last, 3)
+        self._last = now

@@ -60,6 +60,7 @@ TRAIN_LOSS: Final = "train_loss"  # retrain metric, one step per epoch (the epoc
 TRAIN_ACCURACY: Final = "train_accuracy"  # retrain metric, one step per epoch
 IMAGES_PER_S: Final = "images_per_s"  # retrain metric, one step per epoch (training throughput)
 CLASS_ACCURACY_PREFIX: Final = "class_accuracy."  # retrain metrics: one per class
+STEP_PREFIX: Final = "step_seconds."  # stage metrics: the wall seconds of each step (retrain: train, score, ...)
 BEST_SCORE_MEAN: Final = "best_score_mean"  # search_policy metric (PolicySummary.best_score_mean)
 WARM_STARTED_TRIALS: Final = "warm_started_trials"  # search metric (PolicySummary / ModelSearchSummary)
 PARETO_SIZE: Final = "pareto_size"  # search_model metric (ModelSearchSummary.pareto_size)

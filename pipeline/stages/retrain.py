@@ -34,7 +34,7 @@ from pipeline.data import ImageSet, RawStore
 from pipeline.device import pick_device
 from pipeline.errors import DataError
 from pipeline.evaluation import SplitScore, latency_ms, score, tta_name
-from pipeline.files import atomic_path, write_text_atomic
+from pipeline.files import Laps, atomic_path, write_text_atomic
 from pipeline.hashing import json_digest
 from pipeline.models import build_model, count_macs, count_params, normalise_config
 from pipeline.report import figures, plot_confusion, save
@@ -53,12 +53,15 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
     chosen = Chosen.read(chosen_path)
     params = with_found_recipe(params, recipe_path, chosen, chosen_path)
     cfg, name = params.retrain, params.tracking.registered_model
+    laps = Laps()
     policy = read_policy(policy_path) if cfg.augment == "policy" else None
     tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
     store = RawStore(store_dir)
     train_set, test_set = store.split("train"), store.split("test")
     device = pick_device()
+    laps.lap("load")
     plan = plan_training(params, chosen, tracker, train_set.classes)
+    laps.lap("plan")
     lineage = RetrainLineage(search_model_run=chosen.mlflow_run_id, search_model_study=chosen.study,
                              policy_studies=(policy.metadata.get("studies") if policy else None) or [],
                              warm_start_from_version=plan.warm_from)
@@ -71,18 +74,26 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
                            tags=tags, params=logged) as run:
         result = train(plan.model, train_set, plan.recipe, augment=policy, device=device, seed=cfg.seed,
                        callback=epoch_logger(run), progress=progress)
+        laps.lap("train")
         scored = score(plan.model, test_set, plan.recipe, device)
+        laps.lap("score")
         rescored, paired = champion.score_champion(tracker, name, test_set, plan.recipe, device, scored)
+        laps.lap("rescore_champion")
         model = plan.model.to("cpu")
         metrics = measure(model, scored, test_set, plan.recipe, result, len(train_set)).model_copy(update={
             "warm_start_from_version": plan.warm_from, "champion_rescored": rescored, "champion_paired": paired,
             "fingerprint": chosen.fingerprint, "store_content_hash": content_hash,
             "device": device.type, "mlflow_run_id": run.run_id, "lineage": lineage,
             "predicted_minutes": predicted(chosen, plan.recipe, len(train_set))})
+        laps.lap("measure")
         out = write_outputs(Path(out_dir), model, chosen.config, train_set.classes, result.history)
         plot(scored, test_set, metrics, out, run)
+        laps.lap("write")
         version = register(run, model, metrics, policy, chosen.config, train_set.classes, test_set, out, name)
-        metrics = metrics.model_copy(update={"registered_model": name, "model_version": version})
+        laps.lap("register")
+        run.log_metrics({f"{names.STEP_PREFIX}{step}": s for step, s in laps.seconds.items()})
+        metrics = metrics.model_copy(update={"registered_model": name, "model_version": version,
+                                             "step_seconds": laps.seconds})
         run.log_dict(metrics.to_json(), "weights/metrics.json")  # publish restores a champion from it
         metrics.write(out / "metrics.json")
     return metrics.to_json()

@@ -29,7 +29,7 @@ from .test_model_search import write_policy, write_tiny_sample
 
 PARENT = "mlflow.parentRunId"
 TRIAL_TAG = "autoaug.trial"
-TINY: dict[str, Any] = {"trials": 3, "startup_trials": 1, "epochs": [1, 2], "fidelity": 1.0, "batch_size": 8,
+TINY: dict[str, Any] = {"trials": 3, "startup_trials": 1, "margin": 0.0, "epochs": [1, 2], "fidelity": 1.0, "batch_size": 8,
                         "train_images": 10, "val_images": 10, "warm_start": 1, "warm_budget": 1.0}
 
 
@@ -76,6 +76,26 @@ def test_the_choice_is_the_fewest_epochs_within_the_points_of_the_best(tmp_path:
     assert found.best_accuracy == 0.900 and found.recipe.epochs == 30 and found.recipe.lr == 0.5
     tight = a_search(recipe_params(tmp_path, "sqlite:///x.db", within_points=0.0))
     assert tight.choose(trials).trial == 0
+
+
+def test_the_params_recipe_stays_unless_beaten_by_more_than_the_margin(tmp_path: Path) -> None:
+    search = a_search(recipe_params(tmp_path, "sqlite:///x.db", epochs=[1, 2], margin=1.0))
+    own = search.own_values()  # retrain.recipe: airbench's lr, weight decay, smoothing; 2 epochs here
+    baseline = create_trial(
+        params=own, distributions={"lr": FloatDistribution(0.15, 0.75, log=True),
+                                   "weight_decay": FloatDistribution(5e-4, 3e-3, log=True),
+                                   "label_smoothing": FloatDistribution(0.0, 0.3),
+                                   "epochs": CategoricalDistribution([1, 2])},
+        values=[0.761, 2.0], state=TrialState.COMPLETE)
+    # the first run at the defaults: another recipe led by 0.05 points (2 of 4,000 images)
+    noise = trial(5, 0.7615, 30, lr=0.73)
+    found = search.choose([baseline, noise])
+    assert found.kept_params_recipe and found.trial == baseline.number and found.values == own
+    assert found.best_accuracy == 0.7615
+    clear = trial(6, 0.775, 30, lr=0.73)  # 1.4 points: beyond the proxy's noise
+    found = search.choose([baseline, noise, clear])
+    assert not found.kept_params_recipe and found.trial == 6
+    assert not a_search(recipe_params(tmp_path, "sqlite:///x.db", margin=0.0)).choose([baseline, noise]).kept_params_recipe
 
 
 def test_the_proxy_is_the_recipe_shortened_at_its_lr_per_image(tmp_path: Path) -> None:

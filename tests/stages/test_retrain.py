@@ -80,6 +80,11 @@ def test_the_run_is_logged_and_the_version_carries_its_accuracy(retrained: dict[
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert run.data.metrics["predicted_minutes"] == pytest.approx(metrics["predicted_minutes"])
     assert run.data.metrics["train_minutes"] == pytest.approx(metrics["train_minutes"])
+    # the stage's steps, in order, on the run and in metrics.json: what it spends beyond training
+    steps = metrics["step_seconds"]
+    assert list(steps) == ["load", "plan", "train", "score", "rescore_champion", "measure", "write", "register"]
+    assert all(v >= 0 for v in steps.values()) and steps["train"] > 0
+    assert {f"step_seconds.{k}": v for k, v in steps.items()}.items() <= run.data.metrics.items()
     assert run.data.tags["autoaug.fingerprint"] == "f1ngerpr1nt"
     version = tracker.client.get_model_version(params.tracking.registered_model, "1")
     assert float(version.tags["test_accuracy"]) == pytest.approx(metrics["test_accuracy"])

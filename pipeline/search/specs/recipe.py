@@ -57,6 +57,7 @@ def summarise(method: RecipeSearch, outcome: SearchOutcome, context: BuildContex
     document = FoundRecipeFile(searched=True, values=found.values, recipe=found.recipe.model_dump(),
                                architecture=method.architecture, trial=found.trial, accuracy=found.accuracy,
                                best_accuracy=found.best_accuracy, predicted_minutes=found.predicted_minutes,
+                               kept_params_recipe=found.kept_params_recipe,
                                fingerprint=context.fingerprint, study=study, mlflow_run_id=run_id)
     summary = RecipeSearchSummary(
         fingerprint=context.fingerprint, trials=outcome.trials, trained_trials=sum(1 for t in trials if feasible(t)),
@@ -64,6 +65,7 @@ def summarise(method: RecipeSearch, outcome: SearchOutcome, context: BuildContex
         best_accuracy=found.best_accuracy, chosen_epochs=int(found.values["epochs"]),
         chosen_lr=float(found.values["lr"]), chosen_weight_decay=float(found.values["weight_decay"]),
         chosen_label_smoothing=float(found.values["label_smoothing"]), predicted_minutes=found.predicted_minutes,
+        kept_params_recipe=found.kept_params_recipe,
         refused_max_retrain_minutes=sum(1 for t in trials if not feasible(t)), wall_seconds=outcome.wall_seconds,
         mlflow_run_id=run_id)
     return RecipeResult(found, document, summary, outcome)
