@@ -42,14 +42,15 @@ from pathlib import Path
 import torch
 
 from bench.common import base_parser, machine, median, result_line
-from pipeline.augment import Policy, PolicyError
+from pipeline.augment import Policy
 from pipeline.config import TrainConfig, load_params
-from pipeline.contracts import Chosen, Config, FoundRecipeFile, Pareto, RetrainMetrics, ScoredModel
+from pipeline.contracts import Chosen, Config, Pareto, RetrainMetrics, ScoredModel
 from pipeline.data import ImageSet, load_data
 from pipeline.device import pick_device
-from pipeline.errors import DataError
 from pipeline.evaluation import score, tta_name
 from pipeline.models import SPACE_POINTS, build_model, count_macs, count_params, normalise_config
+from pipeline.stages.common import read_policy
+from pipeline.stages.retrain import with_found_recipe
 from pipeline.train import step_seconds, train
 
 HANDMADE = ("airbench94", "airbench_like", "airbench_small", "resnet20", "mobilenetv2")
@@ -103,15 +104,6 @@ def seed_point_of(config: Config) -> str | None:
     return next((name for name, point in SPACE_POINTS.items() if config_key(point) == key), None)
 
 
-def read_policy(path: Path) -> Policy:
-    if not path.is_file():
-        raise DataError(f"{path}: no policy file, and retrain.augment is policy; run `dvc repro search_policy`")
-    try:
-        return Policy.from_json(path.read_text())
-    except (PolicyError, ValueError) as exc:
-        raise DataError(f"{path}: not a valid policy ({str(exc).splitlines()[0]})") from None
-
-
 def read_champion(project: Path) -> Champion:
     """The champion of the finished checkout at ``project`` (one DataError line when a file is
     missing or malformed)."""
@@ -120,12 +112,9 @@ def read_champion(project: Path) -> Champion:
     metrics = RetrainMetrics.read(project / "outputs/retrain/metrics.json")
     pareto = Pareto.read(project / "outputs/search_model/pareto.json")
     recipe_path = project / "outputs/search_recipe/recipe.json"
-    if recipe_path.is_file():
-        found = FoundRecipeFile.read(recipe_path)
-        if config_key(found.architecture) != config_key(chosen.config):
-            raise DataError(f"{recipe_path} was found for another architecture than chosen.json's; "
-                            "run `dvc repro search_recipe` in the project first")
-        recipe, source = TrainConfig(**found.recipe), "outputs/search_recipe/recipe.json"
+    if recipe_path.is_file():  # the retrain stage's own check: found for the chosen architecture
+        found = with_found_recipe(params, recipe_path, chosen, project / "outputs/search_model/chosen.json")
+        recipe, source = found.retrain.recipe, "outputs/search_recipe/recipe.json"
     else:
         recipe, source = params.retrain.recipe, "params.yaml retrain.recipe"
     policy = (read_policy(project / "outputs/search_policy/policy.json")
