@@ -134,6 +134,11 @@ class TrainResult:
     steps: int = 0
     stopped_early: bool = False
 
+    @property
+    def eval_curve(self) -> list[float]:
+        """The eval set's accuracy after each epoch that evaluated it (the trials' curves)."""
+        return [m.eval_accuracy for m in self.history if m.eval_accuracy is not None]
+
 
 # ------------------------------------------------------------------ batched kernels
 

@@ -89,7 +89,6 @@ from pipeline.search.method import (
 )
 from pipeline.search.studies import feasible, pareto_front
 from pipeline.train import (
-    EpochMetrics,
     evaluate,
     predicted_minutes,
     step_seconds,
@@ -392,19 +391,12 @@ class ModelSearch:
 
     def fit(self, model: torch.nn.Module, seed: int) -> tuple[float, float, list[float]]:
         """Train on the search split, score on the validation split: (accuracy, seconds, curve)."""
-        curve: list[float] = []
-
-        def record(m: EpochMetrics) -> None:
-            if m.eval_accuracy is not None:
-                curve.append(m.eval_accuracy)
-
         t0 = time.perf_counter()
         result = train(model, self.train_set, self.cfg.recipe, augment=self.policy if self.cfg.augment == "policy"
-                       else None, eval_set=self.val_set, device=self.device, seed=seed, callback=record,
-                       progress=False)
+                       else None, eval_set=self.val_set, device=self.device, seed=seed, progress=False)
         seconds = time.perf_counter() - t0
         accuracy = result.eval.accuracy if result.eval is not None else evaluate(model, self.val_set).accuracy
-        return accuracy, seconds, curve
+        return accuracy, seconds, result.eval_curve
 
     def combine(self, ranked: list[list[FrozenTrial]], prepared: list[PreparedPart]) -> list[Candidate]:
         """The feasible Pareto front, most accurate first."""

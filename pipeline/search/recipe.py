@@ -50,7 +50,7 @@ from pipeline.names import (
 from pipeline.search.folds import search_split
 from pipeline.search.method import Budget, MethodSpec, PreparedPart, TrialRecord, WarmStart
 from pipeline.search.studies import feasible
-from pipeline.train import EpochMetrics, predicted_minutes, train
+from pipeline.train import predicted_minutes, train
 
 STAGE = "search_recipe"
 SEARCHED = ("lr", "weight_decay", "label_smoothing", "epochs")
@@ -185,20 +185,14 @@ class RecipeSearch:
                 trial.set_constraint("retrain_minutes", minutes - self.max_minutes)
         accuracy = 0.0
         if minutes is None or self.max_minutes is None or minutes <= self.max_minutes:
-            curve: list[float] = []
-
-            def record(m: EpochMetrics) -> None:
-                if m.eval_accuracy is not None:
-                    curve.append(m.eval_accuracy)
-
             model = build_model(dict(self.architecture) if isinstance(self.architecture, Mapping)
                                 else self.architecture, num_classes=len(self.train_set.classes),
                                 seed=self.cfg.train_seed)
             start = time.perf_counter()
             result = train(model, self.train_set, self.proxy(recipe), augment=self.policy, eval_set=self.val_set,
-                           device=self.device, seed=self.cfg.train_seed, callback=record, progress=False)
+                           device=self.device, seed=self.cfg.train_seed, progress=False)
             trial.set_user_attr(TRAIN_SECONDS_ATTR, time.perf_counter() - start)
-            trial.set_user_attr(VAL_ACCURACY_CURVE, curve)
+            trial.set_user_attr(VAL_ACCURACY_CURVE, result.eval_curve)
             accuracy = result.eval.accuracy if result.eval is not None else 0.0
         else:
             trial.set_user_attr(SKIPPED_ATTR, "over model_search.max_retrain_minutes: not trained")
