@@ -36,7 +36,9 @@ Each project step records its wall time in ``WORK/steps.json``; ``--measure-only
 the projects a finished (or interrupted-after-the-projects) run left, without re-running them.
 
 The profile is smaller than params.yaml's (fewer trials and epochs, the same for cold and warm;
-see PROFILE). Example (an hour on 2 Zen 4 cores with native bf16)::
+see PROFILE); ``--defaults`` runs the shipped params.yaml unchanged, what users run (about two hours).
+After the warm update, a second ``dvc repro`` with nothing changed is timed (``noop_repro_s``).
+Example (an hour on 2 Zen 4 cores with native bf16)::
 
     python -m bench.warmstart --data /path/to/raw-store-or-cifar10-jpg.tar.gz --work /tmp/warmstart
 """
@@ -372,6 +374,7 @@ def run_projects(args: Any, work: Path, overrides: dict[str, Any]) -> dict[str, 
     print(f"v1: ingest {steps['t_ingest1']:.0f} s, dvc repro {steps['t_v1'] / 60:.1f} min, champion "
           f"{steps['v1_metrics']['test_accuracy']:.4f}", flush=True)
     copy_storage(warm / "optuna.db", work / "v1-optuna.db")  # the study storage as v1 left it (for step 4)
+    save(work, steps)
 
     steps["t_ingest_warm"] = ingest(warm, a2)
     steps["t_warm"] = repro(warm)
@@ -382,14 +385,22 @@ def run_projects(args: Any, work: Path, overrides: dict[str, Any]) -> dict[str, 
           f"{warm_search.get('champion_architecture_version')}, kept over the rule's pick: "
           f"{bool(warm_search.get('kept_champion'))}; retrain from version "
           f"{warm_metrics.get('warm_start_from_version')})", flush=True)
+    steps["t_noop"] = repro(warm)  # nothing changed: every stage must be skipped
+    print(f"no-op: a second dvc repro with nothing changed took {steps['t_noop']:.1f} s", flush=True)
+    save(work, steps)
 
     cold = make_project(work / "cold", overrides)
     steps["t_ingest_cold"] = ingest(cold, a1) + ingest(cold, a2)
     steps["t_cold"] = repro(cold)
     print(f"cold: ingest {steps['t_ingest_cold']:.0f} s, dvc repro {steps['t_cold'] / 60:.1f} min, champion "
           f"{read(cold, 'outputs/retrain/metrics.json')['test_accuracy']:.4f}", flush=True)
-    (work / "steps.json").write_text(json.dumps(steps, indent=1))
+    save(work, steps)
     return steps
+
+
+def save(work: Path, steps: dict[str, Any]) -> None:
+    """The steps so far (an interrupted run keeps what it measured)."""
+    (work / "steps.json").write_text(json.dumps(steps, indent=1))
 
 
 def main() -> None:
@@ -403,12 +414,15 @@ def main() -> None:
                    help="fresh augmentation seeds per policy on the common scale (0: no common scale)")
     p.add_argument("--rescore-seeds", type=int, default=2,
                    help="fresh training seeds per architecture on the common scale (0: none)")
+    p.add_argument("--defaults", action="store_true",
+                   help="run the shipped params.yaml unchanged (no bench profile): what users run, about two "
+                   "hours on 2 cores")
     p.add_argument("--measure-only", action="store_true",
                    help="measure the projects a previous run left in --work (its steps.json) without re-running them")
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    overrides = merge(PROFILE, QUICK) if args.quick else PROFILE
+    overrides = {} if args.defaults else merge(PROFILE, QUICK) if args.quick else PROFILE
     print(f"machine: {machine()}\nprofile: {json.dumps(overrides)}", flush=True)
     if args.measure_only:
         if not (work / "steps.json").is_file():
@@ -491,7 +505,8 @@ def measure(args: Any, work: Path, steps: dict[str, Any]) -> None:
         v1_acc=v1_metrics["test_accuracy"], retrain_from_champion=warm_metrics.get("warm_start_from_version") is not None,
         kept_champion=kept,
         cold_minutes_retrain=cold_metrics["train_minutes"], warm_minutes_retrain=warm_metrics["train_minutes"],
-        quick=args.quick, machine=machine().replace(" ", "_"),
+        noop_repro_s=steps.get("t_noop"), quick=args.quick, defaults=args.defaults,
+        machine=machine().replace(" ", "_"),
     )
     print(result_line(**fields))
 

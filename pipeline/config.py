@@ -453,7 +453,9 @@ class ModelSearchConfig(SeededSearch, StrictModel):
                                                    "with the found policy or with flip/crop only")
     startup_trials: int = Field(8, ge=0, description="random trials before TPE models the front")
     warm_start: int = Field(5, ge=0, description="Pareto members of the prior study re-trained first")
-    warm_budget: float = Field(0.5, gt=0, le=1, description="share of trials a warm-started search runs")
+    warm_budget: float = Field(0.25, gt=0, le=1, description="share of trials a warm-started search runs (the "
+                               "prior front re-trained, then new draws; at 0.5 the model search was half of a warm "
+                               "update's minutes)")
     patience: int = Field(0, ge=0, description="a warm-started search stops after this many trials that "
                           "leave the Pareto front unchanged (0 = runs its budget)")
     warm_history: bool = Field(False, description="a warm-started search's sampler also models the prior "
@@ -545,7 +547,8 @@ class RecipeSearchConfig(SeededSearch, StrictModel):
     startup_trials: int = Field(3, ge=0, description="random trials (after the params' own recipe) before TPE")
     warm_start: int = Field(3, ge=0, description="best recipes of the prior study (older data or another "
                             "architecture) re-evaluated first")
-    warm_budget: float = Field(0.5, gt=0, le=1, description="share of trials a warm-started search runs")
+    warm_budget: float = Field(0.375, gt=0, le=1, description="share of trials a warm-started search runs (at "
+                               "the defaults 3 of 8: the prior study's best recipes re-evaluated)")
     patience: int = Field(0, ge=0, description="a warm-started search stops after this many trials without a "
                           "better one (0 = runs its budget)")
     warm_history: bool = Field(False, description="a warm-started search's TPE also models the prior study's "

@@ -73,7 +73,9 @@ AIRBENCH_RECIPE = {"momentum": 0.85, "weight_decay": 0.00133, "bias_lr_scale": 6
 # train with airbench's recipe (the one recipe), the retrain at batch 512 with flip + translate
 # TTA; the retrain's time is the model search's budget (max_retrain_minutes) instead of the
 # relative training cost, 40 epochs; airbench_small joins the seed points; the default rule is most_accurate.
+# Issue 34: a warm-started model search runs a quarter of its trials (the prior front, then new draws).
 CHANGED_ON_PURPOSE = {
+    "model_search.warm_budget": 0.25,
     "model_search.max_train_cost": None,
     "model_search.seed_points": ["airbench_small", "airbench_like", "resnet20"],
     "model_search.choose.rule": "most_accurate",
