@@ -38,6 +38,9 @@ the projects a finished (or interrupted-after-the-projects) run left, without re
 The profile is smaller than params.yaml's (fewer trials and epochs, the same for cold and warm;
 see PROFILE); ``--defaults`` runs the shipped params.yaml unchanged, what users run (about two hours).
 After the warm update, a second ``dvc repro`` with nothing changed is timed (``noop_repro_s``).
+The warm and the cold champions are compared on the same test images with publish's paired
+statistics (``paired_*``: the difference, its interval, McNemar's p both ways), and the warm
+update's promotion decision is printed with its p-value (``gate_*``).
 Example (an hour on 2 Zen 4 cores with native bf16)::
 
     python -m bench.warmstart --data /path/to/raw-store-or-cifar10-jpg.tar.gz --work /tmp/warmstart
@@ -65,9 +68,12 @@ import torch
 import yaml
 
 from bench.common import base_parser, machine, result_line
+from pipeline import paired
 from pipeline.config import Params, PolicySearchConfig, load_params
-from pipeline.data import ImageSet, load_data
+from pipeline.contracts import Decision
+from pipeline.data import ImageSet, RawStore, load_data
 from pipeline.device import pick_device
+from pipeline.evaluation import score
 from pipeline.hashing import canonical_json
 from pipeline.models import build_model
 from pipeline.names import HISTORY_COUNT_ATTR, WARM_ATTR
@@ -433,6 +439,28 @@ def main() -> None:
     measure(args, work, steps)
 
 
+def champions_paired(warm: Path, cold: Path) -> dict[str, Any]:
+    """The warm update's and the cold run's retrained models on the same test images (the cold
+    project's store; both hold the same data), each with its own retrain recipe's TTA: the
+    accuracy difference warm - cold, its 95 % interval, and McNemar's exact one-sided p-values
+    that warm is not better and that cold is not better (a small second p: warm is worse)."""
+    test_set = RawStore(cold / "data" / "raw").split("test")
+    device = pick_device()
+    predictions = {}
+    for name, project in (("warm", warm), ("cold", cold)):
+        saved = torch.load(project / "outputs" / "retrain" / "model.pt", map_location="cpu", weights_only=False)
+        model = build_model(saved["config"], num_classes=len(saved["classes"]))
+        model.load_state_dict(saved["state_dict"])
+        recipe = load_params(project / "params.yaml").retrain.recipe
+        predictions[name] = score(model, test_set, recipe, device).predictions
+    n, warm_only, cold_only = paired.discordant(test_set.labels, predictions["warm"], predictions["cold"])
+    low, high = paired.interval(warm_only, cold_only, n)
+    return {"paired_n": n, "paired_warm_only": warm_only, "paired_cold_only": cold_only,
+            "paired_diff": paired.difference(warm_only, cold_only, n), "paired_low": low, "paired_high": high,
+            "p_warm_not_better": paired.mcnemar_p(warm_only, cold_only),
+            "p_warm_not_worse": paired.mcnemar_p(cold_only, warm_only)}
+
+
 def measure(args: Any, work: Path, steps: dict[str, Any]) -> None:
     warm, cold = work / "warm", work / "cold"
     t_warm, t_cold = steps["t_warm"], steps["t_cold"]
@@ -451,6 +479,22 @@ def measure(args: Any, work: Path, steps: dict[str, Any]) -> None:
     fp = read(cold, "data/sample/manifest.json")["fingerprint"]
     assert read(warm, "data/sample/manifest.json")["fingerprint"] == fp, "the two projects hold different data"
     fields: dict[str, Any] = {}
+    # Is the warm update's champion worse than the cold run's? Paired, on the same test images.
+    pair = champions_paired(warm, cold)
+    print(f"warm against cold on the same {pair['paired_n']} test images: {pair['paired_diff'] * 100:+.2f} points "
+          f"(95 % interval {pair['paired_low'] * 100:+.2f} to {pair['paired_high'] * 100:+.2f}); "
+          f"{pair['paired_warm_only']} images only warm gets right, {pair['paired_cold_only']} only cold; McNemar "
+          f"p(warm not better) {pair['p_warm_not_better']:.3g}, p(warm not worse) {pair['p_warm_not_worse']:.3g}",
+          flush=True)
+    fields.update(pair)
+    # The promotion gate's decision on the warm update (publish's decision.json).
+    decision = Decision.read(warm / "outputs" / "publish" / "decision.json")
+    gate = decision.comparison
+    print(f"warm update's promotion gate: promoted {decision.promoted} ({decision.reason})"
+          + (f"; against the champion (version {gate.champion_version}): {gate.difference_points:+.2f} points, 95 % interval "
+             f"{gate.interval_points[0]:+.2f} to {gate.interval_points[1]:+.2f}, p {gate.p_value:.3g}" if gate else ""), flush=True)
+    fields.update(gate_promoted=decision.promoted, gate_p=gate.p_value if gate else None,
+                  gate_diff_points=gate.difference_points if gate else None)
 
     # Per search, as the pipeline ran it; and on one scale (see the module's docstring).
     folds = load_params(cold / "params.yaml").policy_search.folds

@@ -5,10 +5,22 @@ not decide."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import optuna
+import pytest
+import torch
+import yaml
 
-from bench.warmstart import common_reach, incumbents, memo, reach
+from bench.warmstart import champions_paired, common_reach, incumbents, memo, reach
+from pipeline.config import load_params
+from pipeline.data import RawStore
+from pipeline.evaluation import score
+from pipeline.models import build_model
+from pipeline.paired import mcnemar_p
+
+from ..data.trees import CLASSES, write_tree
+from ..publishing import tiny_config
 
 
 def trial(x: float, value: float) -> optuna.trial.FrozenTrial:
@@ -53,3 +65,41 @@ def test_memo_scores_each_configuration_once() -> None:
     cached = memo(score)
     assert [cached({"x": 3.0}), cached({"x": 3.0}), cached({"x": 4.0})] == [0.3, 0.3, 0.4]
     assert calls == [3.0, 4.0]
+
+
+def _project(root: Path, store: Path, seed: int) -> Path:
+    """What champions_paired reads of a finished project: params.yaml, the raw store, model.pt."""
+    (root / "outputs" / "retrain").mkdir(parents=True)
+    (root / "data").mkdir()
+    (root / "data" / "raw").symlink_to(store)
+    (root / "params.yaml").write_text(yaml.safe_dump({"retrain": {"recipe": {"tta": True, "tta_translate": False}}}))
+    torch.manual_seed(seed)
+    model = build_model(tiny_config(), num_classes=len(CLASSES))
+    torch.save({"config": tiny_config(), "classes": sorted(CLASSES), "state_dict": model.state_dict()},
+               root / "outputs" / "retrain" / "model.pt")
+    return root
+
+
+def test_the_warm_and_cold_champions_are_paired_on_the_same_test_images(tmp_path: Path) -> None:
+    RawStore(tmp_path / "raw").ingest(str(write_tree(tmp_path / "src", 2, test_per_class=40)))
+    test_set = RawStore(tmp_path / "raw").split("test")
+    cold = _project(tmp_path / "cold", tmp_path / "raw", seed=0)
+    same = champions_paired(_project(tmp_path / "same", tmp_path / "raw", seed=0), cold)
+    assert (same["paired_n"], same["paired_warm_only"], same["paired_cold_only"]) == (len(test_set), 0, 0)
+    assert same["paired_diff"] == 0 and same["p_warm_not_better"] == same["p_warm_not_worse"] == 1.0
+
+    warm = _project(tmp_path / "warm", tmp_path / "raw", seed=1)
+    pair = champions_paired(warm, cold)
+    recipe = load_params(cold / "params.yaml").retrain.recipe
+    accuracy = {}
+    for name, project in (("warm", warm), ("cold", cold)):
+        saved = torch.load(project / "outputs" / "retrain" / "model.pt", weights_only=False)
+        model = build_model(saved["config"], num_classes=len(CLASSES))
+        model.load_state_dict(saved["state_dict"])
+        accuracy[name] = score(model, test_set, recipe, torch.device("cpu")).accuracy
+    # the paired difference is the difference of the two accuracies, and the p-values are McNemar's
+    assert pair["paired_diff"] == pytest.approx(accuracy["warm"] - accuracy["cold"])
+    assert pair["paired_warm_only"] + pair["paired_cold_only"] > 0  # two random networks disagree somewhere
+    assert pair["p_warm_not_better"] == mcnemar_p(pair["paired_warm_only"], pair["paired_cold_only"])
+    assert pair["p_warm_not_worse"] == mcnemar_p(pair["paired_cold_only"], pair["paired_warm_only"])
+    assert pair["paired_low"] <= pair["paired_diff"] <= pair["paired_high"]
