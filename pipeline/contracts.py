@@ -127,6 +127,7 @@ class PolicySummary(StageFile):
     child_clean_accuracy_mean: float | None = None
     child_train_seconds: float | None = None
     wall_seconds: float | None = None
+    step_seconds: dict[str, float] | None = None  # the stage's steps (load, build, trials, summarise, write)
     mlflow_run_id: str | None = None
 
     def figures(self) -> dict[str, Any]:
@@ -251,6 +252,7 @@ class ModelSearchSummary(StageFile):
     refused_max_retrain_minutes: int = 0
     references_carried: int = 0  # references whose score came from the prior data (names.REFERENCES_CARRIED)
     wall_seconds: float
+    step_seconds: dict[str, float] | None = None  # the stage's steps (load, build, trials, summarise, write)
     mlflow_run_id: str | None
 
 
@@ -301,6 +303,7 @@ class RecipeSearchSummary(StageFile):
     kept_params_recipe: bool = False
     refused_max_retrain_minutes: int = 0
     wall_seconds: float
+    step_seconds: dict[str, float] | None = None  # the stage's steps (load, build, trials, summarise, write)
     mlflow_run_id: str | None
 
 

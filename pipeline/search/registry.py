@@ -30,6 +30,7 @@ from pipeline.contracts import Chosen
 from pipeline.data import ImageSet
 from pipeline.device import pick_device
 from pipeline.errors import AutoaugError
+from pipeline.files import Laps
 from pipeline.search.method import SearchMethod
 from pipeline.search.runner import Role, SearchOutcome, StudyRunner
 from pipeline.search.studies import search_name
@@ -118,11 +119,18 @@ class SearchStage(Generic[M, R]):
         return StudyRunner(method, storage, fingerprint, run, progress=progress, role=role,
                            log_every=self.log_every if role == "coordinator" else 1)
 
-    def run(self, context: BuildContext, storage: optuna.storages.BaseStorage, run: RunLogger) -> R:
-        """The whole search as the stage runs it (the coordinator), summarised."""
+    def run(self, context: BuildContext, storage: optuna.storages.BaseStorage, run: RunLogger,
+            laps: Laps | None = None) -> R:
+        """The whole search as the stage runs it (the coordinator), summarised; ``laps`` times
+        its steps: build (the method), trials (the studies), summarise (e.g. the references)."""
+        laps = laps or Laps()
         method = self.build(context)
+        laps.lap("build")
         outcome = self.runner(method, storage, run, context.fingerprint, progress=context.progress).run()
-        return self.summarise(method, outcome, context, run.run_id)
+        laps.lap("trials")
+        summary = self.summarise(method, outcome, context, run.run_id)
+        laps.lap("summarise")
+        return summary
 
 
 def search_stage(name: str) -> SearchStage[Any, Any]:

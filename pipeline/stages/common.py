@@ -7,16 +7,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 
 from pipeline.augment import Policy, PolicyError
 from pipeline.config import Params
+from pipeline.contracts import StageFile
 from pipeline.data import ImageSet, read_manifest
 from pipeline.errors import DataError, first_line
+from pipeline.files import Laps
+from pipeline.names import STEP_PREFIX
 from pipeline.search.studies import open_storage
-from pipeline.tracking import Tracker
+from pipeline.tracking import RunLogger, Tracker
 
 
 @dataclass
@@ -68,3 +71,16 @@ def search_input_policy(uses_policy: bool, path: str | os.PathLike[str], fingerp
         raise DataError(f"{path} was found on sample {found_on}, not on this sample ({fingerprint}); "
                         f"waiting for search_policy to write the new one")
     return policy
+
+
+Summary = TypeVar("Summary", bound=StageFile)
+
+
+def record_steps(laps: Laps, run: RunLogger, summary: Summary, path: Path) -> Summary:
+    """A search stage's step profile, its last lap (write) included: ``step_seconds.<step>``
+    metrics on the stage run and ``step_seconds`` in its summary file (rewritten at ``path``)."""
+    laps.lap("write")
+    run.log_metrics({f"{STEP_PREFIX}{step}": s for step, s in laps.seconds.items()})
+    profiled = summary.model_copy(update={"step_seconds": dict(laps.seconds)})
+    profiled.write(path)
+    return profiled

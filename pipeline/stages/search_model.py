@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Params
+from pipeline.files import Laps
 from pipeline.names import CHOSEN_TRIAL, DEVICE, FINGERPRINT, POLICY_STUDIES, STUDIES, STUDY
 from pipeline.report import figures, plot_history, plot_pareto, save
 from pipeline.search.specs.model import SPEC, ModelResult
-from pipeline.stages.common import open_inputs, search_input_policy
+from pipeline.stages.common import open_inputs, record_steps, search_input_policy
 from pipeline.tracking import RunLogger
 
 
@@ -19,10 +20,12 @@ def search_model_stage(params: Params, sample_dir: str | os.PathLike[str], polic
                        out_dir: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = ".autoaug/cache",
                        progress: bool = True) -> dict[str, Any]:
     """Run the stage; returns the summary written to ``out_dir/metrics.json``."""
+    laps = Laps()
     policy = search_input_policy(SPEC.uses_policy(params), policy_path)  # before any work
     inputs = open_inputs(params, sample_dir)
     context = SPEC.context(params, inputs.sample, inputs.fingerprint, cache_root=cache_dir, progress=progress,
                            policy=policy, tracker=inputs.tracker, retrain_images=inputs.pool_size)
+    laps.lap("load")
     search = SPEC.identity(params, inputs.fingerprint)
     policy_studies = (policy.metadata.get("studies") if policy is not None else None) or []
     tags = {FINGERPRINT: inputs.fingerprint, STUDY: search, DEVICE: context.device.type,
@@ -31,9 +34,10 @@ def search_model_stage(params: Params, sample_dir: str | os.PathLike[str], polic
     with inputs.tracker.stage_run(SPEC.name, resume_key=search, tags=tags, params=logged) as run:
         if run.resumed:
             print(f"{SPEC.name}: resuming MLflow run {run.run_id} and its study")
-        result = SPEC.run(context, inputs.storage, run)
+        result = SPEC.run(context, inputs.storage, run, laps)
         write_outputs(result, params, Path(out_dir), run)
-    return result.summary.to_json()
+        summary = record_steps(laps, run, result.summary, Path(out_dir) / "metrics.json")
+    return summary.to_json()
 
 
 def write_outputs(result: ModelResult, params: Params, out: Path, run: RunLogger) -> None:

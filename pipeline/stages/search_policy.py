@@ -11,29 +11,32 @@ import torch
 from pipeline.augment import policy_grid
 from pipeline.config import Params
 from pipeline.data import ImageSet
-from pipeline.files import write_text_atomic
+from pipeline.files import Laps, write_text_atomic
 from pipeline.names import DEVICE, FINGERPRINT, STUDIES, STUDY
 from pipeline.report import search_figures
 from pipeline.search.specs.policy import SPEC, PolicyResult
-from pipeline.stages.common import open_inputs
+from pipeline.stages.common import open_inputs, record_steps
 from pipeline.tracking import RunLogger
 
 
 def search_policy_stage(params: Params, sample_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                         cache_dir: str | os.PathLike[str] | None = ".autoaug/cache", progress: bool = True) -> dict[str, Any]:
     """Run the stage; returns the summary written to ``out_dir/summary.json``."""
+    laps = Laps()
     inputs = open_inputs(params, sample_dir)
     context = SPEC.context(params, inputs.sample, inputs.fingerprint, cache_root=cache_dir, progress=progress,
                            tracker=inputs.tracker)
+    laps.lap("load")
     search = SPEC.identity(params, inputs.fingerprint)
     tags = {FINGERPRINT: inputs.fingerprint, STUDY: search, DEVICE: context.device.type}
     logged = {"policy_search": params.policy_search.model_dump(), "sample_size": len(inputs.sample)}
     with inputs.tracker.stage_run(SPEC.name, resume_key=search, tags=tags, params=logged) as run:
         if run.resumed:
             print(f"{SPEC.name}: resuming MLflow run {run.run_id} and its studies")
-        result = SPEC.run(context, inputs.storage, run)
+        result = SPEC.run(context, inputs.storage, run, laps)
         write_outputs(result, Path(out_dir), inputs.sample, run)
-    return result.summary.to_json()
+        summary = record_steps(laps, run, result.summary, Path(out_dir) / "summary.json")
+    return summary.to_json()
 
 
 def write_outputs(result: PolicyResult, out: Path, sample: ImageSet, run: RunLogger) -> None:

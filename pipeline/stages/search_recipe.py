@@ -9,10 +9,11 @@ from typing import Any
 
 from pipeline.config import Params
 from pipeline.contracts import Chosen, FoundRecipeFile
+from pipeline.files import Laps
 from pipeline.names import CHOSEN_TRIAL, DEVICE, FINGERPRINT, STUDIES, STUDY
 from pipeline.report import figures, plot_history, save
 from pipeline.search.specs.recipe import SPEC, RecipeResult
-from pipeline.stages.common import open_inputs, search_input_policy
+from pipeline.stages.common import open_inputs, record_steps, search_input_policy
 from pipeline.tracking import RunLogger
 
 
@@ -32,11 +33,13 @@ def search_recipe_stage(params: Params, sample_dir: str | os.PathLike[str], chos
                                    fingerprint=chosen.fingerprint)
         document.write(out / "recipe.json")
         return document.to_json()
+    laps = Laps()
     policy = search_input_policy(SPEC.uses_policy(params), policy_path)  # before any work
     inputs = open_inputs(params, sample_dir)
     context = SPEC.context(params, inputs.sample, inputs.fingerprint, cache_root=None, progress=progress,
                            policy=policy, tracker=inputs.tracker, chosen=chosen,
                            retrain_images=int(inputs.manifest["pool_size"]))
+    laps.lap("load")
     search = SPEC.identity(params, inputs.fingerprint)
     tags = {FINGERPRINT: inputs.fingerprint, STUDY: search, DEVICE: context.device.type}
     logged = {"recipe_search": params.recipe_search.model_dump(), "chosen_trial": chosen.trial,
@@ -44,8 +47,9 @@ def search_recipe_stage(params: Params, sample_dir: str | os.PathLike[str], chos
     with inputs.tracker.stage_run(SPEC.name, resume_key=search, tags=tags, params=logged) as run:
         if run.resumed:
             print(f"{SPEC.name}: resuming MLflow run {run.run_id} and its study")
-        result = SPEC.run(context, inputs.storage, run)
+        result = SPEC.run(context, inputs.storage, run, laps)
         write_outputs(result, out, run)
+        record_steps(laps, run, result.summary, out / "metrics.json")
     return result.document.to_json()
 
 

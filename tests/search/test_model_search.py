@@ -393,6 +393,9 @@ def test_stage_logs_one_nested_run_per_trained_candidate_and_counts_the_refused_
     parents = [r for r in runs if PARENT not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].info.run_id == summary["mlflow_run_id"]
+    steps = summary["step_seconds"]  # the stage's steps, in order (summarise: the references), also on the run
+    assert list(steps) == ["load", "build", "trials", "summarise", "write"] and steps["trials"] > 0
+    assert {f"step_seconds.{k}": v for k, v in steps.items()}.items() <= parents[0].data.metrics.items()
     children = [r for r in runs if r.data.tags.get(PARENT) == parents[0].info.run_id]
     study = the_study(params, summary["fingerprint"])
     by_number = {t.number: t for t in finished(study) if is_feasible(t)}

@@ -73,6 +73,10 @@ def test_stage_writes_policy_and_logs_nested_runs(tmp_path: Path, sample_dir: Pa
     runs = _runs(params)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    # the stage's steps, in order, in summary.json and on the stage run
+    steps = summary["step_seconds"]
+    assert list(steps) == ["load", "build", "trials", "summarise", "write"] and steps["trials"] > 0
+    assert {f"step_seconds.{k}": v for k, v in steps.items()}.items() <= parents[0].data.metrics.items()
     parent_id = parents[0].info.run_id
     folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
     assert len(folds) == 2

@@ -5,6 +5,7 @@ retrain training with what it found. Stage runs are tiny (60 generated images, 1
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,9 @@ def test_stage_writes_the_recipe_and_one_nested_run_per_trial(searched: dict[str
         assert {"lr", "weight_decay", "label_smoothing", "epochs"} <= set(run.data.params)
         assert 0 <= run.data.metrics["accuracy"] <= 1 and run.data.metrics["epochs"] in (1, 2)
     assert parents[0].data.metrics["chosen_epochs"] == document.values["epochs"]
+    steps = json.loads((tmp / "out" / "metrics.json").read_text())["step_seconds"]  # the stage's steps, in order
+    assert list(steps) == ["load", "build", "trials", "summarise", "write"] and steps["trials"] > 0
+    assert {f"step_seconds.{k}": v for k, v in steps.items()}.items() <= parents[0].data.metrics.items()
 
 
 def test_a_data_update_warm_starts_from_the_prior_recipes(searched: dict[str, Any], tmp_path: Path) -> None:
