@@ -421,6 +421,32 @@ SpacePoint = Literal["airbench_like", "resnet20", "mobilenetv2", "airbench94", "
 DEFAULT_SEED_POINTS: tuple[SpacePoint, ...] = ("airbench_small", "airbench_like", "resnet20")
 
 
+class HalvingConfig(StrictModel):
+    """Successive halving over the candidates' per-epoch validation curves (model_search.halving).
+
+    Optuna's pruners do not support multi-objective studies, so the rule is the search's own and
+    keeps the Pareto front: at a rung (an epoch of model_search.recipe), a candidate is compared
+    with every earlier candidate's validation accuracy at that epoch and stops when at least
+    ``dominated_by`` of them were at least as accurate there and no worse in each other objective
+    (parameters, MACs, ...). A candidate still non-dominated at the rung always trains on. A
+    stopped candidate keeps its rung accuracy as its value (the sampler learns from it) and an
+    Optuna constraint (``halving`` > 0), so it is never on the front nor chosen."""
+
+    rungs: list[int] = Field(min_length=1, description="proxy epochs after which a candidate is compared with the "
+                             "earlier ones at the same epoch (each below model_search.recipe.epochs)")
+    dominated_by: int = Field(2, ge=1, description="a candidate stops at a rung when at least this many earlier "
+                              "candidates dominated it there (as accurate at that epoch, no worse in each other "
+                              "objective)")
+    min_trials: int = Field(4, ge=1, description="earlier candidates that must have reached a rung before any is "
+                            "stopped there")
+
+    @model_validator(mode="after")
+    def _check(self) -> HalvingConfig:
+        if self.rungs != sorted(set(self.rungs)) or self.rungs[0] < 1:
+            raise ValueError(f"halving.rungs = {self.rungs}: increasing epochs, each at least 1")
+        return self
+
+
 class ModelSearchConfig(SeededSearch, StrictModel):
     """Multi-objective architecture search over the 7-block space (stage search_model)."""
 
@@ -448,6 +474,9 @@ class ModelSearchConfig(SeededSearch, StrictModel):
         "2 CPU cores; null: off)")
     train_images: int = Field(4000, ge=10, description="search-split images each candidate trains on")
     val_images: int = Field(2000, ge=10, description="validation images each candidate is scored on")
+    halving: HalvingConfig | None = Field(None, description="successive halving over the candidates' per-epoch "
+                                          "validation curves (rungs, dominated_by, min_trials; docs/model-search.md); "
+                                          "null: every candidate trains the whole recipe")
     held_out: float = Field(0.4, gt=0, lt=1, description="validation share of the sample (as the policy search)")
     augment: Literal["policy", "flipcrop"] = Field("policy", description="policy | flipcrop: train candidates "
                                                    "with the found policy or with flip/crop only")
@@ -511,6 +540,15 @@ class ModelSearchConfig(SeededSearch, StrictModel):
         if self.choose.reference is not None and self.choose.reference not in self.references:
             raise ValueError(f"choose.reference = {self.choose.reference!r} must be one of references "
                              f"{self.references}")
+        if self.halving is not None:
+            late = [r for r in self.halving.rungs if r >= self.recipe.epochs]
+            if late:
+                raise ValueError(f"halving.rungs = {self.halving.rungs}: each must be below recipe.epochs "
+                                 f"({self.recipe.epochs}); {late} would stop nothing")
+            unscored = [r for r in self.halving.rungs if not self.recipe.eval_every or r % self.recipe.eval_every]
+            if unscored:
+                raise ValueError(f"halving.rungs = {self.halving.rungs}: the candidates are scored every "
+                                 f"recipe.eval_every = {self.recipe.eval_every} epochs, not after {unscored}")
         return self
 
 

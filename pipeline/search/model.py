@@ -38,17 +38,17 @@ import math
 import statistics
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.augment import BatchTransform
-from pipeline.config import ChooseConfig, ModelSearchConfig, TrainConfig
+from pipeline.config import ChooseConfig, HalvingConfig, ModelSearchConfig, TrainConfig
 from pipeline.data import ImageSet
 from pipeline.errors import AutoaugError
 from pipeline.files import write_text_atomic
@@ -65,6 +65,8 @@ from pipeline.models import (
 )
 from pipeline.names import (
     ACCURACY_ATTR,
+    HALVING_CONSTRAINT,
+    HISTORY_ATTR,
     MACS_ATTR,
     PARAMS_ATTR,
     PREDICTED_RETRAIN_MINUTES_ATTR,
@@ -74,6 +76,7 @@ from pipeline.names import (
     SEEDED_ATTR,
     SKIPPED_ATTR,
     STEP_SECONDS_ATTR,
+    STOPPED_AT_ATTR,
     TRAIN_COST_ATTR,
     TRAIN_SECONDS_ATTR,
     VAL_ACCURACY_CURVE,
@@ -89,6 +92,8 @@ from pipeline.search.method import (
 )
 from pipeline.search.studies import feasible, pareto_front
 from pipeline.train import (
+    EpochMetrics,
+    StopTraining,
     evaluate,
     predicted_minutes,
     step_seconds,
@@ -110,6 +115,38 @@ class NoFeasibleTrialError(AutoaugError):
 
 # the constraints a draw can break: max_<name> in params
 BUDGETS = ("params", "macs", "train_cost", "retrain_minutes")
+
+
+def trained(trial: FrozenTrial) -> bool:
+    """A candidate that was trained: within every budget, or stopped at a rung by successive
+    halving (what a trial of the budget is; a draw a budget refused is not)."""
+    return feasible(trial) or STOPPED_AT_ATTR in trial.user_attrs
+
+
+def rung_records(trials: Sequence[FrozenTrial], epoch: int, eval_every: int) -> list[tuple[float, list[float]]]:
+    """Successive halving's record of ``trials`` at ``epoch``: (validation accuracy at that
+    epoch, the other objectives' values: accuracy is the first) of each that reached it, in
+    order. A prior data version's trial copied as sampler history is no record."""
+    index = epoch // eval_every - 1
+    records = []
+    for t in trials:
+        curve = t.user_attrs.get(VAL_ACCURACY_CURVE) or []
+        if HISTORY_ATTR in t.user_attrs or t.values is None or index >= len(curve):
+            continue
+        records.append((float(curve[index]), list(t.values[1:])))
+    return records
+
+
+def dominated_at_rung(records: Sequence[tuple[float, Sequence[float]]], accuracy: float, others: Sequence[float],
+                      halving: HalvingConfig) -> bool:
+    """Whether a candidate with ``accuracy`` at a rung and ``others`` (its other objectives,
+    minimised) stops there: at least ``halving.dominated_by`` of the ``records`` were at least
+    as accurate and no worse in each other objective, once ``halving.min_trials`` reached it."""
+    if len(records) < halving.min_trials:
+        return False
+    dominating = sum(1 for acc, values in records
+                     if acc >= accuracy and all(v <= m for v, m in zip(values, others, strict=True)))
+    return dominating >= halving.dominated_by
 
 
 def refused(trials: Sequence[FrozenTrial]) -> dict[str, int]:
@@ -257,7 +294,7 @@ class ModelSearch:
         self._cost_unit: torch.nn.Module | None = None  # ResNet-20, built on first need
         self.spec = MethodSpec(stage=STAGE, label=self.label,
                                objectives=tuple((o, OBJECTIVES[o]) for o in cfg.objectives),
-                               budget=Budget(cfg.trials, counts=feasible),
+                               budget=Budget(cfg.trials, counts=trained),
                                warm=WarmStart.from_config(cfg, first=self.is_champion))
 
     # ------------------------------------------------------------------ data
@@ -283,6 +320,8 @@ class ModelSearch:
                  "max_params": cfg.max_params, "max_macs": cfg.max_macs, "augment": cfg.augment}
         if cfg.max_train_cost is not None:  # only when set: studies from before the key keep their identity
             space["max_train_cost"] = cfg.max_train_cost
+        if cfg.halving is not None:  # likewise
+            space["halving"] = cfg.halving.model_dump()
         if cfg.max_retrain_minutes is not None:  # likewise
             if retrain_recipe is None:
                 raise AutoaugError("model_search.max_retrain_minutes needs the retrain recipe")
@@ -307,7 +346,7 @@ class ModelSearch:
         """A trained candidate's run: its parameters and configuration. A draw a budget refused
         was never trained: it has no accuracy to show, so it gets no run (``refused`` counts it
         on the stage run)."""
-        if not feasible(trial):
+        if not trained(trial):
             return None
         return TrialRecord(dict(trial.params), {"config.json": self.decode(trial.params)})
 
@@ -356,14 +395,23 @@ class ModelSearch:
         trial.set_user_attr(PARAMS_ATTR, params)
         trial.set_user_attr(MACS_ATTR, macs)
         accuracy = 0.0
+        values = {"accuracy": 0.0, "params": float(params), "macs": float(macs), "train_cost": cost}
         if all(v <= 0 for v in violation.values()):
-            accuracy, seconds, curve = self.fit(model, seed=self.cfg.train_seed + trial.number)
+            seed = self.cfg.train_seed + trial.number
+            stop = self.rung_rule(trial, values)
+            if stop is None:  # no halving: the whole recipe
+                (accuracy, seconds, curve), stopped = self.fit(model, seed), None
+            else:
+                accuracy, seconds, curve, stopped = self.fit_until(model, seed, stop=stop)
             trial.set_user_attr(TRAIN_SECONDS_ATTR, seconds)
             trial.set_user_attr(VAL_ACCURACY_CURVE, curve)
+            if stopped is not None:  # trained, scored at the rung, never on the front
+                trial.set_user_attr(STOPPED_AT_ATTR, stopped)
+                trial.set_constraint(HALVING_CONSTRAINT, 1.0)
+            values["accuracy"] = accuracy
         else:
             trial.set_user_attr(SKIPPED_ATTR, "over budget: not trained")
-        trial.set_user_attr(ACCURACY_ATTR, accuracy)
-        values = {"accuracy": accuracy, "params": float(params), "macs": float(macs), "train_cost": cost}
+        trial.set_user_attr(ACCURACY_ATTR, values["accuracy"])
         return tuple(values[o] for o in self.cfg.objectives)
 
     def train_cost(self, model: torch.nn.Module, timed: int = 5) -> tuple[float, float]:
@@ -391,18 +439,55 @@ class ModelSearch:
 
     def fit(self, model: torch.nn.Module, seed: int) -> tuple[float, float, list[float]]:
         """Train on the search split, score on the validation split: (accuracy, seconds, curve)."""
+        accuracy, seconds, curve, _ = self.fit_until(model, seed)
+        return accuracy, seconds, curve
+
+    def fit_until(self, model: torch.nn.Module, seed: int,
+                  stop: Callable[[int, float], bool] | None = None) -> tuple[float, float, list[float], int | None]:
+        """``fit``, asking ``stop(epoch, validation accuracy)`` after each scored epoch whether to
+        end there: (accuracy at the last scored epoch, seconds, curve, the epoch it stopped at or None)."""
+        stopped: list[int] = []
+
+        def check(metrics: EpochMetrics) -> None:
+            if stop is not None and metrics.eval_accuracy is not None and metrics.epoch < metrics.epochs \
+                    and stop(metrics.epoch, metrics.eval_accuracy):
+                stopped.append(metrics.epoch)
+                raise StopTraining
+
         t0 = time.perf_counter()
         result = train(model, self.train_set, self.cfg.recipe, augment=self.policy if self.cfg.augment == "policy"
-                       else None, eval_set=self.val_set, device=self.device, seed=seed, progress=False)
+                       else None, eval_set=self.val_set, device=self.device, seed=seed, progress=False,
+                       callback=check if stop is not None else None)
         seconds = time.perf_counter() - t0
         accuracy = result.eval.accuracy if result.eval is not None else evaluate(model, self.val_set).accuracy
-        return accuracy, seconds, result.eval_curve
+        return accuracy, seconds, result.eval_curve, stopped[0] if stopped else None
+
+    def rung_rule(self, trial: optuna.Trial, own: Mapping[str, float]) -> Callable[[int, float], bool] | None:
+        """Successive halving's stop rule for ``trial`` (None without ``halving``): at a rung, stop
+        when at least ``dominated_by`` earlier candidates of this study were at least as accurate
+        at that epoch and no worse in each other objective (``own``: this candidate's values),
+        once ``min_trials`` of them reached the rung. Read from the study when the rung comes, so
+        a worker sees the other workers' finished candidates."""
+        halving = self.cfg.halving
+        if halving is None:
+            return None
+        others = self.cfg.objectives[1:]
+        every = self.cfg.recipe.eval_every
+
+        def stop(epoch: int, accuracy: float) -> bool:
+            if epoch not in halving.rungs:
+                return False
+            earlier = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            records = rung_records(earlier, epoch, every)
+            return dominated_at_rung(records, accuracy, [own[o] for o in others], halving)
+
+        return stop
 
     def combine(self, ranked: list[list[FrozenTrial]], prepared: list[PreparedPart]) -> list[Candidate]:
         """The feasible Pareto front, most accurate first."""
         trials = [t for t in ranked[0] if feasible(t)]
         if not trials:
-            broken = Counter(k for t in ranked[0] for k, v in t.constraints.items() if v > 0)
+            broken = Counter(k for t in ranked[0] for k, v in t.constraints.items() if v > 0 and k in BUDGETS)
             binds = f"max_{broken.most_common(1)[0][0]}" if broken else "max_params"
             raise NoFeasibleTrialError(
                 f"search_model: none of {len(ranked[0])} trials fits the budget (max_params = "

@@ -10,6 +10,7 @@ from typing import Any
 from pipeline.champion import champion_architecture, keep_or_choose
 from pipeline.config import Params
 from pipeline.contracts import Chosen, ModelSearchSummary, Pareto, ScoredModel
+from pipeline.names import STOPPED_AT_ATTR
 from pipeline.search.model import STAGE, Candidate, ModelSearch, choose, refused
 from pipeline.search.registry import BuildContext, SearchStage
 from pipeline.search.runner import SearchOutcome
@@ -84,6 +85,7 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
     summary = ModelSearchSummary(
         fingerprint=fingerprint, trials=outcome.trials,
         trained_trials=sum(1 for t in trials if method.spec.budget.counts(t)),
+        stopped_trials=sum(1 for t in trials if STOPPED_AT_ATTR in t.user_attrs),
         warm_started_trials=outcome.warm_started, history_trials=outcome.history_trials, pareto_size=len(front),
         chosen_trial=chosen.trial, chosen_accuracy=chosen.accuracy, chosen_params=chosen.params,
         chosen_macs=chosen.macs, chosen_train_cost=chosen.train_cost,
