@@ -121,7 +121,7 @@ class TrainConfig(StrictModel):
     momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = Field(default=True, description="Nesterov momentum")
     weight_decay: float = Field(default=5e-4, ge=0, description="L2 on conv/linear weights only; never on BN or biases")
-    bias_lr_scale: float = Field(default=1.0, gt=0, description="lr multiplier for biases (BN shifts, conv/linear biases); a trainable BN scale keeps the plain lr")
+    bias_lr_scale: float = Field(default=1.0, gt=0, description="lr multiplier for the biases of normalisation layers (BN shifts) and of a layer with a frozen weight (the whitening stem), as airbench; conv/linear biases of trained weights and a trainable BN scale keep the plain lr")
     label_smoothing: float = Field(default=0.1, ge=0, lt=1, description="label smoothing of the cross-entropy loss")
     schedule: Literal["onecycle", "cosine"] = Field(
         default="onecycle", description="per-step lr: linear warm-up then linear (onecycle) or cosine decay"

@@ -292,24 +292,33 @@ def evaluate(
 def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """Weight decay on conv/linear weights only: decaying BN scales/shifts and biases only
     fights the normalisation (the usual 'no decay on BN/bias' rule). ``bias_lr_scale`` speeds
-    up biases alone (airbench's: its BN scales are frozen, so its BN biases are all that
-    learns there); a trainable BN scale keeps the plain lr, so one recipe trains airbench's
-    networks and plain-BN ones alike."""
+    up what airbench speeds up: the biases of normalisation layers and of a layer whose weight
+    is frozen (the whitening stem's conv). Its BN scales are frozen, so those biases are all
+    that learns there. A trainable BN scale, and the bias of a conv or linear layer that trains
+    its weight (a search-space head's classifier), keep the plain lr: at 64x the peak lr a
+    classifier's bias swings the logits and the loss diverges (a 40-epoch retrain at batch 512
+    did, from epoch 4). So one recipe trains airbench's networks exactly as before and plain
+    ones alike."""
     decay: list[nn.Parameter] = []
-    scales: list[nn.Parameter] = []
-    biases: list[nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.dim() > 1:
-            decay.append(p)
-        else:
-            (biases if name.endswith("bias") else scales).append(p)
+    plain: list[nn.Parameter] = []
+    fast: list[nn.Parameter] = []
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    for module in model.modules():
+        frozen_weight = getattr(module, "weight", None) is not None and not module.weight.requires_grad
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if p.dim() > 1:
+                decay.append(p)
+            elif name == "bias" and (isinstance(module, norms) or frozen_weight):
+                fast.append(p)
+            else:
+                plain.append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0}]
-    if scales:
-        groups.append({"params": scales, "weight_decay": 0.0, "lr_scale": 1.0})
-    if biases:
-        groups.append({"params": biases, "weight_decay": 0.0, "lr_scale": cfg.bias_lr_scale})
+    if plain:
+        groups.append({"params": plain, "weight_decay": 0.0, "lr_scale": 1.0})
+    if fast:
+        groups.append({"params": fast, "weight_decay": 0.0, "lr_scale": cfg.bias_lr_scale})
     return groups
 
 
