@@ -41,7 +41,8 @@ def _spawn(*args: str, cwd: Path) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def _finish(proc: subprocess.Popen[str], timeout: float = 240) -> str:
+def _finish(proc: subprocess.Popen[str], timeout: float = 600) -> str:
+    # a wait, not a speed check: 2 x 400 policy trials took over 240 s on 2 cores shared with a training run
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out
     return out
