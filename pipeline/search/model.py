@@ -90,10 +90,11 @@ from pipeline.search.method import (
     TrialRecord,
     WarmStart,
 )
-from pipeline.search.studies import feasible, pareto_front
+from pipeline.search.studies import diverged, feasible, mark_diverged, pareto_front
 from pipeline.train import (
     EpochMetrics,
     StopTraining,
+    TrainingDivergedError,
     evaluate,
     predicted_minutes,
     step_seconds,
@@ -118,9 +119,9 @@ BUDGETS = ("params", "macs", "train_cost", "retrain_minutes")
 
 
 def trained(trial: FrozenTrial) -> bool:
-    """A candidate that was trained: within every budget, or stopped at a rung by successive
-    halving (what a trial of the budget is; a draw a budget refused is not)."""
-    return feasible(trial) or STOPPED_AT_ATTR in trial.user_attrs
+    """A candidate that was trained: within every budget, stopped at a rung by successive
+    halving, or diverged (what a trial of the budget is; a draw a budget refused is not)."""
+    return feasible(trial) or STOPPED_AT_ATTR in trial.user_attrs or diverged(trial)
 
 
 def rung_records(trials: Sequence[FrozenTrial], epoch: int, eval_every: int) -> list[tuple[float, list[float]]]:
@@ -399,16 +400,22 @@ class ModelSearch:
         if all(v <= 0 for v in violation.values()):
             seed = self.cfg.train_seed + trial.number
             stop = self.rung_rule(trial, values)
-            if stop is None:  # no halving: the whole recipe
-                (accuracy, seconds, curve), stopped = self.fit(model, seed), None
+            start = time.perf_counter()
+            try:
+                if stop is None:  # no halving: the whole recipe
+                    (accuracy, seconds, curve), stopped = self.fit(model, seed), None
+                else:
+                    accuracy, seconds, curve, stopped = self.fit_until(model, seed, stop=stop)
+            except TrainingDivergedError as exc:  # this network at this recipe: a bad candidate, not a crash
+                mark_diverged(trial, exc)
+                trial.set_user_attr(TRAIN_SECONDS_ATTR, time.perf_counter() - start)
             else:
-                accuracy, seconds, curve, stopped = self.fit_until(model, seed, stop=stop)
-            trial.set_user_attr(TRAIN_SECONDS_ATTR, seconds)
-            trial.set_user_attr(VAL_ACCURACY_CURVE, curve)
-            if stopped is not None:  # trained, scored at the rung, never on the front
-                trial.set_user_attr(STOPPED_AT_ATTR, stopped)
-                trial.set_constraint(HALVING_CONSTRAINT, 1.0)
-            values["accuracy"] = accuracy
+                trial.set_user_attr(TRAIN_SECONDS_ATTR, seconds)
+                trial.set_user_attr(VAL_ACCURACY_CURVE, curve)
+                if stopped is not None:  # trained, scored at the rung, never on the front
+                    trial.set_user_attr(STOPPED_AT_ATTR, stopped)
+                    trial.set_constraint(HALVING_CONSTRAINT, 1.0)
+                values["accuracy"] = accuracy
         else:
             trial.set_user_attr(SKIPPED_ATTR, "over budget: not trained")
         trial.set_user_attr(ACCURACY_ATTR, values["accuracy"])

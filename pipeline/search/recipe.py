@@ -49,12 +49,17 @@ from pipeline.names import (
 )
 from pipeline.search.folds import search_split
 from pipeline.search.method import Budget, MethodSpec, PreparedPart, TrialRecord, WarmStart
-from pipeline.search.studies import feasible
-from pipeline.train import predicted_minutes, train
+from pipeline.search.studies import diverged, feasible, mark_diverged
+from pipeline.train import TrainingDivergedError, predicted_minutes, train
 
 STAGE = "search_recipe"
 SEARCHED = ("lr", "weight_decay", "label_smoothing", "epochs")
 """The retrain.recipe keys the search sets (the trial parameters' names)."""
+
+
+def trained(trial: FrozenTrial) -> bool:
+    """A recipe that was trained on the proxy: within the time budget, or diverged there."""
+    return feasible(trial) or diverged(trial)
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,7 @@ class RecipeSearch:
         self.train_set, self.val_set = self.split(sample, cfg)
         self.spec = MethodSpec(stage=STAGE, label=self.label,
                                objectives=(("accuracy", "maximize"), ("epochs", "minimize")),
-                               budget=Budget(cfg.trials, counts=feasible), warm=WarmStart.from_config(cfg))
+                               budget=Budget(cfg.trials, counts=trained), warm=WarmStart.from_config(cfg))
 
     @staticmethod
     def split(sample: ImageSet, cfg: RecipeSearchConfig) -> tuple[ImageSet, ImageSet]:
@@ -141,7 +146,7 @@ class RecipeSearch:
         return PreparedPart(self.objective)
 
     def record(self, part: int, trial: FrozenTrial) -> TrialRecord | None:
-        if not feasible(trial):
+        if not trained(trial):
             return None
         return TrialRecord(dict(trial.params), {"recipe.json": self.decode(trial.params)})
 
@@ -189,11 +194,15 @@ class RecipeSearch:
                                 else self.architecture, num_classes=len(self.train_set.classes),
                                 seed=self.cfg.train_seed)
             start = time.perf_counter()
-            result = train(model, self.train_set, self.proxy(recipe), augment=self.policy, eval_set=self.val_set,
-                           device=self.device, seed=self.cfg.train_seed, progress=False)
+            try:
+                result = train(model, self.train_set, self.proxy(recipe), augment=self.policy,
+                               eval_set=self.val_set, device=self.device, seed=self.cfg.train_seed, progress=False)
+            except TrainingDivergedError as exc:  # too high an lr for this network: a bad recipe, not a crash
+                mark_diverged(trial, exc)
+            else:
+                trial.set_user_attr(VAL_ACCURACY_CURVE, result.eval_curve)
+                accuracy = result.eval.accuracy if result.eval is not None else 0.0
             trial.set_user_attr(TRAIN_SECONDS_ATTR, time.perf_counter() - start)
-            trial.set_user_attr(VAL_ACCURACY_CURVE, result.eval_curve)
-            accuracy = result.eval.accuracy if result.eval is not None else 0.0
         else:
             trial.set_user_attr(SKIPPED_ATTR, "over model_search.max_retrain_minutes: not trained")
         trial.set_user_attr(ACCURACY_ATTR, accuracy)

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline.errors import ConfigError, first_line
 from pipeline.files import ensure_sqlite_dir, sqlite_setup_lock
 from pipeline.hashing import json_digest
-from pipeline.names import CARRIED_PREFIX, FORMAT_ATTR, HISTORY_ATTR, WARM_FROM_ATTR
+from pipeline.names import CARRIED_PREFIX, DIVERGED_ATTR, FORMAT_ATTR, HISTORY_ATTR, WARM_FROM_ATTR
 
 HEARTBEAT_S = 30  # a running trial's process writes a heartbeat this often; stale after 3 x
 
@@ -279,6 +279,18 @@ def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int,
             if n >= top_k:
                 return n
     return n
+
+
+def mark_diverged(trial: optuna.Trial, error: Exception) -> None:
+    """A trial whose training diverged (a non-finite loss: too high an lr for this network):
+    said on the trial, and infeasible (constraint ``diverged``), so it is never on a front nor
+    chosen, while the search goes on. What it cost counts as a trained trial (``trained``)."""
+    trial.set_user_attr(DIVERGED_ATTR, str(error))
+    trial.set_constraint(DIVERGED_ATTR, 1.0)
+
+
+def diverged(trial: FrozenTrial) -> bool:
+    return DIVERGED_ATTR in trial.user_attrs
 
 
 def feasible(trial: FrozenTrial) -> bool:
