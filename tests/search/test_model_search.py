@@ -927,3 +927,32 @@ def test_a_warm_update_carries_the_references_with_their_provenance(
     assert fitted.count("ResNet20") == 2 and third["references_carried"] == 0
     assert json.loads((tmp_path / "o3" / "pareto.json").read_text())["reference_sources"] == {
         "resnet20": third["fingerprint"]}
+
+
+def test_a_candidate_whose_training_diverges_is_marked_and_the_search_goes_on(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.names import DIVERGED_ATTR
+    from pipeline.search.model import trained
+    from pipeline.train import TrainingDivergedError
+
+    calls = fake_fit_first_best(monkeypatch)
+    faked = ModelSearch.fit
+
+    def second_diverges(self: ModelSearch, model: Any, seed: int) -> Any:
+        if len(calls) == 1:  # the second candidate trained
+            calls.append(seed)
+            raise TrainingDivergedError(epoch=3, step=118, loss=float("inf"))
+        return faked(self, model, seed)
+
+    monkeypatch.setattr(ModelSearch, "fit", second_diverges)
+    params = search_params(tmp_path, mlflow_uri, trials=3, max_params=None)
+    summary = search_model_stage(params, write_tiny_sample(tmp_path / "sample"), write_policy(tmp_path / "policy.json"),
+                                 tmp_path / "out", None, progress=False)
+    study = the_study(params, summary["fingerprint"])
+    gone = [t for t in finished(study) if DIVERGED_ATTR in t.user_attrs]
+    assert len(gone) == 1 and "loss inf at epoch 3" in gone[0].user_attrs[DIVERGED_ATTR]
+    assert not is_feasible(gone[0]) and trained(gone[0])  # never on the front, but one of the trials
+    assert summary["trained_trials"] == 3 and len([t for t in finished(study) if trained(t)]) == 3
+    front = json.loads((tmp_path / "out" / "pareto.json").read_text())["front"]
+    assert gone[0].number not in {m["trial"] for m in front}

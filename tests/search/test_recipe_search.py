@@ -221,3 +221,35 @@ def test_no_trials_writes_the_params_recipe_without_training(
     found = search_recipe_stage(params, tmp_path / "no-sample", write_chosen(tmp_path / "chosen.json"),
                                 tmp_path / "no-policy.json", tmp_path / "out", progress=False)
     assert found["searched"] is False and found["recipe"] == params.retrain.recipe.model_dump()
+
+
+def test_a_recipe_whose_training_diverges_is_marked_and_never_chosen(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.names import DIVERGED_ATTR
+    from pipeline.search.studies import feasible
+    from pipeline.train import TrainingDivergedError
+
+    real_train = recipe_search.train
+    seen: list[float] = []
+
+    def diverge_once(model: Any, train_set: Any, cfg: Any, **kwargs: Any) -> Any:
+        seen.append(cfg.lr)
+        if len(seen) == 2:  # the second trial: as a too-high lr would
+            raise TrainingDivergedError(epoch=3, step=118, loss=float("inf"))
+        return real_train(model, train_set, cfg, **kwargs)
+
+    monkeypatch.setattr(recipe_search, "train", diverge_once)
+    params = recipe_params(tmp_path, mlflow_uri, trials=3)
+    sample = write_tiny_sample(tmp_path / "sample")
+    from pipeline.data import read_manifest
+
+    chosen = write_chosen(tmp_path / "chosen.json", fingerprint=read_manifest(sample)["fingerprint"])
+    found = search_recipe_stage(params, sample, chosen, write_policy(tmp_path / "policy.json"), tmp_path / "out",
+                                progress=False)
+    storage = optuna.storages.RDBStorage(params.tracking.optuna_storage)
+    (name,) = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(states=(TrialState.COMPLETE,))
+    gone = [t for t in trials if DIVERGED_ATTR in t.user_attrs]
+    assert len(trials) == 3 and len(gone) == 1 and not feasible(gone[0])  # the search went on to its budget
+    assert found["values"]["lr"] != pytest.approx(gone[0].params["lr"])  # never the choice
