@@ -384,6 +384,7 @@ class RetrainMetrics(StageFile):
     train_images: int | None = None
     epochs: int | None = None
     warm_start_from_version: str | None = None
+    diverged_restarts: int = 0  # trainings that diverged and started again at half the lr (retrain.diverged_retries)
     champion_rescored: ChampionRescore | None = None
     champion_paired: PairedOutcome | None = None
     fingerprint: str = ""

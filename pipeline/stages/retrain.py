@@ -40,7 +40,13 @@ from pipeline.models import build_model, count_macs, count_params, normalise_con
 from pipeline.report import figures, plot_confusion, save
 from pipeline.stages.common import read_policy
 from pipeline.tracking import RunLogger, Tracker
-from pipeline.train import EpochMetrics, TrainResult, predicted_minutes, train
+from pipeline.train import (
+    EpochMetrics,
+    TrainingDivergedError,
+    TrainResult,
+    predicted_minutes,
+    train,
+)
 
 STAGE = "retrain"
 
@@ -72,8 +78,8 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
     content_hash = store.content_hash()
     with tracker.stage_run(STAGE, resume_key=resume_key(chosen, params, content_hash, policy, plan.warm_from),
                            tags=tags, params=logged) as run:
-        result = train(plan.model, train_set, plan.recipe, augment=policy, device=device, seed=cfg.seed,
-                       callback=epoch_logger(run), progress=progress)
+        plan, result, restarts = train_or_halve(params, plan, chosen, tracker, train_set, policy, device, run,
+                                                progress)
         laps.lap("train")
         scored = score(plan.model, test_set, plan.recipe, device)
         laps.lap("score")
@@ -84,7 +90,7 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
             "warm_start_from_version": plan.warm_from, "champion_rescored": rescored, "champion_paired": paired,
             "fingerprint": chosen.fingerprint, "store_content_hash": content_hash,
             "device": device.type, "mlflow_run_id": run.run_id, "lineage": lineage,
-            "predicted_minutes": predicted(chosen, plan.recipe, len(train_set))})
+            "predicted_minutes": predicted(chosen, plan.recipe, len(train_set)), "diverged_restarts": restarts})
         laps.lap("measure")
         out = write_outputs(Path(out_dir), model, chosen.config, train_set.classes, result.history)
         plot(scored, test_set, metrics, out, run)
@@ -137,6 +143,32 @@ def plan_training(params: Params, chosen: Chosen, tracker: Tracker, classes: lis
     warm_from, state = start
     model.load_state_dict(state)
     return TrainingPlan(model, champion.warm_recipe(cfg.recipe, cfg.warm_epochs, cfg.warm_lr_scale), warm_from)
+
+
+def train_or_halve(params: Params, plan: TrainingPlan, chosen: Chosen, tracker: Tracker, train_set: ImageSet,
+                   policy: Policy | None, device: torch.device, run: RunLogger,
+                   progress: bool) -> tuple[TrainingPlan, TrainResult, int]:
+    """Train ``plan``; when the loss diverges, plan again (the same starting weights: fresh, or
+    the champion's) at half the lr, at most ``retrain.diverged_retries`` times: (the plan that
+    trained, its result, the restarts). Each restart is said on the console and counted on the
+    run (``diverged_restarts``); the last divergence is the stage's error."""
+    cfg = params.retrain
+    for restarts in range(cfg.diverged_retries + 1):
+        try:
+            result = train(plan.model, train_set, plan.recipe, augment=policy, device=device, seed=cfg.seed,
+                           callback=epoch_logger(run), progress=progress)
+            return plan, result, restarts
+        except TrainingDivergedError as exc:
+            if restarts == cfg.diverged_retries:
+                raise
+            recipe = cfg.recipe.model_copy(update={"lr": cfg.recipe.lr / 2})
+            params = params.model_copy(update={"retrain": cfg.model_copy(update={"recipe": recipe})})
+            cfg = params.retrain
+            print(f"retrain: {exc}; starting again at lr {recipe.lr:g} (restart {restarts + 1} of "
+                  f"{cfg.diverged_retries})", flush=True)
+            run.log_metrics({"diverged_restarts": restarts + 1})
+            plan = plan_training(params, chosen, tracker, train_set.classes)
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def resume_key(chosen: Chosen, params: Params, content_hash: str, policy: Policy | None, warm_from: str | None) -> str:

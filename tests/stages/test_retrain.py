@@ -330,3 +330,39 @@ def test_an_interrupted_retrain_resumes_its_run_only_for_the_same_training(
     other_policy = write_policy_dir(tmp_path / "other", Policy([[("Rotate", 0.9, 0.9)]])) / "policy.json"
     assert attempt(params, other_policy) not in (first, second)
     assert tracker.client.get_run(first).data.params["retrain.recipe.epochs"] == "2"
+
+
+def test_a_diverged_retrain_starts_again_at_half_the_lr_and_says_so(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.train import TrainingDivergedError
+
+    from .conftest import make_store, skip_requirements_inference
+
+    real_train = retrain.train
+    lrs: list[float] = []
+
+    def diverge_first(model: Any, train_set: Any, cfg: Any, **kwargs: Any) -> Any:
+        lrs.append(cfg.lr)
+        if len(lrs) == 1:
+            raise TrainingDivergedError(epoch=7, step=566, loss=float("inf"))
+        return real_train(model, train_set, cfg, **kwargs)
+
+    monkeypatch.setattr(retrain, "train", diverge_first)
+    skip_requirements_inference(monkeypatch)
+    store, policy = make_store(tmp_path), write_policy_dir(tmp_path / "sp") / "policy.json"
+    chosen = write_chosen(tmp_path / "chosen.json", tiny_config())
+    params = stage_params(tmp_path, mlflow_uri)
+    metrics = retrain_stage(params, store, chosen, policy, tmp_path / "out", progress=False)
+    assert lrs == [params.retrain.recipe.lr, params.retrain.recipe.lr / 2]
+    assert metrics["diverged_restarts"] == 1 and 0 <= metrics["test_accuracy"] <= 1
+    run = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix).client.get_run(metrics["mlflow_run_id"])
+    assert run.data.metrics["diverged_restarts"] == 1
+
+    # with no retries left, the divergence is the stage's error
+    lrs.clear()
+    monkeypatch.setattr(retrain, "train", lambda *a, **k: (_ for _ in ()).throw(
+        TrainingDivergedError(epoch=1, step=2, loss=float("nan"))))
+    strict = stage_params(tmp_path, mlflow_uri, retrain={"recipe": {"epochs": 2, "batch_size": 16}, "diverged_retries": 0})
+    with pytest.raises(TrainingDivergedError):
+        retrain_stage(strict, store, chosen, policy, tmp_path / "out2", progress=False)
