@@ -33,7 +33,7 @@ import torch
 from optuna.trial import FrozenTrial
 
 from pipeline import names, paired
-from pipeline.config import Params, PublishConfig, TrainConfig
+from pipeline.config import ChooseConfig, Params, PublishConfig, TrainConfig
 from pipeline.contracts import ChampionRescore, Comparison, Gate, PairedOutcome, RetrainMetrics
 from pipeline.data import ImageSet
 from pipeline.errors import first_line
@@ -259,6 +259,30 @@ def keep_or_choose(params: Params, chosen: C, champion: tuple[str, Any] | None,
           f"{kept.accuracy:.4f}) over trial {chosen.trial} ({chosen.accuracy:.4f}): within "
           f"choose.keep_champion_points = {points:g}", flush=True)
     return kept
+
+
+def keep_seed_point(rule: ChooseConfig, chosen: C, trials: Sequence[FrozenTrial]) -> tuple[str, C] | None:
+    """(name, candidate) of the most accurate seed point when ``rule.keep_seed_points`` keeps it
+    over the rule's pick ``chosen`` (said either way), else None: a feasible trial of this search
+    that trained a seed point, scoring within that many points of ``chosen``."""
+    points = rule.keep_seed_points
+    seeded = [t for t in trials if names.SEEDED_ATTR in t.user_attrs and t.values
+              and all(v <= 0 for v in t.constraints.values())]
+    if points is None or not seeded or any(t.number == chosen.trial for t in seeded):
+        return None
+    if rule.rule == "under_budget" and rule.budget_params is not None:
+        seeded = [t for t in seeded if t.user_attrs.get(names.PARAMS_ATTR, 0) <= rule.budget_params]
+    if not seeded:
+        return None
+    best = max(seeded, key=lambda t: (t.values[0], -t.number))
+    name = str(best.user_attrs[names.SEEDED_ATTR])
+    if best.values[0] < chosen.accuracy - points / 100:
+        print(f"search_model: choosing trial {chosen.trial} ({chosen.accuracy:.4f}): it leads the best seed point "
+              f"{name} ({best.values[0]:.4f}) by more than choose.keep_seed_points = {points:g}", flush=True)
+        return None
+    print(f"search_model: keeping seed point {name} (trial {best.number}: {best.values[0]:.4f}) over trial "
+          f"{chosen.trial} ({chosen.accuracy:.4f}): within choose.keep_seed_points = {points:g}", flush=True)
+    return name, type(chosen).from_trial(best)
 
 
 # ------------------------------------------------------------------ promote (publish)

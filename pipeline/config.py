@@ -368,6 +368,12 @@ class ChooseConfig(StrictModel):
     reference: str | None = Field(None, description="smallest_within / cheapest_within: compare with this "
                                   "reference model instead of the best found (e.g. mobilenetv2: as good as MobileNetV2 but smaller)")
     budget_params: int | None = Field(None, gt=0, description="under_budget: parameter budget")
+    keep_seed_points: float | None = Field(
+        1.0, ge=0, le=100, description="keep the most accurate seed point (a hand design of "
+        "model_search.seed_points) over the rule's pick when it scored within this many points of it on the proxy "
+        "(and obeys an under_budget rule's budget): a searched network that leads by less is a coin toss at the "
+        "proxy's noise, and two such picks retrained to 86.8 % where airbench_small reached 91.1 % (BENCHMARKS.md); "
+        "null: off")
     keep_champion_points: float | None = Field(
         3.0, ge=0, le=100, description="keep the @champion's architecture when this search trained it (a warm "
         "search re-trains the prior Pareto members first) and it scored within this many points of the rule's "

@@ -252,6 +252,7 @@ class ModelSearchSummary(StageFile):
     refused_max_retrain_minutes: int = 0
     references_carried: int = 0  # references whose score came from the prior data (names.REFERENCES_CARRIED)
     stopped_trials: int = 0  # candidates successive halving stopped at a rung (model_search.halving)
+    kept_seed_point: str | None = None  # the seed point kept over the rule's pick (choose.keep_seed_points)
     wall_seconds: float
     step_seconds: dict[str, float] | None = None  # the stage's steps (load, build, trials, summarise, write)
     mlflow_run_id: str | None

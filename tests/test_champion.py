@@ -4,11 +4,14 @@ faster when publish.prefer says so; without paired data the accuracy rule decide
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
+import optuna
 import pytest
 
+from pipeline import names
 from pipeline.champion import judge
 from pipeline.config import PublishConfig
 from pipeline.contracts import PairedOutcome, RetrainMetrics
@@ -118,3 +121,48 @@ def test_a_significantly_better_candidate_must_also_lead_by_more_than_the_margin
     kept = judge(candidate(60, 10), CHAMPION, PublishConfig(margin=0.01))
     assert kept.promote is False and "by more than the margin 0.0100" in kept.reason
     assert judge(candidate(60, 10), CHAMPION, PublishConfig(margin=0.004)).promote is True
+
+
+# ------------------------------------------------------------------ keep a seed point (search_model)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pick:
+    config: Any
+    accuracy: float
+    params: int
+    trial: int | None
+
+    @classmethod
+    def from_trial(cls, trial: Any) -> _Pick:
+        return cls(trial.user_attrs.get(names.SEEDED_ATTR, "searched"), trial.values[0], int(trial.values[1]),
+                   trial.number)
+
+
+def _trial(number: int, accuracy: float, params: int, seed: str | None = None, over: bool = False) -> Any:
+    made = optuna.trial.create_trial(values=[accuracy, params],
+                                     user_attrs={names.PARAMS_ATTR: params, **({names.SEEDED_ATTR: seed} if seed else {})},
+                                     constraints={"params": 1.0} if over else None)
+    made.number = number
+    return made
+
+
+def test_the_best_seed_point_is_kept_over_a_pick_that_leads_it_by_less_than_the_points() -> None:
+    from pipeline.champion import keep_seed_point
+    from pipeline.config import ChooseConfig
+
+    trials = [_trial(0, 0.605, 828_600, "airbench_small"), _trial(1, 0.600, 640_010, "airbench_like"),
+              _trial(7, 0.6095, 437_122)]
+    pick = _Pick("searched", 0.6095, 437_122, 7)
+    name, kept = keep_seed_point(ChooseConfig(keep_seed_points=1.0), pick, trials)
+    assert name == "airbench_small" and kept.trial == 0  # 0.45 points behind: within 1.0
+    assert keep_seed_point(ChooseConfig(keep_seed_points=0.4), pick, trials) is None  # a lead beyond the points wins
+    assert keep_seed_point(ChooseConfig(keep_seed_points=None), pick, trials) is None  # off
+    seeded_pick = _Pick("airbench_small", 0.605, 828_600, 0)
+    assert keep_seed_point(ChooseConfig(), seeded_pick, trials) is None  # already a seed point
+    # a seed point over a budget, or over an under_budget rule's budget, is never kept
+    assert keep_seed_point(ChooseConfig(), pick, [_trial(0, 0.61, 828_600, "airbench_small", over=True),
+                                                  trials[2]]) is None
+    under = ChooseConfig(rule="under_budget", budget_params=700_000)
+    name, kept = keep_seed_point(under, pick, trials)  # airbench_small is over its budget
+    assert name == "airbench_like" and kept.trial == 1  # 0.95 points behind: within 1.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.champion import champion_architecture, keep_or_choose
+from pipeline.champion import champion_architecture, keep_or_choose, keep_seed_point
 from pipeline.config import Params
 from pipeline.contracts import Chosen, ModelSearchSummary, Pareto, ScoredModel
 from pipeline.names import STOPPED_AT_ATTR
@@ -65,6 +65,9 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
     picks = {rule.name: choose(front, rule, references) for rule in cfg.rules()}
     chosen = picks[cfg.choose.name]
     trials = completed(outcome.studies[0])
+    seed_kept = keep_seed_point(cfg.choose, chosen, trials)
+    if seed_kept is not None:
+        chosen = picks["seed_point"] = seed_kept[1]
     champion = (method.champion_version, method.champion) if method.champion_version is not None else None
     kept = keep_or_choose(context.params, chosen, champion, trials)
     if kept is not None:
@@ -92,6 +95,7 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
         chosen_predicted_retrain_minutes=chosen.predicted_retrain_minutes, best_accuracy=front[0].accuracy,
         champion_architecture_version=version, kept_champion=kept is not None, **refused(trials),
         references_carried=sum(source != fingerprint for source in sources.values()),
+        kept_seed_point=seed_kept[0] if seed_kept is not None else None,
         wall_seconds=outcome.wall_seconds, mlflow_run_id=run_id, **per_reference)
     return ModelResult(front, references, picks, chosen, pareto, chosen_doc, summary, outcome)
 
