@@ -83,6 +83,7 @@ PREDICTED_RETRAIN_MINUTES_ATTR: Final = "predicted_retrain_minutes"  # trial (mo
 TRAIN_SECONDS_ATTR: Final = "train_seconds"  # trial (model search): its training time
 STOPPED_AT_ATTR: Final = "stopped_at_epoch"  # trial (model search): the rung successive halving stopped it at
 HALVING_CONSTRAINT: Final = "halving"  # trial constraint (model search): > 0 when stopped at a rung
+DIVERGED_RESTARTS: Final = "diverged_restarts"  # retrain run metric: trainings restarted at half the lr
 DIVERGED_ATTR: Final = "diverged"  # trial (model, recipe search): why its training diverged (a non-finite loss)
 CURVE_PREFIX: Final = "curve."  # trial: a per-epoch list, logged as the metric's history (curve.val_accuracy)
 VAL_ACCURACY_CURVE: Final = CURVE_PREFIX + "val_accuracy"

@@ -395,7 +395,6 @@ class ModelSearch:
             trial.set_constraint(key, value)
         trial.set_user_attr(PARAMS_ATTR, params)
         trial.set_user_attr(MACS_ATTR, macs)
-        accuracy = 0.0
         values = {"accuracy": 0.0, "params": float(params), "macs": float(macs), "train_cost": cost}
         if all(v <= 0 for v in violation.values()):
             seed = self.cfg.train_seed + trial.number

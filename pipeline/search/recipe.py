@@ -101,7 +101,8 @@ class RecipeSearch:
         self.train_set, self.val_set = self.split(sample, cfg)
         self.spec = MethodSpec(stage=STAGE, label=self.label,
                                objectives=(("accuracy", "maximize"), ("epochs", "minimize")),
-                               budget=Budget(cfg.trials, counts=trained), warm=WarmStart.from_config(cfg))
+                               budget=Budget(cfg.trials, counts=trained),
+                               warm=WarmStart.from_config(cfg, first=self.is_own))
 
     @staticmethod
     def split(sample: ImageSet, cfg: RecipeSearchConfig) -> tuple[ImageSet, ImageSet]:
@@ -136,6 +137,11 @@ class RecipeSearch:
                      (("lr", self.cfg.lr), ("weight_decay", self.cfg.weight_decay),
                       ("label_smoothing", self.cfg.label_smoothing)))
         return [("retrain.recipe", own)] if inside and own["epochs"] in self.cfg.epochs else []
+
+    def is_own(self, trial: FrozenTrial) -> bool:
+        """Whether a prior trial trained the params' own recipe: a warm start re-evaluates it
+        first, so the margin rule (``choose``) still has the params' recipe to keep."""
+        return self.decode(trial.params) == self.own_values()
 
     def own_values(self) -> dict[str, Any]:
         """retrain.recipe's values of the searched keys (the params' own recipe)."""

@@ -166,7 +166,7 @@ def train_or_halve(params: Params, plan: TrainingPlan, chosen: Chosen, tracker: 
             cfg = params.retrain
             print(f"retrain: {exc}; starting again at lr {recipe.lr:g} (restart {restarts + 1} of "
                   f"{cfg.diverged_retries})", flush=True)
-            run.log_metrics({"diverged_restarts": restarts + 1})
+            run.log_metrics({names.DIVERGED_RESTARTS: restarts + 1})
             plan = plan_training(params, chosen, tracker, train_set.classes)
     raise AssertionError("unreachable")  # the loop returns or raises
 

@@ -199,6 +199,13 @@ def test_a_data_update_warm_starts_from_the_prior_recipes(searched: dict[str, An
 
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["warm_started_trials"] == params.recipe_search.warm_start
+    # the params' own recipe is re-evaluated first, so the margin rule can still keep it
+    storage = optuna.storages.RDBStorage(params.tracking.optuna_storage)
+    (warm,) = [optuna.load_study(study_name=s.study_name, storage=storage)
+               for s in optuna.get_all_study_summaries(storage) if fingerprint in s.study_name]
+    first = min(warm.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    search = a_search(params)
+    assert search.decode(first.params) == search.own_values()
 
 
 def test_retrain_trains_with_the_found_recipe_for_its_architecture(searched: dict[str, Any], tmp_path: Path) -> None:
