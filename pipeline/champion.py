@@ -199,6 +199,12 @@ class _Scored(Protocol):
 C = TypeVar("C", bound=_Scored)
 
 
+def _within_budgets(trial: FrozenTrial) -> bool:
+    """pipeline.search.studies.feasible's rule (what Trial.set_constraint recorded), without
+    importing the search code into retrain and publish."""
+    return all(v <= 0 for v in trial.constraints.values())
+
+
 def keep_champion(chosen: C, trials: Sequence[FrozenTrial], champion_config: Mapping[str, Any],
                   points: float, max_params: int | None = None) -> C | None:
     """The @champion's architecture instead of ``chosen`` when ``trials`` (the study's own finished
@@ -207,8 +213,7 @@ def keep_champion(chosen: C, trials: Sequence[FrozenTrial], champion_config: Map
     warm start re-trains it first (``ModelSearch.warm_first``); keeping it lets retrain start
     from its weights."""
     champion_config = normalise_config(champion_config)  # stored before the space's newer fields?
-    # within every budget: search.model.feasible's rule (what Trial.set_constraint recorded)
-    trained = [t for t in trials if all(v <= 0 for v in t.constraints.values()) and "accuracy" in t.user_attrs]
+    trained = [t for t in trials if _within_budgets(t) and "accuracy" in t.user_attrs]
     same = [c for c in (type(chosen).from_trial(t) for t in trained) if c.config == champion_config]
     if not same or (max_params is not None and same[0].params > max_params):
         return None
@@ -266,8 +271,7 @@ def keep_seed_point(rule: ChooseConfig, chosen: C, trials: Sequence[FrozenTrial]
     over the rule's pick ``chosen`` (said either way), else None: a feasible trial of this search
     that trained a seed point, scoring within that many points of ``chosen``."""
     points = rule.keep_seed_points
-    seeded = [t for t in trials if names.SEEDED_ATTR in t.user_attrs and t.values
-              and all(v <= 0 for v in t.constraints.values())]
+    seeded = [t for t in trials if names.SEEDED_ATTR in t.user_attrs and t.values and _within_budgets(t)]
     if points is None or not seeded or any(t.number == chosen.trial for t in seeded):
         return None
     if rule.rule == "under_budget" and rule.budget_params is not None:

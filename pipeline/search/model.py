@@ -90,7 +90,7 @@ from pipeline.search.method import (
     TrialRecord,
     WarmStart,
 )
-from pipeline.search.studies import diverged, feasible, mark_diverged, pareto_front
+from pipeline.search.studies import feasible, mark_diverged, pareto_front, trained
 from pipeline.train import (
     EpochMetrics,
     StopTraining,
@@ -116,12 +116,6 @@ class NoFeasibleTrialError(AutoaugError):
 
 # the constraints a draw can break: max_<name> in params
 BUDGETS = ("params", "macs", "train_cost", "retrain_minutes")
-
-
-def trained(trial: FrozenTrial) -> bool:
-    """A candidate that was trained: within every budget, stopped at a rung by successive
-    halving, or diverged (what a trial of the budget is; a draw a budget refused is not)."""
-    return feasible(trial) or STOPPED_AT_ATTR in trial.user_attrs or diverged(trial)
 
 
 def rung_records(trials: Sequence[FrozenTrial], epoch: int, eval_every: int) -> list[tuple[float, list[float]]]:

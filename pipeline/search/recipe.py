@@ -49,17 +49,12 @@ from pipeline.names import (
 )
 from pipeline.search.folds import search_split
 from pipeline.search.method import Budget, MethodSpec, PreparedPart, TrialRecord, WarmStart
-from pipeline.search.studies import diverged, feasible, mark_diverged
+from pipeline.search.studies import feasible, mark_diverged, trained
 from pipeline.train import TrainingDivergedError, predicted_minutes, train
 
 STAGE = "search_recipe"
 SEARCHED = ("lr", "weight_decay", "label_smoothing", "epochs")
 """The retrain.recipe keys the search sets (the trial parameters' names)."""
-
-
-def trained(trial: FrozenTrial) -> bool:
-    """A recipe that was trained on the proxy: within the time budget, or diverged there."""
-    return feasible(trial) or diverged(trial)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,14 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline.errors import ConfigError, first_line
 from pipeline.files import ensure_sqlite_dir, sqlite_setup_lock
 from pipeline.hashing import json_digest
-from pipeline.names import CARRIED_PREFIX, DIVERGED_ATTR, FORMAT_ATTR, HISTORY_ATTR, WARM_FROM_ATTR
+from pipeline.names import (
+    CARRIED_PREFIX,
+    DIVERGED_ATTR,
+    FORMAT_ATTR,
+    HISTORY_ATTR,
+    STOPPED_AT_ATTR,
+    WARM_FROM_ATTR,
+)
 
 HEARTBEAT_S = 30  # a running trial's process writes a heartbeat this often; stale after 3 x
 
@@ -291,6 +298,13 @@ def mark_diverged(trial: optuna.Trial, error: Exception) -> None:
 
 def diverged(trial: FrozenTrial) -> bool:
     return DIVERGED_ATTR in trial.user_attrs
+
+
+def trained(trial: FrozenTrial) -> bool:
+    """A trial that trained something (what a search's budget counts): within every budget,
+    stopped at a rung by the model search's successive halving, or diverged. A draw a budget
+    refused was never trained."""
+    return feasible(trial) or STOPPED_AT_ATTR in trial.user_attrs or diverged(trial)
 
 
 def feasible(trial: FrozenTrial) -> bool:

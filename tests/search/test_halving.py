@@ -18,8 +18,8 @@ from pipeline.config import parse_params
 from pipeline.errors import AutoaugError
 from pipeline.models import build_model
 from pipeline.names import HALVING_CONSTRAINT, HISTORY_ATTR, STOPPED_AT_ATTR, VAL_ACCURACY_CURVE
-from pipeline.search.model import ModelSearch, trained
-from pipeline.search.studies import feasible
+from pipeline.search.model import ModelSearch
+from pipeline.search.studies import feasible, trained
 from pipeline.stages.search_model import search_model_stage
 
 from .conftest import tiny_sample

@@ -933,7 +933,7 @@ def test_a_candidate_whose_training_diverges_is_marked_and_the_search_goes_on(
     tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pipeline.names import DIVERGED_ATTR
-    from pipeline.search.model import trained
+    from pipeline.search.studies import trained
     from pipeline.train import TrainingDivergedError
 
     calls = fake_fit_first_best(monkeypatch)

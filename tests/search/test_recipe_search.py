@@ -235,18 +235,11 @@ def test_a_recipe_whose_training_diverges_is_marked_and_never_chosen(
 ) -> None:
     from pipeline.names import DIVERGED_ATTR
     from pipeline.search.studies import feasible
-    from pipeline.train import TrainingDivergedError
 
-    real_train = recipe_search.train
-    seen: list[float] = []
+    from ..fakes import diverging
 
-    def diverge_once(model: Any, train_set: Any, cfg: Any, **kwargs: Any) -> Any:
-        seen.append(cfg.lr)
-        if len(seen) == 2:  # the second trial: as a too-high lr would
-            raise TrainingDivergedError(epoch=3, step=118, loss=float("inf"))
-        return real_train(model, train_set, cfg, **kwargs)
-
-    monkeypatch.setattr(recipe_search, "train", diverge_once)
+    # the second trial diverges, as a too-high lr would
+    monkeypatch.setattr(recipe_search, "train", diverging(recipe_search.train, on_call=2, lrs=[]))
     params = recipe_params(tmp_path, mlflow_uri, trials=3)
     sample = write_tiny_sample(tmp_path / "sample")
     from pipeline.data import read_manifest

@@ -337,18 +337,11 @@ def test_a_diverged_retrain_starts_again_at_half_the_lr_and_says_so(
 ) -> None:
     from pipeline.train import TrainingDivergedError
 
+    from ..fakes import diverging
     from .conftest import make_store, skip_requirements_inference
 
-    real_train = retrain.train
     lrs: list[float] = []
-
-    def diverge_first(model: Any, train_set: Any, cfg: Any, **kwargs: Any) -> Any:
-        lrs.append(cfg.lr)
-        if len(lrs) == 1:
-            raise TrainingDivergedError(epoch=7, step=566, loss=float("inf"))
-        return real_train(model, train_set, cfg, **kwargs)
-
-    monkeypatch.setattr(retrain, "train", diverge_first)
+    monkeypatch.setattr(retrain, "train", diverging(retrain.train, on_call=1, lrs=lrs))
     skip_requirements_inference(monkeypatch)
     store, policy = make_store(tmp_path), write_policy_dir(tmp_path / "sp") / "policy.json"
     chosen = write_chosen(tmp_path / "chosen.json", tiny_config())

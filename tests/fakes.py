@@ -1,0 +1,21 @@
+"""Stand-ins for the trainer shared by the search and the stage tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.train import TrainingDivergedError
+
+
+def diverging(real: Callable[..., Any], on_call: int, lrs: list[float]) -> Callable[..., Any]:
+    """``real`` (``pipeline.train.train``'s signature) that records each call's lr in ``lrs``
+    and raises TrainingDivergedError on call ``on_call`` (1-based), as a too-high lr would."""
+
+    def train(model: Any, train_set: Any, cfg: Any, **kwargs: Any) -> Any:
+        lrs.append(cfg.lr)
+        if len(lrs) == on_call:
+            raise TrainingDivergedError(epoch=3, step=118, loss=float("inf"))
+        return real(model, train_set, cfg, **kwargs)
+
+    return train
