@@ -36,8 +36,10 @@ from pipeline import names, paired
 from pipeline.config import ChooseConfig, Params, PublishConfig, TrainConfig
 from pipeline.contracts import ChampionRescore, Comparison, Gate, PairedOutcome, RetrainMetrics
 from pipeline.data import ImageSet
+from pipeline.device import autocast_dtype
 from pipeline.errors import first_line
 from pipeline.evaluation import SplitScore, latency_ms, score
+from pipeline.hashing import json_digest
 from pipeline.models import build_model, count_params, normalise_config
 from pipeline.tracking import Tracker
 
@@ -145,7 +147,9 @@ def score_champion(tracker: Tracker, model_name: str, test_set: ImageSet, recipe
 
     The accuracy tagged on a registered version was measured on the test split of its day; after
     a data update (more test images) or a TTA change it is not comparable, so publish compares
-    the new model with this re-score. The re-score's ``test_accuracy`` is None (said why), and
+    the new model with this re-score. When the test images, the TTA and the precision are those
+    its own retrain scored it at, the predictions that retrain stored are read instead of
+    scoring it again (``note`` says so): the same weights give the same predictions. The re-score's ``test_accuracy`` is None (said why), and
     there is no paired outcome, when the champion's weights cannot be read or its classes are
     not today's.
     """
@@ -165,14 +169,55 @@ def score_champion(tracker: Tracker, model_name: str, test_set: ImageSet, recipe
         return ChampionRescore(version=version, test_accuracy=None, note="other classes"), None
     model = build_model(saved["config"], num_classes=len(saved["classes"]))
     model.load_state_dict(saved["state_dict"])
-    scored = score(model, test_set, recipe, device)
-    print(f"retrain: the champion (version {version}) scores {scored.accuracy:.4f} on this test split", flush=True)
-    n, candidate_only, champion_only = paired.discordant(test_set.labels, candidate.predictions, scored.predictions)
+    predictions = stored_predictions(tracker, champion.run_id, predictions_key(test_set, recipe, device))
+    note = None
+    if predictions is not None:  # what scoring it again would give: same weights, images, TTA, precision
+        accuracy = int((predictions == test_set.labels.cpu()).sum()) / len(test_set)
+        note = STORED_NOTE
+    else:
+        scored = score(model, test_set, recipe, device)
+        predictions, accuracy = scored.predictions, scored.accuracy
+    print(f"retrain: the champion (version {version}) scores {accuracy:.4f} on this test split"
+          + (f" ({note})" if note else ""), flush=True)
+    n, candidate_only, champion_only = paired.discordant(test_set.labels, candidate.predictions, predictions)
     model_cpu = model.to("cpu")
     outcome = PairedOutcome(version=version, n=n, candidate_only=candidate_only, champion_only=champion_only,
                             champion_params=count_params(model_cpu),
                             champion_latency_ms_batch1=latency_ms(model_cpu, torch.device("cpu"), 1))
-    return ChampionRescore(version=version, test_accuracy=scored.accuracy), outcome
+    return ChampionRescore(version=version, test_accuracy=accuracy, note=note), outcome
+
+
+PREDICTIONS_ARTIFACT = "weights/test_predictions.json"
+STORED_NOTE = "its predictions stored at its retrain: the same test images, TTA and precision"
+
+
+def predictions_key(test_set: ImageSet, recipe: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """What a model's test predictions depend on besides its weights: the test images (their
+    content ids, in order), the TTA and the precision the evaluation ran at on this device."""
+    return {"test_ids": json_digest(test_set.ids), "tta": recipe.tta, "tta_translate": recipe.tta_translate,
+            "precision": str(autocast_dtype(recipe.precision, device)), "device": device.type}
+
+
+def store_predictions(run: Any, key: Mapping[str, Any], predictions: torch.Tensor) -> None:
+    """Log a retrained model's test predictions on its run (``PREDICTIONS_ARTIFACT``), so that
+    the next retrain, comparing its model with this one as the @champion on the same test
+    images, reads them instead of scoring it again."""
+    run.log_dict({**key, "predictions": predictions.tolist()}, PREDICTIONS_ARTIFACT)
+
+
+def stored_predictions(tracker: Tracker, run_id: str, key: Mapping[str, Any]) -> torch.Tensor | None:
+    """The predictions ``store_predictions`` logged on ``run_id`` when they were made under
+    ``key``; None when there are none (a run older than them), they are unreadable, or anything
+    in the key differs (the test split grew, another TTA or precision)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        doc = tracker.artifact(run_id, PREDICTIONS_ARTIFACT, lambda p: dict(json.loads(p.read_text())))
+    except (OSError, ValueError, MlflowException):
+        return None
+    if doc is None or any(doc.get(k) != v for k, v in key.items()):
+        return None
+    return torch.tensor(doc["predictions"], dtype=torch.long)
 
 
 # ------------------------------------------------------------------ keep (search_model)

@@ -495,6 +495,10 @@ class ModelSearchConfig(SeededSearch, StrictModel):
                           "leave the Pareto front unchanged (0 = runs its budget)")
     warm_history: bool = Field(False, description="a warm-started search's sampler also models the prior "
                                "study's trials (scored on the prior data) from its first trial")
+    warm_refused: bool = Field(True, description="a warm-started search's sampler knows the prior study's "
+                               "draws the budgets refused (never trained: their record does not depend on the "
+                               "data), so it draws fewer over-budget candidates (ignored when warm_history is on: "
+                               "it has them all)")
     references: list[str] = Field(default_factory=lambda: ["resnet20", "mobilenetv2"],
                                   description="baselines trained with the same recipe, drawn on the Pareto plot")
     references_on_update: Literal["carry", "retrain"] = Field(

@@ -314,7 +314,7 @@ class RecipeSearchSummary(StageFile):
 
 class ChampionRescore(BaseModel):
     """The @champion re-scored on today's test split (``test_accuracy`` None: it could not be,
-    ``note`` says why)."""
+    ``note`` says why; with an accuracy, ``note`` says when its stored predictions were read)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -627,11 +627,13 @@ def step_times(
     image_size: int = 32,
     device: str | torch.device | None = None,
     steps: int = 3,
+    until: Callable[[list[list[float]]], bool] | None = None,
 ) -> list[list[float]]:
     """Seconds of each of ``steps`` ``train`` SGD steps of each model, on copies (see
     ``step_seconds``). Several models take their steps in turn (model 0's step 1, model 1's
     step 1, ...), so a slower moment of the machine slows them alike: their ratio is what a
-    noisy machine measures best. The first steps include allocations and kernel selection."""
+    noisy machine measures best. The first steps include allocations and kernel selection.
+    ``until``: asked after each round with the times so far; true stops the timing there."""
     if steps < 1:
         raise ValueError(f"step_seconds: steps = {steps} must be >= 1")
     models = [models] if isinstance(models, nn.Module) else models
@@ -657,6 +659,8 @@ def step_times(
                 loss, _ = _train_step(run, run.images[batch], run.labels[batch])
                 loss.item()  # waits for the device
                 out.append(time.perf_counter() - start)
+            if until is not None and until(times):
+                break
     for run in runs:
         run.bar.close()
     return times
@@ -671,6 +675,7 @@ def step_seconds(
     device: str | torch.device | None = None,
     steps: int = 3,
     warmup: int = 1,
+    limit: float | None = None,
 ) -> float:
     """Median seconds of one of ``train``'s SGD steps on ``model`` at ``cfg``'s batch size.
 
@@ -680,11 +685,20 @@ def step_seconds(
     on random images, run on a copy of ``model`` (its weights and BN statistics are left as they
     were); flip, crop and the policy cost the same for every model and are left out. The first
     ``warmup`` steps (allocations, kernel selection) are not timed.
+
+    ``limit`` (seconds): the timing stops once more than half of the ``steps`` timed steps took
+    longer, since the median is then over ``limit`` whatever the others would take; the median of
+    the steps taken is returned (over ``limit`` as well). A budget that refuses slow models pays
+    fewer of their slow steps for the same decision.
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"step_seconds: steps = {steps} must be >= 1 and warmup = {warmup} >= 0")
+
+    def over(times: list[list[float]]) -> bool:
+        return limit is not None and sum(t > limit for t in times[0][warmup:]) > steps // 2
+
     times = step_times(model, cfg, num_classes=num_classes, image_size=image_size, device=device,
-                       steps=steps + warmup)[0]
+                       steps=steps + warmup, until=over)[0]
     return statistics.median(times[warmup:])
 
 

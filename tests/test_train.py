@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -313,6 +314,26 @@ def test_step_seconds_times_the_trainers_step_on_a_copy() -> None:
     # several models take their steps in turn: one list of times per model, in the order given
     small, big = step_times([model, wide], FAST, num_classes=4, image_size=16, steps=3, device="cpu")
     assert len(small) == len(big) == 3 and min(big) > 5 * min(small)
+
+
+@pytest.mark.parametrize(("steps", "limit", "taken"), [(3, 0.0, 1 + 2), (3, 1e9, 1 + 3), (4, 0.0, 1 + 3), (1, 0.0, 1 + 1)])
+def test_step_seconds_stops_timing_once_the_median_is_over_the_limit(
+    monkeypatch: pytest.MonkeyPatch, steps: int, limit: float, taken: int,
+) -> None:
+    # more than half of the timed steps over the limit: the median is over it whatever the rest
+    import pipeline.train as train_module
+
+    calls: list[int] = []
+    real_step = train_module._train_step
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_step", counted)
+    seconds = step_seconds(fresh(), FAST, num_classes=4, image_size=16, steps=steps, device="cpu", limit=limit)
+    assert len(calls) == taken  # the untimed first step, then the timed ones
+    assert (seconds > limit) == (limit == 0.0)
 
 
 def test_a_model_initialised_from_data_sees_every_class_of_a_class_ordered_set(monkeypatch) -> None:

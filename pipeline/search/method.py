@@ -61,6 +61,9 @@ class WarmStart:
     patience   a warm-started part stops after this many counted trials without a better one
                (0: it runs its budget)
     history    the part's sampler also gets the prior study's trials as history
+    history_of when ``history`` is off: the prior trials the sampler gets as history all the same
+               (the model search's draws the budgets refused: never trained, their record does
+               not depend on the data)
     all_parts  a part also re-evaluates the best of the other parts' prior studies, in turn
                with its own (the policy search's folds search one problem)
     first      prior trials re-evaluated before the prior's ranked best (the @champion's
@@ -73,14 +76,16 @@ class WarmStart:
     history: bool = False
     all_parts: bool = False
     first: Callable[[FrozenTrial], bool] = _no_trial
+    history_of: Callable[[FrozenTrial], bool] | None = None
 
     @classmethod
     def from_config(cls, cfg: PolicySearchConfig | ModelSearchConfig | RecipeSearchConfig,
-                    first: Callable[[FrozenTrial], bool] = _no_trial) -> WarmStart:
+                    first: Callable[[FrozenTrial], bool] = _no_trial,
+                    history_of: Callable[[FrozenTrial], bool] | None = None) -> WarmStart:
         """The warm-start keys of a search's params section."""
         all_parts = cfg.warm_all_folds if isinstance(cfg, PolicySearchConfig) else False
         return cls(top_k=cfg.warm_start, budget=cfg.warm_budget, patience=cfg.patience, history=cfg.warm_history,
-                   all_parts=all_parts, first=first)
+                   all_parts=all_parts, first=first, history_of=history_of)
 
 
 @dataclass(frozen=True)

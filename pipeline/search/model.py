@@ -150,6 +150,12 @@ def refused(trials: Sequence[FrozenTrial]) -> dict[str, int]:
     return {f"{REFUSED_PREFIX}{name}": sum(1 for t in trials if t.constraints.get(name, 0) > 0) for name in BUDGETS}
 
 
+def was_refused(trial: FrozenTrial) -> bool:
+    """A draw a budget refused: never trained, so its record (parameters, MACs, the budgets'
+    violations) does not depend on the data it was drawn for."""
+    return SKIPPED_ATTR in trial.user_attrs
+
+
 def config_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's parameters (``block3.kernel`` ...) read back as a validated configuration
     (the names are ``suggest_config``'s; a value outside the space fails with the block named;
@@ -290,7 +296,8 @@ class ModelSearch:
         self.spec = MethodSpec(stage=STAGE, label=self.label,
                                objectives=tuple((o, OBJECTIVES[o]) for o in cfg.objectives),
                                budget=Budget(cfg.trials, counts=trained),
-                               warm=WarmStart.from_config(cfg, first=self.is_champion))
+                               warm=WarmStart.from_config(cfg, first=self.is_champion,
+                                                          history_of=was_refused if cfg.warm_refused else None))
 
     # ------------------------------------------------------------------ data
 
@@ -431,10 +438,14 @@ class ModelSearch:
     def retrain_minutes(self, model: torch.nn.Module) -> tuple[float, float]:
         """(step seconds, predicted minutes): ``model``'s training step at the retrain recipe
         (the median of 3 after an untimed one, on a copy, on this machine), and the retrain's
-        training minutes at that step (``pipeline.train.predicted_minutes``)."""
+        training minutes at that step (``pipeline.train.predicted_minutes``). The timing stops
+        after two steps over the budget's step (the median is over it then): a refused network
+        costs one slow step less."""
         assert self.retrain_recipe is not None  # checked on construction when max_retrain_minutes is set
+        per_step = predicted_minutes(1.0, self.retrain_recipe, self.retrain_images)  # minutes a step-second
+        limit = self.cfg.max_retrain_minutes / per_step if self.cfg.max_retrain_minutes is not None else None
         step = step_seconds(model, self.retrain_recipe, num_classes=len(self.train_set.classes),
-                            image_size=int(self.train_set.images.shape[-1]), device=self.device)
+                            image_size=int(self.train_set.images.shape[-1]), device=self.device, limit=limit)
         return step, predicted_minutes(step, self.retrain_recipe, self.retrain_images)
 
     def fit(self, model: torch.nn.Module, seed: int) -> tuple[float, float, list[float]]:

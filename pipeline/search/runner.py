@@ -170,8 +170,9 @@ class StudyRunner:
                 others = self._other_parts(prior, part) if warm_cfg.all_parts else []
                 warm = warm_start(study, prior, min(warm_cfg.top_k, self._warm_trials()), first=warm_cfg.first,
                                   others=others)
-            if warm_cfg.history:  # after the enqueued ones: add_history leaves a used study alone
-                history = add_history(study, prior)
+            if warm_cfg.history or warm_cfg.history_of is not None:  # after the enqueued ones: add_history
+                # leaves a used study alone
+                history = add_history(study, prior, only=None if warm_cfg.history else warm_cfg.history_of)
                 study.set_user_attr(HISTORY_COUNT_ATTR, history)
             if warm or history:
                 study.set_user_attr(WARM_ATTR, prior.study_name)

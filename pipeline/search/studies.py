@@ -210,13 +210,15 @@ def pareto_front(trials: Sequence[optuna.trial.FrozenTrial],
     return next(_fronts(trials, _signs(directions)), [])
 
 
-def add_history(study: optuna.Study, prior: optuna.Study) -> int:
-    """Copy the prior study's finished trials into ``study`` as finished trials marked
-    ``HISTORY_ATTR`` (the prior study's name): the sampler models them from the first trial (TPE
-    needs no random start-up trials), while ranking, budgets and MLflow see only the study's own
-    trials (``completed``). Their values were measured on the prior data: a sampler treats them as
-    approximate. Constraint values are kept, so a constrained sampler still knows what was
-    over budget. Returns how many were copied; only done once per study."""
+def add_history(study: optuna.Study, prior: optuna.Study,
+                only: Callable[[FrozenTrial], bool] | None = None) -> int:
+    """Copy the prior study's finished trials (those for which ``only`` is true, when given)
+    into ``study`` as finished trials marked ``HISTORY_ATTR`` (the prior study's name): the
+    sampler models them from the first trial (TPE needs no random start-up trials), while
+    ranking, budgets and MLflow see only the study's own trials (``completed``). Their values
+    were measured on the prior data: a sampler treats them as approximate. Constraint values
+    are kept, so a constrained sampler still knows what was over budget. Returns how many were
+    copied; only done once per study."""
     if any(HISTORY_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False)):
         return 0
     copies = [
@@ -225,7 +227,7 @@ def add_history(study: optuna.Study, prior: optuna.Study) -> int:
             user_attrs={HISTORY_ATTR: prior.study_name},
             system_attrs={k: v for k, v in t.system_attrs.items() if k.split(":")[0] == "constraints"},
         )
-        for t in completed(prior)
+        for t in completed(prior) if only is None or only(t)
     ]
     study.add_trials(copies)
     return len(copies)

@@ -893,6 +893,35 @@ def test_prior_trials_as_history_keep_their_objectives_and_budget_constraints(
     assert {c["trial"] for c in pareto["front"]} <= {t.number for t in own}
 
 
+@pytest.mark.parametrize("warm_refused", [True, False])
+def test_a_warm_search_samples_knowing_the_prior_draws_the_budgets_refused(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, warm_refused: bool,
+) -> None:
+    # warm_history off (the default): the prior's refused draws (never trained, no data in their
+    # record) still reach the sampler, with their constraints; its trained trials do not
+    fake_fit_first_best(monkeypatch)
+    params = search_params(tmp_path, mlflow_uri, trials=3, warm_start=1, warm_budget=0.5, warm_refused=warm_refused)
+    policy = write_policy(tmp_path / "policy.json")
+    first = search_model_stage(params, write_tiny_sample(tmp_path / "s1", seed=0), policy, tmp_path / "o1", None,
+                               progress=False)
+    prior_refused = [t for t in finished(the_study(params, first["fingerprint"])) if "skipped" in t.user_attrs]
+    assert prior_refused and sum(first[k] for k in first if k.startswith("refused_")) == len(prior_refused)
+    second = search_model_stage(params, write_tiny_sample(tmp_path / "s2", seed=1), policy, tmp_path / "o2", None,
+                                progress=False)
+    study = the_study(params, second["fingerprint"])
+    history = [t for t in study.trials if "autoaug.history" in t.user_attrs]
+    if not warm_refused:
+        assert history == [] and study.user_attrs.get("autoaug.history_trials") is None
+        return
+    assert [(t.params, t.values, t.constraints) for t in history] == \
+        [(t.params, t.values, t.constraints) for t in prior_refused]
+    assert all(max(t.constraints.values()) > 0 for t in history)
+    assert study.user_attrs["autoaug.history_trials"] == len(prior_refused)
+    own = [t for t in finished(study) if "autoaug.history" not in t.user_attrs]
+    assert second["trained_trials"] == sum(1 for t in own if is_feasible(t)) == 2  # history is not counted
+    assert sum(second[k] for k in second if k.startswith("refused_")) == sum("skipped" in t.user_attrs for t in own)
+
+
 def test_a_warm_update_carries_the_references_with_their_provenance(
     tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

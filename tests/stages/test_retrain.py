@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from optuna.trial import FrozenTrial
 import pipeline.stages.retrain as retrain
 from pipeline.artifacts import NormalisedClassifier
 from pipeline.augment import Policy
-from pipeline.champion import architecture, promote
+from pipeline.champion import STORED_NOTE, architecture, promote
 from pipeline.errors import ConfigError, DataError
 from pipeline.models import build_model, count_macs, count_params, suggest_config
 from pipeline.search.model import Candidate
@@ -215,9 +216,11 @@ def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architectur
     # the prediction was for the full recipe: a 1-epoch fine-tune is predicted half of it
     assert first["predicted_minutes"] == pytest.approx(0.3 * 2 * 4 / 60)
     assert second["predicted_minutes"] == pytest.approx(first["predicted_minutes"] / 2)
-    # publish compares with the champion re-scored on this test split: the same weights, the same score
+    # publish compares with the champion re-scored on this test split: the same weights, the same
+    # score, read from the predictions its own retrain stored (same test images, TTA, precision)
     assert second["champion_rescored"] == {"version": str(first["model_version"]),
-                                           "test_accuracy": pytest.approx(first["test_accuracy"], abs=1e-9)}
+                                           "test_accuracy": pytest.approx(first["test_accuracy"], abs=1e-9),
+                                           "note": STORED_NOTE}
     # ... image by image beside the candidate: the discordant counts publish's paired test reads
     paired = second["champion_paired"]
     assert paired["version"] == str(first["model_version"]) and paired["n"] == second["test_images"]
@@ -359,3 +362,26 @@ def test_a_diverged_retrain_starts_again_at_half_the_lr_and_says_so(
     strict = stage_params(tmp_path, mlflow_uri, retrain={"recipe": {"epochs": 2, "batch_size": 16}, "diverged_retries": 0})
     with pytest.raises(TrainingDivergedError):
         retrain_stage(strict, store, chosen, policy, tmp_path / "out2", progress=False)
+
+
+def test_stored_test_predictions_are_read_only_under_the_key_they_were_made_at(mlflow_uri: str) -> None:
+    # the champion's re-score reads them when the test images, TTA and precision are the same;
+    # anything else (a grown test split, another TTA) scores it again
+    from pipeline.champion import predictions_key, store_predictions, stored_predictions
+    from pipeline.config import TrainConfig
+    from pipeline.data import ImageSet
+
+    images = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
+    test_set = ImageSet(images, torch.tensor([0, 1, 2]), ["a", "b", "c"], ["i0", "i1", "i2"])
+    recipe, cpu = TrainConfig(), torch.device("cpu")
+    tracker = Tracker(mlflow_uri, f"test-{uuid.uuid4().hex[:8]}")
+    key = predictions_key(test_set, recipe, cpu)
+    with tracker.stage_run("retrain", resume_key="k") as run:
+        assert stored_predictions(tracker, run.run_id, key) is None  # a run without them
+        store_predictions(run, key, torch.tensor([0, 2, 2]))
+    assert torch.equal(stored_predictions(tracker, run.run_id, key), torch.tensor([0, 2, 2]))
+    grown = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1, 2, 0]), test_set.classes,
+                     [*test_set.ids, "i3"])
+    other_tta = recipe.model_copy(update={"tta_translate": not recipe.tta_translate})
+    for changed in (predictions_key(grown, recipe, cpu), predictions_key(test_set, other_tta, cpu)):
+        assert changed != key and stored_predictions(tracker, run.run_id, changed) is None
