@@ -23,6 +23,7 @@ test accuracy above the champion's by more than ``margin``, and the decision say
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -169,7 +170,8 @@ def score_champion(tracker: Tracker, model_name: str, test_set: ImageSet, recipe
         return ChampionRescore(version=version, test_accuracy=None, note="other classes"), None
     model = build_model(saved["config"], num_classes=len(saved["classes"]))
     model.load_state_dict(saved["state_dict"])
-    predictions = stored_predictions(tracker, champion.run_id, predictions_key(test_set, recipe, device))
+    key = predictions_key(test_set, recipe, device, saved["state_dict"])
+    predictions = stored_predictions(tracker, champion.run_id, key, len(test_set.classes))
     note = None
     if predictions is not None:  # what scoring it again would give: same weights, images, TTA, precision
         accuracy = int((predictions == test_set.labels.cpu()).sum()) / len(test_set)
@@ -191,11 +193,19 @@ PREDICTIONS_ARTIFACT = "weights/test_predictions.json"
 STORED_NOTE = "its predictions stored at its retrain: the same test images, TTA and precision"
 
 
-def predictions_key(test_set: ImageSet, recipe: TrainConfig, device: torch.device) -> dict[str, Any]:
-    """What a model's test predictions depend on besides its weights: the test images (their
-    content ids, in order), the TTA and the precision the evaluation ran at on this device."""
-    return {"test_ids": json_digest(test_set.ids), "tta": recipe.tta, "tta_translate": recipe.tta_translate,
-            "precision": str(autocast_dtype(recipe.precision, device)), "device": device.type}
+def predictions_key(test_set: ImageSet, recipe: TrainConfig, device: torch.device,
+                    state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """What a model's test predictions depend on: its weights (a digest of the state dict), the
+    test images (their content ids, in order), the TTA and the precision the evaluation ran at
+    on this device."""
+    weights_digest = hashlib.sha256()
+    for name, tensor in sorted(state_dict.items()):
+        weights_digest.update(name.encode())
+        weights_digest.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    return {"weights": weights_digest.hexdigest(), "test_ids": json_digest(test_set.ids),
+            "test_images": len(test_set), "tta": recipe.tta,
+            "tta_translate": recipe.tta_translate, "precision": str(autocast_dtype(recipe.precision, device)),
+            "device": device.type}
 
 
 def store_predictions(run: Any, key: Mapping[str, Any], predictions: torch.Tensor) -> None:
@@ -205,19 +215,24 @@ def store_predictions(run: Any, key: Mapping[str, Any], predictions: torch.Tenso
     run.log_dict({**key, "predictions": predictions.tolist()}, PREDICTIONS_ARTIFACT)
 
 
-def stored_predictions(tracker: Tracker, run_id: str, key: Mapping[str, Any]) -> torch.Tensor | None:
+def stored_predictions(tracker: Tracker, run_id: str, key: Mapping[str, Any], classes: int) -> torch.Tensor | None:
     """The predictions ``store_predictions`` logged on ``run_id`` when they were made under
-    ``key``; None when there are none (a run older than them), they are unreadable, or anything
-    in the key differs (the test split grew, another TTA or precision)."""
+    ``key``; None when there are none (a run older than them), they are unreadable or malformed
+    (not one class index in ``range(classes)`` per test image), or anything in the key differs
+    (other weights, the test split grew, another TTA or precision)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        doc = tracker.artifact(run_id, PREDICTIONS_ARTIFACT, lambda p: dict(json.loads(p.read_text())))
-    except (OSError, ValueError, MlflowException):
+        doc = tracker.artifact(run_id, PREDICTIONS_ARTIFACT, lambda p: json.loads(p.read_text()))
+        if not isinstance(doc, dict) or any(doc.get(k) != v for k, v in key.items()):
+            return None
+        predictions = torch.tensor(doc["predictions"], dtype=torch.long)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError, MlflowException):
         return None
-    if doc is None or any(doc.get(k) != v for k, v in key.items()):
+    if predictions.shape != (key["test_images"],) or not len(predictions) \
+            or int(predictions.min()) < 0 or int(predictions.max()) >= classes:
         return None
-    return torch.tensor(doc["predictions"], dtype=torch.long)
+    return predictions
 
 
 # ------------------------------------------------------------------ keep (search_model)

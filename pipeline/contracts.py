@@ -253,6 +253,7 @@ class ModelSearchSummary(StageFile):
     references_carried: int = 0  # references whose score came from the prior data (names.REFERENCES_CARRIED)
     stopped_trials: int = 0  # candidates successive halving stopped at a rung (model_search.halving)
     kept_seed_point: str | None = None  # the seed point kept over the rule's pick (choose.keep_seed_points)
+    seed_points_refused: list[str] = Field(default_factory=list)  # seed points a budget refused on this machine
     wall_seconds: float
     step_seconds: dict[str, float] | None = None  # the stage's steps (load, build, trials, summarise, write)
     mlflow_run_id: str | None

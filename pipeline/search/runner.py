@@ -174,7 +174,8 @@ class StudyRunner:
                 # leaves a used study alone
                 history = add_history(study, prior, only=None if warm_cfg.history else warm_cfg.history_of)
                 study.set_user_attr(HISTORY_COUNT_ATTR, history)
-            if warm or history:
+            if warm or (history and warm_cfg.history):  # refused draws alone (history_of) inform the
+                # sampler, not the budget: a search that re-trains nothing runs as a cold one does
                 study.set_user_attr(WARM_ATTR, prior.study_name)
         if fresh and not warm:  # a cold part starts from the method's known-good points, if any
             for name, point in self.method.seed_points(part):

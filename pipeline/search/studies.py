@@ -117,6 +117,7 @@ class Prior:
 
     study: optuna.Study | None
     cold_reason: str | None = None  # None with no study: nothing before it (the first search)
+    empty: bool = False  # the study had no finished trial of its own
 
 
 def find_prior(storage: optuna.storages.BaseStorage, stage: str, space: str, fingerprint: str,
@@ -140,8 +141,18 @@ def find_prior(storage: optuna.storages.BaseStorage, stage: str, space: str, fin
             return Prior(None, f"the search space changed since {old} (space hash "
                                f"{old.removeprefix(stage + '-').split('-')[0]} -> {space})")
         return Prior(None)
-    _, name, n_trials = max(same)
-    return load_prior(storage, name, n_trials)
+    # newest first; one without a finished trial of its own (a warm start interrupted before its
+    # first trial, holding only the sampler history it was given) gives way to the one before it
+    newest_first = sorted(same, reverse=True)
+    first = load_prior(storage, newest_first[0][1], newest_first[0][2])
+    if first.study is None and first.empty:
+        for _, name, n_trials in newest_first[1:]:
+            older = load_prior(storage, name, n_trials)
+            if older.study is not None:
+                return older
+            if not older.empty:
+                break
+    return first
 
 
 def load_prior(storage: optuna.storages.BaseStorage, name: str, n_trials: int | None = None) -> Prior:
@@ -159,7 +170,8 @@ def load_prior(storage: optuna.storages.BaseStorage, name: str, n_trials: int | 
                            f"(format {version}, this version reads {STUDY_FORMAT})")
     if not finished:
         return Prior(None, f"the prior study {name} has no finished trial "
-                           f"({len(study.get_trials(deepcopy=False)) if n_trials is None else n_trials} in all)")
+                           f"({len(study.get_trials(deepcopy=False)) if n_trials is None else n_trials} in all)",
+                     empty=True)
     return Prior(study)
 
 

@@ -94,7 +94,8 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
         laps.lap("measure")
         out = write_outputs(Path(out_dir), model, chosen.config, train_set.classes, result.history)
         plot(scored, test_set, metrics, out, run)
-        champion.store_predictions(run, champion.predictions_key(test_set, plan.recipe, device), scored.predictions)
+        champion.store_predictions(run, champion.predictions_key(test_set, plan.recipe, device, model.state_dict()),
+                                   scored.predictions)
         laps.lap("write")
         version = register(run, model, metrics, policy, chosen.config, train_set.classes, test_set, out, name)
         laps.lap("register")

@@ -518,6 +518,7 @@ def test_the_retrain_minutes_budget_never_trains_a_network_whose_predicted_retra
 
     def step(model: torch.nn.Module, cfg: Any, **kwargs: Any) -> float:
         assert cfg == params.retrain.recipe  # timed at the retrain's recipe (batch size), not the candidates'
+        assert kwargs["limit"] == pytest.approx(limit * 60 / (2 * 19))  # the budget's step: the timing stops over it
         timed.append(count_params(model))
         return count_params(model) / 1e6
 
@@ -564,6 +565,30 @@ def test_the_retrain_minutes_budget_never_trains_a_network_whose_predicted_retra
     assert summary["chosen_predicted_retrain_minutes"] == pytest.approx(chosen["predicted_retrain_minutes"])
     parent = next(r for r in stage_runs(params) if PARENT not in r.data.tags)
     assert parent.data.metrics["refused_max_retrain_minutes"] == over
+
+
+def test_a_seed_point_the_minutes_budget_refuses_is_named_with_its_prediction(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # On a slower machine the minutes budget can refuse the seed points: the stage says which,
+    # with the prediction and the limit, instead of leaving a weaker choice unexplained.
+    fake_fit_first_best(monkeypatch)
+    monkeypatch.setattr(model_search, "step_seconds", lambda model, cfg, **kwargs: count_params(model) / 1e6)
+    # 1 s a step per million parameters x 2 epochs x ceil(300 / 16) steps / 60: ResNet-20 (272,474)
+    # predicts 0.173 min, airbench_like (640,010) 0.404 min, over the 0.3
+    params = search_params(tmp_path, mlflow_uri, trials=1, max_params=1_000_000, max_retrain_minutes=0.3,
+                           seed_points=["airbench_like", "resnet20"])
+    params = params.model_copy(update={"retrain": parse_params(
+        {"retrain": {"recipe": {"epochs": 2, "batch_size": 16}}}).retrain})
+    write_sample(tiny_sample(), tmp_path / "sample", seed=0, pool=tiny_sample(n_per_class=100))
+    summary = search_model_stage(params, tmp_path / "sample", write_policy(tmp_path / "policy.json"),
+                                 tmp_path / "out", None, progress=False)
+    assert summary["seed_points_refused"] == ["airbench_like"]
+    err = capsys.readouterr().err
+    assert "seed points over a budget on this machine, never trained: airbench_like " \
+           "(0.404 retrain minutes > 0.3 retrain minutes)" in err
+    assert "raise model_search.max_retrain_minutes" in err
+    assert json.loads((tmp_path / "out" / "chosen.json").read_text())["seed_point"] == "resnet20"
 
 
 def test_the_error_for_no_feasible_trial_names_the_budget_that_binds() -> None:
@@ -920,6 +945,15 @@ def test_a_warm_search_samples_knowing_the_prior_draws_the_budgets_refused(
     own = [t for t in finished(study) if "autoaug.history" not in t.user_attrs]
     assert second["trained_trials"] == sum(1 for t in own if is_feasible(t)) == 2  # history is not counted
     assert sum(second[k] for k in second if k.startswith("refused_")) == sum("skipped" in t.user_attrs for t in own)
+
+    # re-training nothing of the prior's (warm_start 0), the refused draws still inform the
+    # sampler but not the budget: the search runs its trials as a cold one does
+    fresh = search_params(tmp_path, mlflow_uri, trials=3, warm_start=0, warm_budget=0.5)
+    third = search_model_stage(fresh, write_tiny_sample(tmp_path / "s3", seed=2), policy, tmp_path / "o3", None,
+                               progress=False)
+    study = the_study(fresh, third["fingerprint"])
+    assert third["history_trials"] > 0 and third["warm_started_trials"] == 0
+    assert third["trained_trials"] == 3 and "warm_started_from" not in study.user_attrs
 
 
 def test_a_warm_update_carries_the_references_with_their_provenance(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import optuna
 
-from pipeline.search.studies import warm_start
+from pipeline.names import HISTORY_ATTR
+from pipeline.search.studies import add_history, find_prior, warm_start
 
 X = optuna.distributions.FloatDistribution(0, 10)
 
@@ -41,3 +42,22 @@ def test_a_study_that_has_trials_is_not_warm_started_again() -> None:
     new = optuna.create_study(direction="maximize")
     warm_start(new, own, 1)
     assert warm_start(new, own, 1, others=[prior("fold0", {4.0: 0.5})]) == 0
+
+
+def test_a_prior_holding_only_sampler_history_gives_way_to_the_study_before_it() -> None:
+    # a warm start interrupted before its first trial holds only the history it was given: the
+    # next update warm-starts from the last study that finished trials of its own
+    storage = optuna.storages.InMemoryStorage()
+    older = optuna.create_study(study_name="search_model-aaaa-f1", storage=storage, direction="maximize")
+    older.add_trial(optuna.trial.create_trial(params={"x": 1.0}, distributions={"x": X}, value=0.5))
+    newer = optuna.create_study(study_name="search_model-aaaa-f2", storage=storage, direction="maximize")
+    assert add_history(newer, older) == 1
+    found = find_prior(storage, "search_model", "aaaa", "f3")
+    assert found.study is not None and found.study.study_name == "search_model-aaaa-f1"
+    # with nothing usable before it, the newest's reason is said
+    alone = optuna.storages.InMemoryStorage()
+    empty = optuna.create_study(study_name="search_model-aaaa-f2", storage=alone, direction="maximize")
+    empty.add_trial(optuna.trial.create_trial(params={"x": 1.0}, distributions={"x": X}, value=0.5,
+                                              user_attrs={HISTORY_ATTR: "elsewhere"}))
+    lone = find_prior(alone, "search_model", "aaaa", "f3")
+    assert lone.study is None and lone.empty and "has no finished trial" in (lone.cold_reason or "")

@@ -235,6 +235,13 @@ def test_with_warm_epochs_retrain_starts_from_a_champion_of_the_same_architectur
     assert run.data.tags["autoaug.warm_start_from"] == f"{params.tracking.registered_model}@{first['model_version']}"
     assert run.info.run_id != first["mlflow_run_id"]
 
+    # another TTA than the champion was scored at: its stored predictions do not apply, it is scored again
+    other_tta = params.model_copy(update={"retrain": params.retrain.model_copy(update={
+        "recipe": params.retrain.recipe.model_copy(update={"tta_translate": not params.retrain.recipe.tta_translate})})})
+    rescored = retrain_stage(other_tta, store, chosen, policy, tmp_path / "r2b", progress=False)["champion_rescored"]
+    assert rescored["version"] == str(first["model_version"]) and "note" not in rescored
+    assert 0 <= rescored["test_accuracy"] <= 1
+
     # another architecture: from scratch, the full recipe
     other = write_chosen(tmp_path / "other.json", tiny_config(stem_channels=24))
     third = retrain_stage(params, store, other, policy, tmp_path / "r3", progress=False)
@@ -365,23 +372,36 @@ def test_a_diverged_retrain_starts_again_at_half_the_lr_and_says_so(
 
 
 def test_stored_test_predictions_are_read_only_under_the_key_they_were_made_at(mlflow_uri: str) -> None:
-    # the champion's re-score reads them when the test images, TTA and precision are the same;
-    # anything else (a grown test split, another TTA) scores it again
-    from pipeline.champion import predictions_key, store_predictions, stored_predictions
+    # the champion's re-score reads them when the weights, the test images, TTA and precision
+    # are the same; anything else (other weights, a grown test split, another TTA) or a
+    # malformed file scores it again
+    from pipeline.champion import (
+        PREDICTIONS_ARTIFACT,
+        predictions_key,
+        store_predictions,
+        stored_predictions,
+    )
     from pipeline.config import TrainConfig
     from pipeline.data import ImageSet
 
     images = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
     test_set = ImageSet(images, torch.tensor([0, 1, 2]), ["a", "b", "c"], ["i0", "i1", "i2"])
     recipe, cpu = TrainConfig(), torch.device("cpu")
+    weights = build_model(tiny_config(), num_classes=3).state_dict()
     tracker = Tracker(mlflow_uri, f"test-{uuid.uuid4().hex[:8]}")
-    key = predictions_key(test_set, recipe, cpu)
+    key = predictions_key(test_set, recipe, cpu, weights)
     with tracker.stage_run("retrain", resume_key="k") as run:
-        assert stored_predictions(tracker, run.run_id, key) is None  # a run without them
+        assert stored_predictions(tracker, run.run_id, key, 3) is None  # a run without them
         store_predictions(run, key, torch.tensor([0, 2, 2]))
-    assert torch.equal(stored_predictions(tracker, run.run_id, key), torch.tensor([0, 2, 2]))
+    assert torch.equal(stored_predictions(tracker, run.run_id, key, 3), torch.tensor([0, 2, 2]))
     grown = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1, 2, 0]), test_set.classes,
                      [*test_set.ids, "i3"])
     other_tta = recipe.model_copy(update={"tta_translate": not recipe.tta_translate})
-    for changed in (predictions_key(grown, recipe, cpu), predictions_key(test_set, other_tta, cpu)):
-        assert changed != key and stored_predictions(tracker, run.run_id, changed) is None
+    other_weights = {k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}
+    for changed in (predictions_key(grown, recipe, cpu, weights), predictions_key(test_set, other_tta, cpu, weights),
+                    predictions_key(test_set, recipe, cpu, other_weights)):
+        assert changed != key and stored_predictions(tracker, run.run_id, changed, 3) is None
+    for bad in ([0, 2], [0, 2, 3], [0, 2, -1], "x", None):  # short, out of range, not a list of classes
+        with tracker.stage_run("retrain", resume_key=f"bad-{bad}") as broken:
+            broken.log_dict({**key, "predictions": bad}, PREDICTIONS_ARTIFACT)
+        assert stored_predictions(tracker, broken.run_id, key, 3) is None

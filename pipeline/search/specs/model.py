@@ -4,6 +4,7 @@ chosen model (the @champion's architecture when it is kept)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,14 @@ from pipeline.champion import champion_architecture, keep_or_choose, keep_seed_p
 from pipeline.config import Params
 from pipeline.contracts import Chosen, ModelSearchSummary, Pareto, ScoredModel
 from pipeline.names import STOPPED_AT_ATTR
-from pipeline.search.model import STAGE, Candidate, ModelSearch, choose, refused
+from pipeline.search.model import (
+    STAGE,
+    Candidate,
+    ModelSearch,
+    choose,
+    refused,
+    refused_seed_points,
+)
 from pipeline.search.registry import BuildContext, SearchStage
 from pipeline.search.runner import SearchOutcome
 from pipeline.search.studies import completed
@@ -65,6 +73,14 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
     picks = {rule.name: choose(front, rule, references) for rule in cfg.rules()}
     chosen = picks[cfg.choose.name]
     trials = completed(outcome.studies[0])
+    seeds_refused = refused_seed_points(trials, cfg)
+    if seeds_refused:  # said, so that a weaker choice on a slower machine is not a mystery
+        hint = (" On a CPU without native bf16 training runs in fp32, 3-5x slower: raise "
+                "model_search.max_retrain_minutes or lower retrain.recipe.epochs to let them in."
+                if any("retrain minutes" in why for _, why in seeds_refused) else "")
+        listed = "; ".join(f"{name} ({why})" for name, why in seeds_refused)
+        print(f"search_model: seed points over a budget on this machine, never trained: {listed}."
+              + hint, file=sys.stderr, flush=True)
     seed_kept = keep_seed_point(cfg.choose, chosen, trials)
     if seed_kept is not None:
         chosen = picks["seed_point"] = seed_kept[1]
@@ -96,6 +112,7 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
         champion_architecture_version=version, kept_champion=kept is not None, **refused(trials),
         references_carried=sum(source != fingerprint for source in sources.values()),
         kept_seed_point=seed_kept[0] if seed_kept is not None else None,
+        seed_points_refused=[name for name, _ in seeds_refused],
         wall_seconds=outcome.wall_seconds, mlflow_run_id=run_id, **per_reference)
     return ModelResult(front, references, picks, chosen, pareto, chosen_doc, summary, outcome)
 
