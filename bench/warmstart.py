@@ -105,6 +105,8 @@ QUICK: dict[str, dict[str, Any]] = {
     "model_search": {"trials": 2, "startup_trials": 2, "references": [], "max_train_cost": None,
                      "train_images": 150, "val_images": 100, "recipe": {"epochs": 1}},
     "retrain": {"recipe": {"epochs": 2}, "warm_epochs": 1},
+    # no recipe search: its found recipe (30-50 epochs) would replace the 2-epoch retrain
+    "recipe_search": {"trials": 0},
 }
 
 

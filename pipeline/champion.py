@@ -148,11 +148,11 @@ def score_champion(tracker: Tracker, model_name: str, test_set: ImageSet, recipe
 
     The accuracy tagged on a registered version was measured on the test split of its day; after
     a data update (more test images) or a TTA change it is not comparable, so publish compares
-    the new model with this re-score. When the test images, the TTA and the precision are those
-    its own retrain scored it at, the predictions that retrain stored are read instead of
-    scoring it again (``note`` says so): the same weights give the same predictions. The re-score's ``test_accuracy`` is None (said why), and
-    there is no paired outcome, when the champion's weights cannot be read or its classes are
-    not today's.
+    the new model with this re-score. When the weights, the test images, the TTA and the
+    precision are those its own retrain scored it at, the predictions that retrain stored are
+    read instead of scoring it again (``note`` says so). The re-score's ``test_accuracy`` is
+    None (said why), and there is no paired outcome, when the champion's weights cannot be read
+    or its classes are not today's.
     """
     from mlflow.exceptions import MlflowException
 
