@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Params
-from pipeline.contracts import Chosen, FoundRecipeFile
+from pipeline.contracts import Chosen, FoundRecipeFile, RecipeSearchSummary
 from pipeline.files import Laps
 from pipeline.names import CHOSEN_TRIAL, DEVICE, FINGERPRINT, STUDIES, STUDY
 from pipeline.report import figures, plot_history, save
@@ -26,13 +26,7 @@ def search_recipe_stage(params: Params, sample_dir: str | os.PathLike[str], chos
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if params.recipe_search.trials == 0:
-        recipe = params.retrain.recipe
-        document = FoundRecipeFile(searched=False, recipe=recipe.model_dump(), architecture=chosen.config,
-                                   values={k: getattr(recipe, k) for k in ("lr", "weight_decay", "label_smoothing",
-                                                                            "epochs")},
-                                   fingerprint=chosen.fingerprint)
-        document.write(out / "recipe.json")
-        return document.to_json()
+        return not_searched(params, chosen, out).to_json()
     laps = Laps()
     policy = search_input_policy(SPEC.uses_policy(params), policy_path)  # before any work
     inputs = open_inputs(params, sample_dir)
@@ -51,6 +45,29 @@ def search_recipe_stage(params: Params, sample_dir: str | os.PathLike[str], chos
         write_outputs(result, out, run)
         record_steps(laps, run, result.summary, out / "metrics.json")
     return result.document.to_json()
+
+
+def not_searched(params: Params, chosen: Chosen, out: Path) -> FoundRecipeFile:
+    """``recipe_search.trials: 0``: retrain.recipe as written, and the stage's other outputs
+    (the metrics file and the plot DVC expects) saying that nothing was searched."""
+    recipe = params.retrain.recipe
+    document = FoundRecipeFile(searched=False, recipe=recipe.model_dump(), architecture=chosen.config,
+                               values={k: getattr(recipe, k) for k in ("lr", "weight_decay", "label_smoothing",
+                                                                        "epochs")},
+                               fingerprint=chosen.fingerprint)
+    document.write(out / "recipe.json")
+    RecipeSearchSummary(fingerprint=chosen.fingerprint, trials=0, trained_trials=0, warm_started_trials=0,
+                        chosen_trial=None, chosen_accuracy=None, best_accuracy=None, chosen_epochs=recipe.epochs,
+                        chosen_lr=recipe.lr, chosen_weight_decay=recipe.weight_decay,
+                        chosen_label_smoothing=recipe.label_smoothing, predicted_minutes=None, wall_seconds=0.0,
+                        mlflow_run_id=None).write(out / "metrics.json")
+    with figures() as plt:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "recipe search off (recipe_search.trials: 0):\nretrain.recipe as written",
+                ha="center", va="center")
+        save(fig, out / "history.png", None, "plots/optimization_history.png")
+    return document
 
 
 def write_outputs(result: RecipeResult, out: Path, run: RunLogger) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 import pytest
 import torch
+import yaml
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -228,6 +229,15 @@ def test_no_trials_writes_the_params_recipe_without_training(
     found = search_recipe_stage(params, tmp_path / "no-sample", write_chosen(tmp_path / "chosen.json"),
                                 tmp_path / "no-policy.json", tmp_path / "out", progress=False)
     assert found["searched"] is False and found["recipe"] == params.retrain.recipe.model_dump()
+    # every output dvc.yaml declares for the stage exists (a missing one fails `dvc repro`)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["trials"] == metrics["trained_trials"] == 0 and metrics["chosen_trial"] is None
+    assert metrics["chosen_epochs"] == params.retrain.recipe.epochs
+    assert (tmp_path / "out" / "history.png").stat().st_size > 0
+    declared = yaml.safe_load((Path(__file__).parents[2] / "dvc.yaml").read_text())["stages"]["search_recipe"]
+    outputs = [next(iter(o)) if isinstance(o, dict) else o
+               for kind in ("outs", "metrics", "plots") for o in declared.get(kind, [])]
+    assert outputs and all((tmp_path / "out" / Path(o).name).exists() for o in outputs)
 
 
 def test_a_recipe_whose_training_diverges_is_marked_and_never_chosen(
