@@ -156,11 +156,12 @@ def was_refused(trial: FrozenTrial) -> bool:
     return SKIPPED_ATTR in trial.user_attrs
 
 
-def refused_seed_points(trials: Sequence[FrozenTrial], cfg: ModelSearchConfig) -> list[tuple[str, str]]:
-    """The seed points a budget refused, each with why (``("airbench_small", "185 retrain
-    minutes > 25 retrain minutes")``): on a slower machine (a CPU without native bf16 trains in fp32, 3-5x slower)
-    the minutes budget can refuse every seed point, and the choice is then among the search's own
-    draws; the stage says so rather than leave a weaker champion unexplained."""
+def refused_seed_points(trials: Sequence[FrozenTrial], cfg: ModelSearchConfig) -> dict[str, dict[str, str]]:
+    """The seed points a budget refused: for each, every budget it broke with its value against
+    the limit (``{"airbench_small": {"retrain_minutes": "97 retrain minutes > 25 retrain
+    minutes"}}``). On a slower machine (a CPU without native bf16 trains in fp32, 3-5x slower)
+    the minutes budget can refuse every seed point, and the choice is then among the search's
+    own draws; the stage says so rather than leave a weaker champion unexplained."""
     limits = {"params": cfg.max_params, "macs": cfg.max_macs, "train_cost": cfg.max_train_cost,
               "retrain_minutes": cfg.max_retrain_minutes}
     measured = {"params": PARAMS_ATTR, "macs": MACS_ATTR, "train_cost": TRAIN_COST_ATTR,
@@ -168,15 +169,13 @@ def refused_seed_points(trials: Sequence[FrozenTrial], cfg: ModelSearchConfig) -
     shown: dict[str, Callable[[float], str]] = {
         "params": lambda v: f"{int(v):,} parameters", "macs": lambda v: f"{v / 1e6:.1f} M MACs",
         "train_cost": lambda v: f"training cost {v:.2f}", "retrain_minutes": lambda v: f"{v:.3g} retrain minutes"}
-    out = []
-    for t in trials:
-        if SEEDED_ATTR not in t.user_attrs or not was_refused(t):
-            continue
-        why = [f"{shown[b](float(t.user_attrs[measured[b]]))} > {shown[b](float(limit))}"
-               for b in BUDGETS if t.constraints.get(b, 0) > 0 and (limit := limits[b]) is not None
-               and measured[b] in t.user_attrs]
-        out.append((str(t.user_attrs[SEEDED_ATTR]), ", ".join(why) or "over a budget"))
-    return out
+    return {
+        str(t.user_attrs[SEEDED_ATTR]): {
+            b: f"{shown[b](float(t.user_attrs[measured[b]]))} > {shown[b](float(limit))}"
+            for b in BUDGETS if t.constraints.get(b, 0) > 0 and (limit := limits[b]) is not None
+            and measured[b] in t.user_attrs}
+        for t in trials if SEEDED_ATTR in t.user_attrs and was_refused(t)
+    }
 
 
 def config_from_params(params: Mapping[str, Any]) -> dict[str, Any]:

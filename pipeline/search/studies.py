@@ -143,16 +143,14 @@ def find_prior(storage: optuna.storages.BaseStorage, stage: str, space: str, fin
         return Prior(None)
     # newest first; one without a finished trial of its own (a warm start interrupted before its
     # first trial, holding only the sampler history it was given) gives way to the one before it
-    newest_first = sorted(same, reverse=True)
-    first = load_prior(storage, newest_first[0][1], newest_first[0][2])
-    if first.study is None and first.empty:
-        for _, name, n_trials in newest_first[1:]:
-            older = load_prior(storage, name, n_trials)
-            if older.study is not None:
-                return older
-            if not older.empty:
-                break
-    return first
+    newest: Prior | None = None
+    for _, name, n_trials in sorted(same, reverse=True):
+        prior = load_prior(storage, name, n_trials)
+        newest = newest or prior
+        if prior.study is not None or not prior.empty:
+            return prior if prior.study is not None else newest
+    assert newest is not None  # ``same`` is not empty
+    return newest
 
 
 def load_prior(storage: optuna.storages.BaseStorage, name: str, n_trials: int | None = None) -> Prior:

@@ -12,6 +12,7 @@ from pipeline.contracts import Chosen, FoundRecipeFile, RecipeSearchSummary
 from pipeline.files import Laps
 from pipeline.names import CHOSEN_TRIAL, DEVICE, FINGERPRINT, STUDIES, STUDY
 from pipeline.report import figures, plot_history, save
+from pipeline.search.recipe import SEARCHED
 from pipeline.search.specs.recipe import SPEC, RecipeResult
 from pipeline.stages.common import open_inputs, record_steps, search_input_policy
 from pipeline.tracking import RunLogger
@@ -52,8 +53,7 @@ def not_searched(params: Params, chosen: Chosen, out: Path) -> FoundRecipeFile:
     (the metrics file and the plot DVC expects) saying that nothing was searched."""
     recipe = params.retrain.recipe
     document = FoundRecipeFile(searched=False, recipe=recipe.model_dump(), architecture=chosen.config,
-                               values={k: getattr(recipe, k) for k in ("lr", "weight_decay", "label_smoothing",
-                                                                        "epochs")},
+                               values={k: getattr(recipe, k) for k in SEARCHED},
                                fingerprint=chosen.fingerprint)
     document.write(out / "recipe.json")
     RecipeSearchSummary(fingerprint=chosen.fingerprint, trials=0, trained_trials=0, warm_started_trials=0,

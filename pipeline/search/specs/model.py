@@ -77,8 +77,9 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
     if seeds_refused:  # said, so that a weaker choice on a slower machine is not a mystery
         hint = (" On a CPU without native bf16 training runs in fp32, 3-5x slower: raise "
                 "model_search.max_retrain_minutes or lower retrain.recipe.epochs to let them in."
-                if any("retrain minutes" in why for _, why in seeds_refused) else "")
-        listed = "; ".join(f"{name} ({why})" for name, why in seeds_refused)
+                if any("retrain_minutes" in broken for broken in seeds_refused.values()) else "")
+        listed = "; ".join(f"{name} ({', '.join(broken.values()) or 'over a budget'})"
+                           for name, broken in seeds_refused.items())
         print(f"search_model: seed points over a budget on this machine, never trained: {listed}."
               + hint, file=sys.stderr, flush=True)
     seed_kept = keep_seed_point(cfg.choose, chosen, trials)
@@ -112,7 +113,7 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
         champion_architecture_version=version, kept_champion=kept is not None, **refused(trials),
         references_carried=sum(source != fingerprint for source in sources.values()),
         kept_seed_point=seed_kept[0] if seed_kept is not None else None,
-        seed_points_refused=[name for name, _ in seeds_refused],
+        seed_points_refused=list(seeds_refused),
         wall_seconds=outcome.wall_seconds, mlflow_run_id=run_id, **per_reference)
     return ModelResult(front, references, picks, chosen, pareto, chosen_doc, summary, outcome)
 
