@@ -629,7 +629,8 @@ class RetrainConfig(StrictModel):
                                 "key left out keeps this value")
     warm_epochs: int = Field(5, ge=0, description="when the chosen architecture is the @champion's, start from "
                              "its weights and train this many epochs instead of recipe.epochs (at most "
-                             "recipe.epochs; 0: always from scratch)")
+                             "recipe.epochs; 0: always from scratch); the model and recipe searches budget "
+                             "the champion's architecture at this fine-tune (max_retrain_minutes)")
     warm_lr_scale: float = Field(0.1, gt=0, le=1, description="a fine-tune from the champion runs at this share of "
                                  "the recipe's peak lr: at the full peak a 2-epoch fine-tune lost 0.91 points of the "
                                  "champion's accuracy, at 0.1 it gained 0.44 (BENCHMARKS.md: continuous AutoML, "

@@ -80,6 +80,7 @@ TRAIN_COST_ATTR: Final = "train_cost"  # trial (model search): training step / R
 STEP_SECONDS_ATTR: Final = "step_seconds"  # trial (model search): its measured training step
 RETRAIN_STEP_SECONDS_ATTR: Final = "retrain_step_seconds"  # trial (model search): its step at the retrain recipe
 PREDICTED_RETRAIN_MINUTES_ATTR: Final = "predicted_retrain_minutes"  # trial (model search): its retrain, predicted
+FINE_TUNE_EPOCHS_ATTR: Final = "fine_tune_epochs"  # trial (model search): the @champion's architecture, predicted as a fine-tune of these epochs
 TRAIN_SECONDS_ATTR: Final = "train_seconds"  # trial (model search): its training time
 STOPPED_AT_ATTR: Final = "stopped_at_epoch"  # trial (model search): the rung successive halving stopped it at
 HALVING_CONSTRAINT: Final = "halving"  # trial constraint (model search): > 0 when stopped at a rung

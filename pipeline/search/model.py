@@ -65,6 +65,7 @@ from pipeline.models import (
 )
 from pipeline.names import (
     ACCURACY_ATTR,
+    FINE_TUNE_EPOCHS_ATTR,
     HALVING_CONSTRAINT,
     HISTORY_ATTR,
     MACS_ATTR,
@@ -299,7 +300,7 @@ class ModelSearch:
     def __init__(self, cfg: ModelSearchConfig, sample: ImageSet, *, policy: BatchTransform | None,
                  device: torch.device, progress: bool = True, champion: Mapping[str, Any] | None = None,
                  champion_version: str | None = None, retrain_recipe: TrainConfig | None = None,
-                 retrain_images: int | None = None) -> None:
+                 retrain_images: int | None = None, champion_epochs: int | None = None) -> None:
         if cfg.max_retrain_minutes is not None and retrain_recipe is None:
             raise AutoaugError("model_search.max_retrain_minutes needs the retrain recipe to predict a "
                                "candidate's retrain minutes")
@@ -310,6 +311,12 @@ class ModelSearch:
         # re-trained first on a warm start
         self.champion = normalise_config(champion) if champion is not None else None
         self.champion_version = champion_version  # its registry version (said in chosen.json)
+        # The retrain's epochs for the @champion's architecture: chosen, it is fine-tuned from the
+        # champion's weights for retrain.warm_epochs, so its predicted retrain minutes are those of
+        # the fine-tune (None: the full recipe's, as for every other candidate). Budgeted at the full
+        # recipe, a champion near max_retrain_minutes falls out of it when the data grows (+10 %
+        # images: +10 % minutes) or a timing runs slow, and a warm update retrains from scratch.
+        self.champion_epochs = champion_epochs if champion is not None else None
         self.policy = policy
         self.device = device
         self.progress = progress
@@ -410,7 +417,12 @@ class ModelSearch:
         # The retrain's minutes, predicted from a few steps at the retrain recipe's batch size:
         # only for a candidate within every budget so far.
         if self.cfg.max_retrain_minutes is not None and all(v <= 0 for v in violation.values()):
-            step, minutes = self.retrain_minutes(model)
+            fine_tune = self.champion_epochs if self.champion is not None and \
+                config_from_params(trial.params) == self.champion else None
+            step, minutes = self.retrain_minutes(model, epochs=fine_tune)
+            if fine_tune is not None:
+                trial.set_user_attr(FINE_TUNE_EPOCHS_ATTR, min(fine_tune, self.retrain_recipe.epochs)
+                                    if self.retrain_recipe is not None else fine_tune)
             trial.set_user_attr(RETRAIN_STEP_SECONDS_ATTR, step)
             trial.set_user_attr(PREDICTED_RETRAIN_MINUTES_ATTR, minutes)
             violation["retrain_minutes"] = minutes - self.cfg.max_retrain_minutes
@@ -457,18 +469,21 @@ class ModelSearch:
         ratios = [a / b for a, b in zip(own[1:], unit[1:], strict=True)]
         return statistics.median(ratios), statistics.median(own[1:])
 
-    def retrain_minutes(self, model: torch.nn.Module) -> tuple[float, float]:
+    def retrain_minutes(self, model: torch.nn.Module, epochs: int | None = None) -> tuple[float, float]:
         """(step seconds, predicted minutes): ``model``'s training step at the retrain recipe
         (the median of 3 after an untimed one, on a copy, on this machine), and the retrain's
-        training minutes at that step (``pipeline.train.predicted_minutes``). The timing stops
-        after two steps over the budget's step (the median is over it then): a refused network
-        costs one slow step less."""
+        training minutes at that step (``pipeline.train.predicted_minutes``), for ``epochs`` (at
+        most the recipe's: a fine-tune) or the recipe's own. The timing stops after two steps
+        over the budget's step (the median is over it then): a refused network costs one slow
+        step less."""
         assert self.retrain_recipe is not None  # checked on construction when max_retrain_minutes is set
-        per_step = predicted_minutes(1.0, self.retrain_recipe, self.retrain_images)  # minutes a step-second
+        recipe = self.retrain_recipe if epochs is None else \
+            self.retrain_recipe.model_copy(update={"epochs": min(epochs, self.retrain_recipe.epochs)})
+        per_step = predicted_minutes(1.0, recipe, self.retrain_images)  # minutes a step-second
         limit = self.cfg.max_retrain_minutes / per_step if self.cfg.max_retrain_minutes is not None else None
-        step = step_seconds(model, self.retrain_recipe, num_classes=len(self.train_set.classes),
+        step = step_seconds(model, recipe, num_classes=len(self.train_set.classes),
                             image_size=int(self.train_set.images.shape[-1]), device=self.device, limit=limit)
-        return step, predicted_minutes(step, self.retrain_recipe, self.retrain_images)
+        return step, predicted_minutes(step, recipe, self.retrain_images)
 
     def fit(self, model: torch.nn.Module, seed: int) -> tuple[float, float, list[float]]:
         """Train on the search split, score on the validation split: (accuracy, seconds, curve)."""

@@ -83,7 +83,7 @@ class RecipeSearch:
     def __init__(self, cfg: RecipeSearchConfig, sample: ImageSet, *, retrain: TrainConfig,
                  architecture: Mapping[str, Any] | str, policy: BatchTransform | None, device: torch.device,
                  progress: bool = True, step_seconds: float | None = None, retrain_images: int | None = None,
-                 max_minutes: float | None = None) -> None:
+                 max_minutes: float | None = None, fine_tune_epochs: int | None = None) -> None:
         self.cfg = cfg
         self.retrain = retrain
         self.architecture = architecture
@@ -93,6 +93,9 @@ class RecipeSearch:
         self.step_seconds = step_seconds
         self.retrain_images = retrain_images
         self.max_minutes = max_minutes
+        # the architecture is the @champion's: the retrain fine-tunes it for these epochs (at most a
+        # recipe's), so that is what a recipe's minutes are predicted (and budgeted) for
+        self.fine_tune_epochs = fine_tune_epochs
         self.train_set, self.val_set = self.split(sample, cfg)
         self.spec = MethodSpec(stage=STAGE, label=self.label,
                                objectives=(("accuracy", "maximize"), ("epochs", "minimize")),
@@ -176,6 +179,8 @@ class RecipeSearch:
     def minutes(self, recipe: TrainConfig) -> float | None:
         if self.step_seconds is None or self.retrain_images is None:
             return None
+        if self.fine_tune_epochs is not None:
+            recipe = recipe.model_copy(update={"epochs": min(self.fine_tune_epochs, recipe.epochs)})
         return predicted_minutes(self.step_seconds, recipe, self.retrain_images)
 
     def objective(self, trial: optuna.Trial) -> tuple[float, float]:

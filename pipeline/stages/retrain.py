@@ -193,12 +193,12 @@ def epoch_logger(run: RunLogger) -> Callable[[EpochMetrics], None]:
 
 def predicted(chosen: Chosen, recipe: TrainConfig, train_images: int) -> float | None:
     """The model search's prediction of this run's training minutes (None: chosen.json has no
-    measured step). The search predicted the full recipe from scratch (chosen.json's
-    ``predicted_retrain_minutes``); a fine-tune from the champion (warm_epochs) trains fewer
-    epochs, and a found recipe (recipe.json) may train another number, for which that figure does
+    measured step). The search predicted the full recipe from scratch, or the fine-tune
+    (warm_epochs) for the champion's architecture (chosen.json's ``predicted_retrain_minutes``);
+    a found recipe (recipe.json) may train another number of epochs, for which that figure does
     not apply. So the prediction is re-applied to the epochs this run trains: the step the search
-    measured at the retrain's batch size x this recipe's steps, i.e. chosen.json's minutes x
-    epochs trained / recipe epochs (the same figure for a from-scratch run of the same recipe)."""
+    measured at the retrain's batch size x this recipe's steps (the same figure when the epochs
+    are those the search predicted for)."""
     if chosen.retrain_step_seconds is None:
         return None
     return predicted_minutes(chosen.retrain_step_seconds, recipe, train_images)

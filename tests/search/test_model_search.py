@@ -28,6 +28,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 import pipeline.search.model as model_search
+import pipeline.search.specs.model as model_spec
 from pipeline.augment import Policy
 from pipeline.champion import keep_champion
 from pipeline.config import ChooseConfig, Params, SpacePoint, parse_params
@@ -589,6 +590,46 @@ def test_a_seed_point_the_minutes_budget_refuses_is_named_with_its_prediction(
            "(0.404 retrain minutes > 0.3 retrain minutes)" in err
     assert "raise model_search.max_retrain_minutes" in err
     assert json.loads((tmp_path / "out" / "chosen.json").read_text())["seed_point"] == "resnet20"
+
+
+def test_the_minutes_hint_blames_fp32_only_on_a_cpu_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A native-bf16 CPU can still be too slow for the budget (a Zen 4 predicts 2.3x a Xeon with
+    # AMX): the hint must not send its user looking for a missing bf16.
+    for fast, expected, absent in ((False, "no native bf16", "differ"), (True, "differ 2x", "fp32")):
+        monkeypatch.setattr(model_spec, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        hint = model_spec.minutes_hint(torch.device("cpu"))
+        assert expected in hint and absent not in hint and "raise model_search.max_retrain_minutes" in hint
+    assert "no native bf16" not in model_spec.minutes_hint(torch.device("cuda"))
+
+
+def test_the_champions_architecture_is_budgeted_as_its_fine_tune(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A warm search budgets the @champion's architecture at the retrain it gets when chosen (a
+    # fine-tune of retrain.warm_epochs): a champion near max_retrain_minutes must not fall out of
+    # the budget because the data grew 10 % or one timing ran slow. Any other network at the same
+    # step is budgeted at the full recipe and refused.
+    fake_fit_first_best(monkeypatch)
+    monkeypatch.setattr(model_search, "step_seconds", lambda model, cfg, **kwargs: 1.0)
+    cfg = parse_params({"model_search": {**TINY_SEARCH, "max_params": 1_000_000,
+                                         "max_retrain_minutes": 1.0}}).model_search
+    recipe = parse_params({"retrain": {"recipe": {"epochs": 4, "batch_size": 20}}}).retrain.recipe
+    images = 320  # 1 s a step x 16 steps an epoch: 4 epochs 1.067 min (over the 1.0), 1 epoch 0.267 min
+    champion = SPACE_POINTS["resnet20"]
+    method = ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"), champion=champion,
+                         champion_version="1", retrain_recipe=recipe, retrain_images=images, champion_epochs=1)
+    study = optuna.create_study(directions=method.spec.directions, sampler=method.sampler(0))
+    study.enqueue_trial(params_from_config(champion))
+    study.enqueue_trial(params_from_config(SPACE_POINTS["airbench_like"]))
+    study.optimize(method.objective, n_trials=2)
+    kept, other = study.trials
+    assert kept.user_attrs["predicted_retrain_minutes"] == pytest.approx(16 / 60)
+    assert kept.user_attrs["fine_tune_epochs"] == 1 and kept.constraints["retrain_minutes"] < 0 and kept.values[0] > 0
+    assert other.user_attrs["predicted_retrain_minutes"] == pytest.approx(4 * 16 / 60)
+    assert "fine_tune_epochs" not in other.user_attrs and other.values[0] == 0.0  # refused, never trained
+    # without a champion (a cold search) the same network is budgeted at the full recipe
+    cold = ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"), retrain_recipe=recipe,
+                       retrain_images=images, champion_epochs=1)
+    assert cold.champion_epochs is None
+    assert cold.retrain_minutes(build_model("resnet20", num_classes=10))[1] == pytest.approx(4 * 16 / 60)
 
 
 def test_the_error_for_no_feasible_trial_names_the_budget_that_binds() -> None:

@@ -139,6 +139,17 @@ def test_the_time_budget_refuses_epochs_whose_predicted_minutes_exceed_it(
         search.choose([over])
 
 
+def test_the_champions_architecture_is_budgeted_as_the_fine_tune_the_retrain_gives_it(tmp_path: Path) -> None:
+    # chosen.json is the @champion's architecture: the retrain fine-tunes it for warm_epochs, so a
+    # 2-epoch recipe costs 1 epoch's minutes and fits the budget the full 2 epochs would break
+    params = recipe_params(tmp_path, "sqlite:///x.db", epochs=[1, 2])
+    full = a_search(params, step_seconds=0.6, retrain_images=80, max_minutes=0.15)
+    fine = a_search(params, step_seconds=0.6, retrain_images=80, max_minutes=0.15, fine_tune_epochs=1)
+    two = full.recipe({"epochs": 2})
+    assert full.minutes(two) == pytest.approx(0.2) and fine.minutes(two) == pytest.approx(0.1)
+    assert fine.minutes(full.recipe({"epochs": 1})) == pytest.approx(0.1)  # never more than the recipe's
+
+
 def test_a_bad_recipe_search_value_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"recipe_search: lr = \[0.5, 0.1\]") as caught:
         parse_params({"recipe_search": {"lr": [0.5, 0.1]}})

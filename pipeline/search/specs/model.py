@@ -8,9 +8,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from pipeline.champion import champion_architecture, keep_or_choose, keep_seed_point
 from pipeline.config import Params
 from pipeline.contracts import Chosen, ModelSearchSummary, Pareto, ScoredModel
+from pipeline.device import cpu_has_fast_bf16
 from pipeline.names import STOPPED_AT_ATTR
 from pipeline.search.model import (
     STAGE,
@@ -39,6 +42,17 @@ class ModelResult:
     outcome: SearchOutcome
 
 
+def minutes_hint(device: torch.device) -> str:
+    """What to do when the minutes budget refused the seed points: the minutes are this machine's
+    own step times, and CPUs differ several-fold (BENCHMARKS.md: airbench_small's 40-epoch
+    retrain predicts 21.7 min on an Intel Xeon with AMX, 49.9 on a Zen 4 EPYC, both native bf16)."""
+    why = ("this CPU has no native bf16, so training runs in fp32, 3-5x slower than on one with it"
+           if device.type == "cpu" and not cpu_has_fast_bf16()
+           else "retrain minutes are timed on this machine, and native-bf16 CPUs differ 2x or more")
+    return (f"The {why}: raise model_search.max_retrain_minutes or lower retrain.recipe.epochs "
+            "to let them in.")
+
+
 def space(params: Params) -> dict[str, Any]:
     return ModelSearch.space_of(params.model_search, params.retrain.recipe)
 
@@ -51,14 +65,16 @@ def build(context: BuildContext) -> ModelSearch:
     """The search; on a warm start it re-trains the @champion's architecture first (when
     ``choose.keep_champion_points`` may keep it), in the stage and in every worker alike. The
     retrain's recipe and training images (the sample's pool) predict each candidate's retrain
-    minutes (``max_retrain_minutes``)."""
+    minutes (``max_retrain_minutes``); the champion's architecture's at ``retrain.warm_epochs``,
+    the fine-tune the retrain gives it when it is chosen."""
     champion = None
     if context.tracker is not None:
         champion = champion_architecture(context.tracker, context.params, context.sample.classes)
     return ModelSearch(context.params.model_search, context.sample, policy=context.policy, device=context.device,
                        progress=context.progress, champion=champion[1] if champion else None,
                        champion_version=champion[0] if champion else None,
-                       retrain_recipe=context.params.retrain.recipe, retrain_images=context.retrain_images)
+                       retrain_recipe=context.params.retrain.recipe, retrain_images=context.retrain_images,
+                       champion_epochs=context.params.retrain.warm_epochs or None)
 
 
 def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext, run_id: str) -> ModelResult:
@@ -75,8 +91,7 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
     trials = completed(outcome.studies[0])
     seeds_refused = refused_seed_points(trials, cfg)
     if seeds_refused:  # said, so that a weaker choice on a slower machine is not a mystery
-        hint = (" On a CPU without native bf16 training runs in fp32, 3-5x slower: raise "
-                "model_search.max_retrain_minutes or lower retrain.recipe.epochs to let them in."
+        hint = (" " + minutes_hint(method.device)
                 if any("retrain_minutes" in broken for broken in seeds_refused.values()) else "")
         listed = "; ".join(f"{name} ({', '.join(broken.values()) or 'over a budget'})"
                            for name, broken in seeds_refused.items())

@@ -39,15 +39,18 @@ def uses_chosen(params: Params) -> bool:
 
 def build(context: BuildContext) -> RecipeSearch:
     """The search on chosen.json's architecture; the retrain-minutes budget when the model
-    search measured the architecture's step at the retrain's batch size."""
+    search measured the architecture's step at the retrain's batch size (for the @champion's
+    architecture, of the fine-tune the retrain gives it: ``retrain.warm_epochs``)."""
     if context.chosen is None:
         raise DataError("search_recipe: no chosen model to search a recipe for; run `dvc repro search_model` first")
     chosen, params = context.chosen, context.params
     step = chosen.retrain_step_seconds
+    fine_tune = params.retrain.warm_epochs or None if chosen.champion_architecture_version is not None else None
     return RecipeSearch(params.recipe_search, context.sample, retrain=params.retrain.recipe,
                         architecture=chosen.config, policy=context.policy, device=context.device,
                         progress=context.progress, step_seconds=step, retrain_images=context.retrain_images,
-                        max_minutes=params.model_search.max_retrain_minutes if step is not None else None)
+                        max_minutes=params.model_search.max_retrain_minutes if step is not None else None,
+                        fine_tune_epochs=fine_tune)
 
 
 def summarise(method: RecipeSearch, outcome: SearchOutcome, context: BuildContext, run_id: str) -> RecipeResult:
