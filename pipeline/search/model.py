@@ -300,7 +300,7 @@ class ModelSearch:
     def __init__(self, cfg: ModelSearchConfig, sample: ImageSet, *, policy: BatchTransform | None,
                  device: torch.device, progress: bool = True, champion: Mapping[str, Any] | None = None,
                  champion_version: str | None = None, retrain_recipe: TrainConfig | None = None,
-                 retrain_images: int | None = None, champion_epochs: int | None = None) -> None:
+                 retrain_images: int | None = None, champion_recipe: TrainConfig | None = None) -> None:
         if cfg.max_retrain_minutes is not None and retrain_recipe is None:
             raise AutoaugError("model_search.max_retrain_minutes needs the retrain recipe to predict a "
                                "candidate's retrain minutes")
@@ -311,12 +311,12 @@ class ModelSearch:
         # re-trained first on a warm start
         self.champion = normalise_config(champion) if champion is not None else None
         self.champion_version = champion_version  # its registry version (said in chosen.json)
-        # The retrain's epochs for the @champion's architecture: chosen, it is fine-tuned from the
-        # champion's weights for retrain.warm_epochs, so its predicted retrain minutes are those of
+        # The retrain's recipe for the @champion's architecture: chosen, it is fine-tuned from the
+        # champion's weights (``champion.warm_recipe``), so its predicted retrain minutes are those of
         # the fine-tune (None: the full recipe's, as for every other candidate). Budgeted at the full
         # recipe, a champion near max_retrain_minutes falls out of it when the data grows (+10 %
         # images: +10 % minutes) or a timing runs slow, and a warm update retrains from scratch.
-        self.champion_epochs = champion_epochs if champion is not None else None
+        self.champion_recipe = champion_recipe if champion is not None else None
         self.policy = policy
         self.device = device
         self.progress = progress
@@ -385,9 +385,9 @@ class ModelSearch:
         """``seed_points`` of params as trial parameters (the names ``suggest_config`` gives)."""
         return [(name, params_from_config(SPACE_POINTS[name])) for name in self.cfg.seed_points]
 
-    def is_champion(self, trial: FrozenTrial) -> bool:
-        """Whether a prior trial trained the @champion's architecture (re-evaluated first on a
-        warm start: ``WarmStart.first``)."""
+    def is_champion(self, trial: FrozenTrial | optuna.Trial) -> bool:
+        """Whether a trial (a prior one, re-evaluated first on a warm start: ``WarmStart.first``;
+        or one running) is of the @champion's architecture."""
         return self.champion is not None and config_from_params(trial.params) == self.champion
 
     def prepare(self, part: int, prior: str | None = None) -> PreparedPart:
@@ -417,12 +417,10 @@ class ModelSearch:
         # The retrain's minutes, predicted from a few steps at the retrain recipe's batch size:
         # only for a candidate within every budget so far.
         if self.cfg.max_retrain_minutes is not None and all(v <= 0 for v in violation.values()):
-            fine_tune = self.champion_epochs if self.champion is not None and \
-                config_from_params(trial.params) == self.champion else None
-            step, minutes = self.retrain_minutes(model, epochs=fine_tune)
+            fine_tune = self.champion_recipe if self.is_champion(trial) else None
+            step, minutes = self.retrain_minutes(model, recipe=fine_tune)
             if fine_tune is not None:
-                trial.set_user_attr(FINE_TUNE_EPOCHS_ATTR, min(fine_tune, self.retrain_recipe.epochs)
-                                    if self.retrain_recipe is not None else fine_tune)
+                trial.set_user_attr(FINE_TUNE_EPOCHS_ATTR, fine_tune.epochs)
             trial.set_user_attr(RETRAIN_STEP_SECONDS_ATTR, step)
             trial.set_user_attr(PREDICTED_RETRAIN_MINUTES_ATTR, minutes)
             violation["retrain_minutes"] = minutes - self.cfg.max_retrain_minutes
@@ -469,16 +467,15 @@ class ModelSearch:
         ratios = [a / b for a, b in zip(own[1:], unit[1:], strict=True)]
         return statistics.median(ratios), statistics.median(own[1:])
 
-    def retrain_minutes(self, model: torch.nn.Module, epochs: int | None = None) -> tuple[float, float]:
+    def retrain_minutes(self, model: torch.nn.Module, recipe: TrainConfig | None = None) -> tuple[float, float]:
         """(step seconds, predicted minutes): ``model``'s training step at the retrain recipe
         (the median of 3 after an untimed one, on a copy, on this machine), and the retrain's
-        training minutes at that step (``pipeline.train.predicted_minutes``), for ``epochs`` (at
-        most the recipe's: a fine-tune) or the recipe's own. The timing stops after two steps
+        training minutes at that step (``pipeline.train.predicted_minutes``), for ``recipe`` (the
+        champion's fine-tune) or the retrain recipe itself. The timing stops after two steps
         over the budget's step (the median is over it then): a refused network costs one slow
         step less."""
         assert self.retrain_recipe is not None  # checked on construction when max_retrain_minutes is set
-        recipe = self.retrain_recipe if epochs is None else \
-            self.retrain_recipe.model_copy(update={"epochs": min(epochs, self.retrain_recipe.epochs)})
+        recipe = recipe or self.retrain_recipe
         per_step = predicted_minutes(1.0, recipe, self.retrain_images)  # minutes a step-second
         limit = self.cfg.max_retrain_minutes / per_step if self.cfg.max_retrain_minutes is not None else None
         step = step_seconds(model, recipe, num_classes=len(self.train_set.classes),

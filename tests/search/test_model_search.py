@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 import pipeline.search.model as model_search
 import pipeline.search.specs.model as model_spec
 from pipeline.augment import Policy
-from pipeline.champion import keep_champion
+from pipeline.champion import keep_champion, warm_recipe
 from pipeline.config import ChooseConfig, Params, SpacePoint, parse_params
 from pipeline.data import write_sample
 from pipeline.errors import AutoaugError, DataError
@@ -615,7 +615,8 @@ def test_the_champions_architecture_is_budgeted_as_its_fine_tune(monkeypatch: py
     images = 320  # 1 s a step x 16 steps an epoch: 4 epochs 1.067 min (over the 1.0), 1 epoch 0.267 min
     champion = SPACE_POINTS["resnet20"]
     method = ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"), champion=champion,
-                         champion_version="1", retrain_recipe=recipe, retrain_images=images, champion_epochs=1)
+                         champion_version="1", retrain_recipe=recipe, retrain_images=images,
+                         champion_recipe=warm_recipe(recipe, 1, 0.1))
     study = optuna.create_study(directions=method.spec.directions, sampler=method.sampler(0))
     study.enqueue_trial(params_from_config(champion))
     study.enqueue_trial(params_from_config(SPACE_POINTS["airbench_like"]))
@@ -627,8 +628,8 @@ def test_the_champions_architecture_is_budgeted_as_its_fine_tune(monkeypatch: py
     assert "fine_tune_epochs" not in other.user_attrs and other.values[0] == 0.0  # refused, never trained
     # without a champion (a cold search) the same network is budgeted at the full recipe
     cold = ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"), retrain_recipe=recipe,
-                       retrain_images=images, champion_epochs=1)
-    assert cold.champion_epochs is None
+                       retrain_images=images, champion_recipe=warm_recipe(recipe, 1, 0.1))
+    assert cold.champion_recipe is None
     assert cold.retrain_minutes(build_model("resnet20", num_classes=10))[1] == pytest.approx(4 * 16 / 60)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from pipeline.champion import champion_architecture, keep_or_choose, keep_seed_point
+from pipeline.champion import champion_architecture, keep_or_choose, keep_seed_point, warm_recipe
 from pipeline.config import Params
 from pipeline.contracts import Chosen, ModelSearchSummary, Pareto, ScoredModel
 from pipeline.device import cpu_has_fast_bf16
@@ -70,11 +70,13 @@ def build(context: BuildContext) -> ModelSearch:
     champion = None
     if context.tracker is not None:
         champion = champion_architecture(context.tracker, context.params, context.sample.classes)
+    retrain = context.params.retrain
     return ModelSearch(context.params.model_search, context.sample, policy=context.policy, device=context.device,
                        progress=context.progress, champion=champion[1] if champion else None,
                        champion_version=champion[0] if champion else None,
                        retrain_recipe=context.params.retrain.recipe, retrain_images=context.retrain_images,
-                       champion_epochs=context.params.retrain.warm_epochs or None)
+                       champion_recipe=warm_recipe(retrain.recipe, retrain.warm_epochs, retrain.warm_lr_scale)
+                       if retrain.warm_epochs else None)
 
 
 def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext, run_id: str) -> ModelResult:

@@ -45,7 +45,7 @@ def build(context: BuildContext) -> RecipeSearch:
         raise DataError("search_recipe: no chosen model to search a recipe for; run `dvc repro search_model` first")
     chosen, params = context.chosen, context.params
     step = chosen.retrain_step_seconds
-    fine_tune = params.retrain.warm_epochs or None if chosen.champion_architecture_version is not None else None
+    fine_tune = (params.retrain.warm_epochs or None) if chosen.champion_architecture_version is not None else None
     return RecipeSearch(params.recipe_search, context.sample, retrain=params.retrain.recipe,
                         architecture=chosen.config, policy=context.policy, device=context.device,
                         progress=context.progress, step_seconds=step, retrain_images=context.retrain_images,
