@@ -16,7 +16,7 @@ study (no training) and prints:
 
 A replay, not a run: a search that stopped candidates would have given its sampler other values
 and drawn other candidates afterwards. The rank agreement with the *full retrain* (at least 8
-architectures each retrained for ``retrain.recipe``) is another measurement: ``bench/candidates.py``.
+architectures each retrained for ``retrain.recipe``) is another measurement: ``bench/fidelity.py``.
 
     python -m bench.halving --storage /path/to/project/optuna.db --rungs 1 2
 """
