@@ -33,7 +33,9 @@ split with the cold project's policy. Warm reaches cold when its incumbent re-sc
 high as cold's final incumbent (the same configuration re-scores the same).
 
 Each project step records its wall time in ``WORK/steps.json``; ``--measure-only`` re-measures
-the projects a finished (or interrupted-after-the-projects) run left, without re-running them.
+the projects a finished (or interrupted-after-the-projects) run left, without re-running them, and
+``--resume`` continues an interrupted run: finished steps are kept, an interrupted ``dvc repro``
+runs again (DVC skips its finished stages) and is named in ``resumed=`` (its time is only the rest).
 
 The profile is smaller than params.yaml's (fewer trials and epochs, the same for cold and warm;
 see PROFILE); ``--defaults`` runs the shipped params.yaml unchanged, what users run (about two hours).
@@ -189,7 +191,18 @@ def ingest(project: Path, archive: Path) -> float:
     return sh([str(BIN / "autoaug"), "ingest", str(archive), "--store", "data/raw"], project, project / "bench.log")
 
 
-def repro(project: Path) -> float:
+def repro(project: Path, steps: dict[str, Any] | None = None, name: str = "") -> float:
+    """Wall seconds of one ``dvc repro`` in ``project``. With ``steps``, the step ``name`` is marked
+    begun first (saved by the caller's next ``save``); a ``--resume`` that finds it begun but not
+    finished re-runs it and records it under ``resumed``: DVC skips the stages already done, so its
+    time is only the rest."""
+    if steps is not None:
+        begun = steps.setdefault("begun", [])
+        if name in begun:
+            steps.setdefault(RESUMED, []).append(name)
+        else:
+            begun.append(name)
+        save(project.parent, steps)
     return sh([str(BIN / "dvc"), "repro"], project, project / "bench.log")
 
 
@@ -374,18 +387,26 @@ def run_projects(args: Any, work: Path, overrides: dict[str, Any]) -> dict[str, 
     a2 = write_archive(work / "update", update, classes)
     print(f"v1: {len(v1['train'])} train + {len(v1['test'])} test images; update: {len(update['train'])} train",
           flush=True)
-    steps: dict[str, Any] = {}
-    warm = make_project(work / "warm", overrides)
-    steps["t_ingest1"] = ingest(warm, a1)
-    steps["t_v1"] = repro(warm)
-    steps["v1_metrics"] = read(warm, "outputs/retrain/metrics.json")
+    steps: dict[str, Any] = load_steps(work) if args.resume else {}
+    warm, cold = work / "warm", work / "cold"
+    if "t_v1" not in steps:
+        if "t_ingest1" not in steps:
+            make_project(warm, overrides)
+            steps["t_ingest1"] = ingest(warm, a1)
+            save(work, steps)
+        steps["t_v1"] = repro(warm, steps, "t_v1")
+        steps["v1_metrics"] = read(warm, "outputs/retrain/metrics.json")
+        copy_storage(warm / "optuna.db", work / "v1-optuna.db")  # the study storage as v1 left it (for step 4)
+        save(work, steps)
     print(f"v1: ingest {steps['t_ingest1']:.0f} s, dvc repro {steps['t_v1'] / 60:.1f} min, champion "
           f"{steps['v1_metrics']['test_accuracy']:.4f}", flush=True)
-    copy_storage(warm / "optuna.db", work / "v1-optuna.db")  # the study storage as v1 left it (for step 4)
-    save(work, steps)
 
-    steps["t_ingest_warm"] = ingest(warm, a2)
-    steps["t_warm"] = repro(warm)
+    if "t_warm" not in steps:
+        if "t_ingest_warm" not in steps:
+            steps["t_ingest_warm"] = ingest(warm, a2)
+            save(work, steps)
+        steps["t_warm"] = repro(warm, steps, "t_warm")
+        save(work, steps)
     warm_metrics = read(warm, "outputs/retrain/metrics.json")
     warm_search = read(warm, "outputs/search_model/metrics.json")
     print(f"warm update: ingest {steps['t_ingest_warm']:.0f} s, dvc repro {steps['t_warm'] / 60:.1f} min, champion "
@@ -393,22 +414,35 @@ def run_projects(args: Any, work: Path, overrides: dict[str, Any]) -> dict[str, 
           f"{warm_search.get('champion_architecture_version')}, kept over the rule's pick: "
           f"{bool(warm_search.get('kept_champion'))}; retrain from version "
           f"{warm_metrics.get('warm_start_from_version')})", flush=True)
-    steps["t_noop"] = repro(warm)  # nothing changed: every stage must be skipped
+    if "t_noop" not in steps:
+        steps["t_noop"] = repro(warm)  # nothing changed: every stage must be skipped
+        save(work, steps)
     print(f"no-op: a second dvc repro with nothing changed took {steps['t_noop']:.1f} s", flush=True)
-    save(work, steps)
 
-    cold = make_project(work / "cold", overrides)
-    steps["t_ingest_cold"] = ingest(cold, a1) + ingest(cold, a2)
-    steps["t_cold"] = repro(cold)
+    if "t_cold" not in steps:
+        if "t_ingest_cold" not in steps:
+            make_project(cold, overrides)
+            steps["t_ingest_cold"] = ingest(cold, a1) + ingest(cold, a2)
+            save(work, steps)
+        steps["t_cold"] = repro(cold, steps, "t_cold")
+        save(work, steps)
     print(f"cold: ingest {steps['t_ingest_cold']:.0f} s, dvc repro {steps['t_cold'] / 60:.1f} min, champion "
           f"{read(cold, 'outputs/retrain/metrics.json')['test_accuracy']:.4f}", flush=True)
-    save(work, steps)
     return steps
 
 
 def save(work: Path, steps: dict[str, Any]) -> None:
     """The steps so far (an interrupted run keeps what it measured)."""
     (work / "steps.json").write_text(json.dumps(steps, indent=1))
+
+
+def load_steps(work: Path) -> dict[str, Any]:
+    """The steps an interrupted run saved (``--resume``); a step begun but not saved is re-run."""
+    path = work / "steps.json"
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+RESUMED = "resumed"  # steps.json: the repro steps whose wall time is a resumed run's (only its rest)
 
 
 def main() -> None:
@@ -425,6 +459,9 @@ def main() -> None:
     p.add_argument("--defaults", action="store_true",
                    help="run the shipped params.yaml unchanged (no bench profile): what users run, about two "
                    "hours on 2 cores")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run --work holds (its steps.json): finished steps are kept, an interrupted "
+                   "dvc repro is run again (DVC skips its finished stages; the step is listed as resumed)")
     p.add_argument("--measure-only", action="store_true",
                    help="measure the projects a previous run left in --work (its steps.json) without re-running them")
     args = p.parse_args()
@@ -552,6 +589,7 @@ def measure(args: Any, work: Path, steps: dict[str, Any]) -> None:
         kept_champion=kept,
         cold_minutes_retrain=cold_metrics["train_minutes"], warm_minutes_retrain=warm_metrics["train_minutes"],
         noop_repro_s=steps.get("t_noop"), quick=args.quick, defaults=args.defaults,
+        resumed=",".join(steps.get(RESUMED, [])) or "none",  # a resumed step's time is only its rest
         machine=machine().replace(" ", "_"),
     )
     print(result_line(**fields))

@@ -4,6 +4,8 @@ not decide."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from bench import warmstart
 from bench.warmstart import champions_paired, common_reach, incumbents, memo, reach
 from pipeline.config import load_params
 from pipeline.data import RawStore
@@ -103,3 +106,41 @@ def test_the_warm_and_cold_champions_are_paired_on_the_same_test_images(tmp_path
     assert pair["p_warm_not_better"] == mcnemar_p(pair["paired_warm_only"], pair["paired_cold_only"])
     assert pair["p_warm_not_worse"] == mcnemar_p(pair["paired_cold_only"], pair["paired_warm_only"])
     assert pair["paired_low"] <= pair["paired_diff"] <= pair["paired_high"]
+
+
+def test_resume_keeps_the_finished_steps_and_reruns_the_interrupted_repro(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interrupted run continues where it stopped: ingests and repros already saved in steps.json
+    are not run again, the interrupted ``dvc repro`` is, and it is named as resumed."""
+    calls: list[str] = []
+    interrupt = {"cold": True}
+
+    def fake_sh(cmd: list[str], cwd: Path, log: Path) -> float:
+        calls.append(f"{cwd.name}:{Path(cmd[0]).name}:{cmd[1]}")
+        if cwd.name == "cold" and cmd[1] == "repro" and interrupt["cold"]:
+            interrupt["cold"] = False
+            raise KeyboardInterrupt
+        if cmd[1] == "repro":
+            out = cwd / "outputs" / "retrain"
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.json").write_text(json.dumps({"test_accuracy": 0.5}))
+            (cwd / "outputs" / "search_model" / "metrics.json").parent.mkdir(parents=True, exist_ok=True)
+            (cwd / "outputs" / "search_model" / "metrics.json").write_text("{}")
+        return 1.0
+
+    monkeypatch.setattr(warmstart, "load_data", lambda path: {"train": type("S", (), {"classes": ["a"]})()})
+    monkeypatch.setattr(warmstart, "split_versions", lambda *a, **k: ({"train": [], "test": []}, {"train": []}))
+    monkeypatch.setattr(warmstart, "write_archive", lambda folder, sets, classes: folder)
+    monkeypatch.setattr(warmstart, "copy_storage", lambda src, dst: None)
+    monkeypatch.setattr(warmstart, "sh", fake_sh)
+    args = argparse.Namespace(data="x", v1_share=0.9, quick=False, resume=False)
+    with pytest.raises(KeyboardInterrupt):
+        warmstart.run_projects(args, tmp_path, {})
+    first = list(calls)
+    assert [c for c in first if c.startswith("cold:")][-1] == "cold:dvc:repro"
+    calls.clear()
+    args.resume = True
+    steps = warmstart.run_projects(args, tmp_path, {})
+    assert calls == ["cold:dvc:repro"]  # v1, the update, the no-op and the cold ingests are kept
+    assert steps[warmstart.RESUMED] == ["t_cold"] and steps["t_cold"] == 1.0
+    assert json.loads((tmp_path / "steps.json").read_text())[warmstart.RESUMED] == ["t_cold"]
