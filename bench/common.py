@@ -22,6 +22,11 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def storage_url(storage: str) -> str:
+    """An Optuna storage given as a path (an SQLite file) or an SQLAlchemy URL, as a URL."""
+    return storage if "://" in storage else f"sqlite:///{storage}"
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     # Family/model tell apart CPUs that share a marketing name ('AMD EPYC' spans Zen 1 to 4,

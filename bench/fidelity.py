@@ -37,7 +37,7 @@ import optuna
 import torch
 
 from bench.candidates import spearman
-from bench.common import base_parser, machine, result_line
+from bench.common import base_parser, machine, result_line, storage_url
 from bench.halving import full_candidates
 from bench.handmade import QUICK_TEST, QUICK_TRAIN, read_champion, train_once
 from pipeline.data import load_data
@@ -47,13 +47,6 @@ from pipeline.names import HISTORY_ATTR, TRAIN_SECONDS_ATTR, VAL_ACCURACY_CURVE
 from pipeline.search.model import config_from_params
 
 TOLERANCE = 0.05  # an epoch "agrees as well" when its Spearman is within this of the best epoch's
-
-
-def storage_url(project: Path, storage: str | None) -> str:
-    """The study storage: ``--storage`` (a path or an SQLAlchemy URL), else the project's optuna.db."""
-    if storage is None:
-        return f"sqlite:///{project / 'optuna.db'}"
-    return storage if "://" in storage else f"sqlite:///{storage}"
 
 
 def own_candidates(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -113,7 +106,7 @@ def main() -> None:
         parser.error("--networks: a rank correlation needs at least 3 networks")
 
     champion = read_champion(args.project)
-    study = optuna.load_study(study_name=champion.pareto.study, storage=storage_url(args.project, args.storage))
+    study = optuna.load_study(study_name=champion.pareto.study, storage=storage_url(args.storage or str(args.project / "optuna.db")))
     candidates = own_candidates(study)
     if len(candidates) < 3:
         raise SystemExit(f"bench/fidelity: study {champion.pareto.study} has {len(candidates)} candidates trained "
@@ -137,9 +130,12 @@ def main() -> None:
           f"{len(train_set)} images, test {len(test_set)}, recipe {champion.recipe_source}, policy "
           f"{'found' if champion.policy else 'none'}", flush=True)
 
+    def key_of(trial: optuna.trial.FrozenTrial) -> str:  # one retrain: the network, epochs, seed and data
+        return f"{trial.number}:{epochs}:{args.seed}:{len(train_set)}"
+
     done = load_done(args.out)
     for trial in chosen:
-        key = f"{trial.number}:{epochs}:{args.seed}:{len(train_set)}"
+        key = key_of(trial)
         if key in done:
             print(f"trial {trial.number}: from {args.out}: test {done[key]['test_accuracy']:.4f}", flush=True)
             continue
@@ -153,7 +149,7 @@ def main() -> None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(done, indent=1))
 
-    keys = [f"{t.number}:{epochs}:{args.seed}:{len(train_set)}" for t in chosen]
+    keys = [key_of(t) for t in chosen]
     tests = [float(done[k]["test_accuracy"]) for k in keys]
     curves = [list(t.user_attrs[VAL_ACCURACY_CURVE]) for t in chosen]
     rho = agreement(curves, tests)

@@ -88,6 +88,8 @@ from pipeline.tracking import Tracker
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+BEGUN = "begun"  # steps.json: the dvc repro steps started (finished ones also have their time)
+RESUMED = "resumed"  # steps.json: the repro steps whose wall time is a resumed run's (only its rest)
 
 # The bench profile: params.yaml's keys changed for both runs (everything else is params.yaml's,
 # including the seed points, the MAC and training-cost budgets and the warm settings). It keeps the
@@ -191,18 +193,7 @@ def ingest(project: Path, archive: Path) -> float:
     return sh([str(BIN / "autoaug"), "ingest", str(archive), "--store", "data/raw"], project, project / "bench.log")
 
 
-def repro(project: Path, steps: dict[str, Any] | None = None, name: str = "") -> float:
-    """Wall seconds of one ``dvc repro`` in ``project``. With ``steps``, the step ``name`` is marked
-    begun first (saved by the caller's next ``save``); a ``--resume`` that finds it begun but not
-    finished re-runs it and records it under ``resumed``: DVC skips the stages already done, so its
-    time is only the rest."""
-    if steps is not None:
-        begun = steps.setdefault("begun", [])
-        if name in begun:
-            steps.setdefault(RESUMED, []).append(name)
-        else:
-            begun.append(name)
-        save(project.parent, steps)
+def repro(project: Path) -> float:
     return sh([str(BIN / "dvc"), "repro"], project, project / "bench.log")
 
 
@@ -389,12 +380,26 @@ def run_projects(args: Any, work: Path, overrides: dict[str, Any]) -> dict[str, 
           flush=True)
     steps: dict[str, Any] = load_steps(work) if args.resume else {}
     warm, cold = work / "warm", work / "cold"
+
+    def timed_repro(name: str, project: Path) -> None:
+        """``steps[name]``: one ``dvc repro`` in ``project``, marked begun in steps.json first (the
+        caller saves the time with what it reads after); one a ``--resume`` finds begun but not saved
+        runs again and is listed under RESUMED (DVC skips the stages already done, so its time is
+        only the rest)."""
+        begun = steps.setdefault(BEGUN, [])
+        if name in begun:
+            steps.setdefault(RESUMED, []).append(name)
+        else:
+            begun.append(name)
+        save(work, steps)
+        steps[name] = repro(project)
+
     if "t_v1" not in steps:
         if "t_ingest1" not in steps:
             make_project(warm, overrides)
             steps["t_ingest1"] = ingest(warm, a1)
             save(work, steps)
-        steps["t_v1"] = repro(warm, steps, "t_v1")
+        timed_repro("t_v1", warm)
         steps["v1_metrics"] = read(warm, "outputs/retrain/metrics.json")
         copy_storage(warm / "optuna.db", work / "v1-optuna.db")  # the study storage as v1 left it (for step 4)
         save(work, steps)
@@ -405,7 +410,7 @@ def run_projects(args: Any, work: Path, overrides: dict[str, Any]) -> dict[str, 
         if "t_ingest_warm" not in steps:
             steps["t_ingest_warm"] = ingest(warm, a2)
             save(work, steps)
-        steps["t_warm"] = repro(warm, steps, "t_warm")
+        timed_repro("t_warm", warm)
         save(work, steps)
     warm_metrics = read(warm, "outputs/retrain/metrics.json")
     warm_search = read(warm, "outputs/search_model/metrics.json")
@@ -424,7 +429,7 @@ def run_projects(args: Any, work: Path, overrides: dict[str, Any]) -> dict[str, 
             make_project(cold, overrides)
             steps["t_ingest_cold"] = ingest(cold, a1) + ingest(cold, a2)
             save(work, steps)
-        steps["t_cold"] = repro(cold, steps, "t_cold")
+        timed_repro("t_cold", cold)
         save(work, steps)
     print(f"cold: ingest {steps['t_ingest_cold']:.0f} s, dvc repro {steps['t_cold'] / 60:.1f} min, champion "
           f"{read(cold, 'outputs/retrain/metrics.json')['test_accuracy']:.4f}", flush=True)
@@ -440,9 +445,6 @@ def load_steps(work: Path) -> dict[str, Any]:
     """The steps an interrupted run saved (``--resume``); a step begun but not saved is re-run."""
     path = work / "steps.json"
     return dict(json.loads(path.read_text())) if path.is_file() else {}
-
-
-RESUMED = "resumed"  # steps.json: the repro steps whose wall time is a resumed run's (only its rest)
 
 
 def main() -> None:
