@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import optuna
 import torch
 
 from pipeline.device import cpu_has_fast_bf16
@@ -25,6 +26,16 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 def storage_url(storage: str) -> str:
     """An Optuna storage given as a path (an SQLite file) or an SQLAlchemy URL, as a URL."""
     return storage if "://" in storage else f"sqlite:///{storage}"
+
+
+def model_search_study(storage: str, name: str | None = None) -> optuna.Study:
+    """A finished ``search_model`` study: ``name``, else the last one in ``storage`` (a path or a URL)."""
+    url = storage_url(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(url) if s.study_name.startswith("search_model-")]
+    name = name or (names[-1] if names else None)
+    if name is None:
+        raise SystemExit(f"{storage}: no search_model study")
+    return optuna.load_study(study_name=name, storage=url)
 
 
 def machine() -> str:

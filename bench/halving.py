@@ -29,7 +29,7 @@ from typing import Any
 import optuna
 
 from bench.candidates import spearman
-from bench.common import machine, result_line, storage_url
+from bench.common import machine, model_search_study, result_line
 from pipeline.config import HalvingConfig
 from pipeline.names import TRAIN_SECONDS_ATTR, VAL_ACCURACY_CURVE
 from pipeline.search.model import dominated_at_rung, rung_records
@@ -80,12 +80,8 @@ def main() -> None:
     p.add_argument("--dominated-by", type=int, default=2)
     p.add_argument("--min-trials", type=int, default=4)
     args = p.parse_args()
-    url = storage_url(args.storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(url) if s.study_name.startswith("search_model-")]
-    name = args.study or (names[-1] if names else None)
-    if name is None:
-        raise SystemExit(f"{args.storage}: no search_model study")
-    study = optuna.load_study(study_name=name, storage=url)
+    study = model_search_study(args.storage, args.study)
+    name = study.study_name
     trials = full_candidates(study)
     halving = HalvingConfig(rungs=args.rungs, dominated_by=args.dominated_by, min_trials=args.min_trials)
     epochs = len(trials[0].user_attrs[VAL_ACCURACY_CURVE])

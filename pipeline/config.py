@@ -478,6 +478,14 @@ class ModelSearchConfig(SeededSearch, StrictModel):
         "retrain.recipe.epochs x the steps of an epoch over the raw store's training images / 60; a candidate over "
         "it is never trained, so a wider network is chosen only when its retrain fits (25: under half an hour on "
         "2 CPU cores; null: off)")
+    untimed_bound: float | None = Field(
+        None, gt=0, le=1, description="with max_retrain_minutes, a draw is refused without timing its step when "
+        "its MACs x the fewest retrain minutes per MAC of the draws timed so far x this factor exceed the budget "
+        "(a lower bound: it errs only for a draw more than 1/factor times as MAC-efficient as every timed one; on "
+        "an AVX2 CPU at the defaults, 289 timed refusals were 25 of the search's 29 minutes, and at 0.75 the bound "
+        "skipped 188 of them in a replay, 20 minutes, and lost no draw that fit; but a search run with it reached "
+        "its cap of refused draws (20 x trials) in 3.5 minutes with no draw that fit, so it is off by default); "
+        "seed points and the champion are always timed; null (the default): time every draw")
     train_images: int = Field(4000, ge=10, description="search-split images each candidate trains on")
     val_images: int = Field(2000, ge=10, description="validation images each candidate is scored on")
     halving: HalvingConfig | None = Field(None, description="successive halving over the candidates' per-epoch "

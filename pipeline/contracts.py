@@ -250,6 +250,7 @@ class ModelSearchSummary(StageFile):
     refused_max_macs: int = 0
     refused_max_train_cost: int = 0
     refused_max_retrain_minutes: int = 0
+    refused_untimed: int = 0  # of those over the minutes budget, refused from their MACs, never timed (names.REFUSED_UNTIMED)
     references_carried: int = 0  # references whose score came from the prior data (names.REFERENCES_CARRIED)
     stopped_trials: int = 0  # candidates successive halving stopped at a rung (model_search.halving)
     kept_seed_point: str | None = None  # the seed point kept over the rule's pick (choose.keep_seed_points)

@@ -37,7 +37,6 @@ import json
 import math
 import statistics
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +72,7 @@ from pipeline.names import (
     PREDICTED_RETRAIN_MINUTES_ATTR,
     REFERENCE_ATTR_PREFIX,
     REFUSED_PREFIX,
+    RETRAIN_MINUTES_BOUND_ATTR,
     RETRAIN_STEP_SECONDS_ATTR,
     SEEDED_ATTR,
     SKIPPED_ATTR,
@@ -149,6 +149,27 @@ def refused(trials: Sequence[FrozenTrial]) -> dict[str, int]:
     """How many of ``trials`` each budget refused (``refused_max_params`` ...): a draw over a
     budget is never trained. A draw over several counts for each it broke."""
     return {f"{REFUSED_PREFIX}{name}": sum(1 for t in trials if t.constraints.get(name, 0) > 0) for name in BUDGETS}
+
+
+def refused_untimed(trials: Sequence[FrozenTrial]) -> int:
+    """How many of ``trials`` the minutes budget refused from their MACs alone (``untimed_bound``):
+    never timed, let alone trained."""
+    return sum(1 for t in trials if RETRAIN_MINUTES_BOUND_ATTR in t.user_attrs)
+
+
+def minutes_per_mac(trial: FrozenTrial) -> float | None:
+    """A timed draw's predicted retrain minutes per MAC (at the retrain recipe itself, not the
+    champion's fine-tune), for ``untimed_bound``; None for any other trial (a prior study's copy,
+    one not timed, or without a MAC count)."""
+    a = trial.user_attrs
+    macs = a.get(MACS_ATTR, -1)
+    if (HISTORY_ATTR in a or FINE_TUNE_EPOCHS_ATTR in a or PREDICTED_RETRAIN_MINUTES_ATTR not in a
+            or not isinstance(macs, (int, float)) or macs <= 0):
+        return None
+    return float(a[PREDICTED_RETRAIN_MINUTES_ATTR]) / float(macs)
+
+
+UNTIMED_AFTER = 3  # draws timed (the seed points, at the defaults) before the MAC bound refuses any
 
 
 def was_refused(trial: FrozenTrial) -> bool:
@@ -322,6 +343,9 @@ class ModelSearch:
         self.progress = progress
         self.train_set, self.val_set = self.split(sample, cfg)
         self._cost_unit: torch.nn.Module | None = None  # ResNet-20, built on first need
+        # untimed_bound's record: the retrain minutes per MAC of each draw this study timed (read
+        # from the study on first need, so a resumed search keeps its own; then this process's)
+        self._per_mac: list[float] | None = None
         self.spec = MethodSpec(stage=STAGE, label=self.label,
                                objectives=tuple((o, OBJECTIVES[o]) for o in cfg.objectives),
                                budget=Budget(cfg.trials, counts=trained),
@@ -418,12 +442,21 @@ class ModelSearch:
         # only for a candidate within every budget so far.
         if self.cfg.max_retrain_minutes is not None and all(v <= 0 for v in violation.values()):
             fine_tune = self.champion_recipe if self.is_champion(trial) else None
-            step, minutes = self.retrain_minutes(model, recipe=fine_tune)
-            if fine_tune is not None:
-                trial.set_user_attr(FINE_TUNE_EPOCHS_ATTR, fine_tune.epochs)
-            trial.set_user_attr(RETRAIN_STEP_SECONDS_ATTR, step)
-            trial.set_user_attr(PREDICTED_RETRAIN_MINUTES_ATTR, minutes)
-            violation["retrain_minutes"] = minutes - self.cfg.max_retrain_minutes
+            bound = (self.minutes_bound(trial.study, macs)
+                     if fine_tune is None and SEEDED_ATTR not in trial.user_attrs else None)
+            if bound is not None and bound > self.cfg.max_retrain_minutes:
+                # over the budget even as MAC-efficient as the best timed draw: refused untimed
+                trial.set_user_attr(RETRAIN_MINUTES_BOUND_ATTR, bound)
+                violation["retrain_minutes"] = bound - self.cfg.max_retrain_minutes
+            else:
+                step, minutes = self.retrain_minutes(model, recipe=fine_tune)
+                if fine_tune is not None:
+                    trial.set_user_attr(FINE_TUNE_EPOCHS_ATTR, fine_tune.epochs)
+                elif macs > 0:
+                    self.timed_per_mac(trial.study).append(minutes / macs)
+                trial.set_user_attr(RETRAIN_STEP_SECONDS_ATTR, step)
+                trial.set_user_attr(PREDICTED_RETRAIN_MINUTES_ATTR, minutes)
+                violation["retrain_minutes"] = minutes - self.cfg.max_retrain_minutes
         for key, value in violation.items():
             trial.set_constraint(key, value)
         trial.set_user_attr(PARAMS_ATTR, params)
@@ -466,6 +499,27 @@ class ModelSearch:
                                image_size=int(self.train_set.images.shape[-1]), device=self.device, steps=timed + 1)
         ratios = [a / b for a, b in zip(own[1:], unit[1:], strict=True)]
         return statistics.median(ratios), statistics.median(own[1:])
+
+    def timed_per_mac(self, study: optuna.Study) -> list[float]:
+        """The retrain minutes per MAC of the draws this study timed (``minutes_per_mac``)."""
+        if self._per_mac is None:
+            own = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            self._per_mac = [r for t in own if (r := minutes_per_mac(t)) is not None]
+        return self._per_mac
+
+    def minutes_bound(self, study: optuna.Study, macs: int) -> float | None:
+        """A lower bound of a draw's retrain minutes from its MACs (``untimed_bound``): as
+        MAC-efficient as the most efficient draw timed so far, less the factor's margin. None
+        when off, before ``UNTIMED_AFTER`` draws were timed, or without a MAC count. A step's time
+        grows with the MACs it computes; what a MAC costs varies several-fold over the space
+        (depthwise, SE and narrow layers cost more), so the fewest minutes per MAC seen bounds
+        the rest from below."""
+        if self.cfg.untimed_bound is None or macs <= 0:
+            return None
+        timed = self.timed_per_mac(study)
+        if len(timed) < UNTIMED_AFTER:
+            return None
+        return min(timed) * macs * self.cfg.untimed_bound
 
     def retrain_minutes(self, model: torch.nn.Module, recipe: TrainConfig | None = None) -> tuple[float, float]:
         """(step seconds, predicted minutes): ``model``'s training step at the retrain recipe
@@ -532,8 +586,11 @@ class ModelSearch:
         """The feasible Pareto front, most accurate first."""
         trials = [t for t in ranked[0] if feasible(t)]
         if not trials:
-            broken = Counter(k for t in ranked[0] for k, v in t.constraints.items() if v > 0 and k in BUDGETS)
-            binds = f"max_{broken.most_common(1)[0][0]}" if broken else "max_params"
+            broken = {k for t in ranked[0] for k, v in t.constraints.items() if v > 0 and k in BUDGETS}
+            # A draw meets the budgets in BUDGETS' order, each only when within the ones before: the
+            # last one that refused any refuses what the others let through (raising max_macs when
+            # every network within it is over the minutes only draws more networks over the minutes).
+            binds = next((f"max_{b}" for b in reversed(BUDGETS) if b in broken), "max_params")
             raise NoFeasibleTrialError(
                 f"search_model: none of {len(ranked[0])} trials fits the budget (max_params = "
                 f"{self.cfg.max_params}, max_macs = {self.cfg.max_macs}, max_train_cost = "

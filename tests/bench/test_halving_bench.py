@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import optuna
@@ -12,6 +11,8 @@ from optuna.study import StudyDirection
 from bench import halving as bench
 from pipeline.config import HalvingConfig
 from pipeline.names import TRAIN_SECONDS_ATTR, VAL_ACCURACY_CURVE
+
+from . import result_of
 
 # (curve over 3 epochs, parameters): trial 3 is behind two smaller ones after epoch 1; trial 4 is
 # the least accurate but the smallest, so it is on the front and never stopped
@@ -43,10 +44,8 @@ def test_the_replay_stops_the_dominated_and_keeps_the_front(tmp_path: Path) -> N
 def test_the_bench_prints_the_result_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     a_study(f"sqlite:///{tmp_path}/optuna.db")
-    monkeypatch.setattr(sys, "argv", ["halving", "--storage", str(tmp_path / "optuna.db"), "--min-trials", "3"])
-    bench.main()
-    result = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("RESULT"))
-    fields = dict(item.split("=", 1) for item in result.split()[1:])
+    fields = result_of(bench.main, ["halving", "--storage", str(tmp_path / "optuna.db"), "--min-trials", "3"],
+                       monkeypatch, capsys)
     assert (fields["candidates"], fields["stopped"], fields["front_stopped"]) == ("5", "1", "0")
     assert float(fields["train_min_before"]) == pytest.approx(2.5)
     assert float(fields["train_min_after"]) == pytest.approx(2.5 - 20 / 60, abs=1e-3)  # 2 of 3 epochs of 30 s saved

@@ -39,6 +39,7 @@ from pipeline.models import (
     SPACE_POINTS,
     ModelConfigError,
     build_model,
+    count_macs,
     count_params,
     suggest_config,
     validate_config,
@@ -599,6 +600,7 @@ def test_the_minutes_hint_blames_fp32_only_on_a_cpu_without_native_bf16(monkeypa
         monkeypatch.setattr(model_spec, "cpu_has_fast_bf16", lambda fast=fast: fast)
         hint = model_spec.minutes_hint(torch.device("cpu"))
         assert expected in hint and absent not in hint and "raise model_search.max_retrain_minutes" in hint
+        assert hint.startswith("Retrain minutes are timed" if fast else "This CPU has no native bf16")  # a sentence
     assert "no native bf16" not in model_spec.minutes_hint(torch.device("cuda"))
 
 
@@ -633,6 +635,67 @@ def test_the_champions_architecture_is_budgeted_as_its_fine_tune(monkeypatch: py
     assert cold.retrain_minutes(build_model("resnet20", num_classes=10))[1] == pytest.approx(4 * 16 / 60)
 
 
+def test_a_draw_over_the_minutes_budget_even_at_the_best_minutes_per_mac_is_refused_untimed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Timing a refused draw's step was most of a slow CPU's model search: once 3 draws were
+    # timed, a draw over the budget even at the fewest minutes per MAC seen (x untimed_bound) is
+    # refused from its MACs alone. Seed points are timed whatever their bound; a draw near the
+    # budget is timed and decided by its measurement.
+    fake_fit_first_best(monkeypatch)
+    monkeypatch.setattr(model_search, "count_macs", count_macs)  # real MACs (the fake counts 1)
+    timed: list[str] = []
+    classes = len(tiny_sample().classes)
+    names = {count_params(build_model(SPACE_POINTS[n], num_classes=classes)): n for n in SPACE_POINTS}
+
+    def step(model: torch.nn.Module, cfg: Any, **kwargs: Any) -> float:
+        timed.append(names[count_params(model)])
+        return count_macs(model) / 1e8  # the same seconds per MAC for every network
+
+    monkeypatch.setattr(model_search, "step_seconds", step)
+    # 4 epochs of 16 steps: minutes = MACs / 1e8 x 64 / 60: resnet20 0.435, airbench_like 0.500,
+    # airbench_small 0.635, mobilenetv2 0.938 (bound 0.704: timed), airbench94 1.260 (bound 0.945)
+    assert parse_params({}).model_search.untimed_bound is None  # off by default
+    cfg = parse_params({"model_search": {**TINY_SEARCH, "max_params": 3_000_000, "max_retrain_minutes": 0.85,
+                                         "untimed_bound": 0.75}}).model_search
+    recipe = parse_params({"retrain": {"recipe": {"epochs": 4, "batch_size": 20}}}).retrain.recipe
+
+    def search() -> ModelSearch:
+        return ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"), retrain_recipe=recipe,
+                           retrain_images=320)
+
+    study = optuna.create_study(directions=search().spec.directions)
+    for name in ("resnet20", "airbench_like", "airbench_small", "airbench94"):
+        study.enqueue_trial(params_from_config(SPACE_POINTS[name]), user_attrs={"seed_point": name})
+    study.enqueue_trial(params_from_config(SPACE_POINTS["airbench94"]))  # a draw: refused untimed
+    study.enqueue_trial(params_from_config(SPACE_POINTS["mobilenetv2"]))  # bound under the budget: timed
+    study.optimize(search().objective, n_trials=6)
+    *seeds, big, near = study.trials
+    assert timed == ["resnet20", "airbench_like", "airbench_small", "airbench94", "mobilenetv2"]
+    big_macs = count_macs(build_model(SPACE_POINTS["airbench94"], num_classes=classes))
+    assert seeds[3].user_attrs["predicted_retrain_minutes"] == pytest.approx(big_macs / 1e8 * 64 / 60)
+    assert "retrain_minutes_bound" not in seeds[3].user_attrs  # a seed point: timed, its refusal measured
+    bound = 0.75 * big_macs / 1e8 * 64 / 60
+    assert big.user_attrs["retrain_minutes_bound"] == pytest.approx(bound)
+    assert "predicted_retrain_minutes" not in big.user_attrs and "retrain_step_seconds" not in big.user_attrs
+    assert big.constraints["retrain_minutes"] == pytest.approx(bound - 0.85) and big.values[0] == 0.0
+    assert near.user_attrs["predicted_retrain_minutes"] > 0.85 and "retrain_minutes_bound" not in near.user_attrs
+    assert model_search.refused_untimed(study.trials) == 1
+    assert model_search.refused(study.trials)["refused_max_retrain_minutes"] == 3  # airbench94 x2, mobilenetv2
+    # a resumed search (another process) reads the minutes per MAC from the study: its first draw
+    # is already bounded
+    study.enqueue_trial(params_from_config(SPACE_POINTS["airbench94"]))
+    study.optimize(search().objective, n_trials=1)
+    assert len(timed) == 5 and "retrain_minutes_bound" in study.trials[-1].user_attrs
+    # off: every draw within the counted budgets is timed
+    off = cfg.model_copy(update={"untimed_bound": None})
+    method = ModelSearch(off, tiny_sample(), policy=None, device=torch.device("cpu"), retrain_recipe=recipe,
+                         retrain_images=320)
+    study.enqueue_trial(params_from_config(SPACE_POINTS["airbench94"]))
+    study.optimize(method.objective, n_trials=1)
+    assert timed[-1] == "airbench94" and "retrain_minutes_bound" not in study.trials[-1].user_attrs
+
+
 def test_the_error_for_no_feasible_trial_names_the_budget_that_binds() -> None:
     cfg = parse_params({"model_search": {**TINY_SEARCH, "max_train_cost": 0.5}}).model_search
     method = ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"))
@@ -646,6 +709,11 @@ def test_the_error_for_no_feasible_trial_names_the_budget_that_binds() -> None:
     slow = [frozen(i, [0.0, 1000], constraints={"params": -1.0, "retrain_minutes": 3.5}, seed=i) for i in range(3)]
     with pytest.raises(NoFeasibleTrialError, match=r"max_retrain_minutes = 2.0\); raise model_search.max_retrain_minutes"):
         method.combine([slow], [])
+    # most draws over the MACs, the few within them over the minutes: the minutes bind (a search on
+    # an AVX2 CPU was told to raise max_macs)
+    macs = [frozen(i, [0.0, 1000], constraints={"params": -1.0, "macs": 5e6}, seed=i) for i in range(3, 9)]
+    with pytest.raises(NoFeasibleTrialError, match=r"raise model_search.max_retrain_minutes"):
+        method.combine([macs + slow[:1]], [])
 
 
 def test_the_training_cost_budget_enters_the_study_identity_only_when_set() -> None:

@@ -22,6 +22,7 @@ from pipeline.search.model import (
     choose,
     refused,
     refused_seed_points,
+    refused_untimed,
 )
 from pipeline.search.registry import BuildContext, SearchStage
 from pipeline.search.runner import SearchOutcome
@@ -49,7 +50,7 @@ def minutes_hint(device: torch.device) -> str:
     why = ("this CPU has no native bf16, so training runs in fp32, 3-5x slower than on one with it"
            if device.type == "cpu" and not cpu_has_fast_bf16()
            else "retrain minutes are timed on this machine, and native-bf16 CPUs differ 2x or more")
-    return (f"The {why}: raise model_search.max_retrain_minutes or lower retrain.recipe.epochs "
+    return (f"{why[0].upper()}{why[1:]}: raise model_search.max_retrain_minutes or lower retrain.recipe.epochs "
             "to let them in.")
 
 
@@ -128,6 +129,7 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
         chosen_macs=chosen.macs, chosen_train_cost=chosen.train_cost,
         chosen_predicted_retrain_minutes=chosen.predicted_retrain_minutes, best_accuracy=front[0].accuracy,
         champion_architecture_version=version, kept_champion=kept is not None, **refused(trials),
+        refused_untimed=refused_untimed(trials),
         references_carried=sum(source != fingerprint for source in sources.values()),
         kept_seed_point=seed_kept[0] if seed_kept is not None else None,
         seed_points_refused=list(seeds_refused),
