@@ -6,7 +6,7 @@ without native bf16, 3-5x slower), those timings are most of the search. ``untim
 refuses a draw from its MACs alone when even the fewest retrain minutes per MAC seen so far
 (x the factor) put it over the budget. This bench reads a finished ``search_model`` study that
 timed every draw (no training, no timing) and replays the rule in trial order for each factor,
-with ``pipeline.search.model.minutes_per_mac`` and ``UNTIMED_AFTER`` as the search uses them
+with ``pipeline.search.model.minutes_per_mac`` and ``mac_bound`` as the search uses them
 (a draw the rule skips adds nothing to the record, as in the search; seed points and the
 champion's fine-tune are always timed). Printed per factor: the timings skipped, the draws that
 fit the budget but would have been refused (lost: the rule's only error), and the minutes saved.
@@ -33,8 +33,14 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from bench.common import machine, model_search_study, result_line
-from pipeline.names import PREDICTED_RETRAIN_MINUTES_ATTR, RETRAIN_MINUTES_BOUND_ATTR, SEEDED_ATTR
-from pipeline.search.model import UNTIMED_AFTER, minutes_per_mac
+from pipeline.names import (
+    MACS_ATTR,
+    PREDICTED_RETRAIN_MINUTES_ATTR,
+    RETRAIN_MINUTES_BOUND_ATTR,
+    SEEDED_ATTR,
+    TRAIN_SECONDS_ATTR,
+)
+from pipeline.search.model import mac_bound, minutes_per_mac
 
 
 def seconds(trial: FrozenTrial) -> float:
@@ -51,9 +57,8 @@ def replay(trials: list[FrozenTrial], factor: float, limit: float) -> tuple[list
         per_mac = minutes_per_mac(t)
         if per_mac is None:
             continue  # not timed (over a counted budget), or the champion's fine-tune
-        macs = float(t.user_attrs["macs"])
-        if SEEDED_ATTR not in t.user_attrs and len(record) >= UNTIMED_AFTER \
-                and min(record) * macs * factor > limit:
+        bound = mac_bound(record, float(t.user_attrs[MACS_ATTR]), factor)
+        if SEEDED_ATTR not in t.user_attrs and bound is not None and bound > limit:
             skipped.append(t)
             continue
         record.append(per_mac)
@@ -77,8 +82,8 @@ def main() -> None:
     timed = [t for t in trials if minutes_per_mac(t) is not None]
     if not timed:
         raise SystemExit(f"{name}: no draw was timed (max_retrain_minutes off?)")
-    untimed = [seconds(t) for t in trials if "macs" in t.user_attrs and PREDICTED_RETRAIN_MINUTES_ATTR not in t.user_attrs
-               and "train_seconds" not in t.user_attrs]
+    untimed = [seconds(t) for t in trials if MACS_ATTR in t.user_attrs and PREDICTED_RETRAIN_MINUTES_ATTR not in t.user_attrs
+               and TRAIN_SECONDS_ATTR not in t.user_attrs]
     overhead = statistics.median(untimed) if untimed else 0.0
     starts = [t.datetime_start for t in trials if isinstance(t.datetime_start, datetime)]
     ends = [t.datetime_complete for t in trials if isinstance(t.datetime_complete, datetime)]

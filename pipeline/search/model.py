@@ -172,6 +172,17 @@ def minutes_per_mac(trial: FrozenTrial) -> float | None:
 UNTIMED_AFTER = 3  # draws timed (the seed points, at the defaults) before the MAC bound refuses any
 
 
+def mac_bound(per_mac: Sequence[float], macs: float, factor: float | None) -> float | None:
+    """``untimed_bound``'s lower bound of a draw's retrain minutes: its ``macs`` at the fewest
+    minutes per MAC of the draws timed so far (``per_mac``), times ``factor``. None when off,
+    before ``UNTIMED_AFTER`` draws were timed, or without a MAC count. A step's time grows with
+    the MACs it computes; what a MAC costs varies several-fold over the space (depthwise, SE and
+    narrow layers cost more), so the fewest minutes per MAC seen bounds the rest from below."""
+    if factor is None or macs <= 0 or len(per_mac) < UNTIMED_AFTER:
+        return None
+    return min(per_mac) * macs * factor
+
+
 def was_refused(trial: FrozenTrial) -> bool:
     """A draw a budget refused: never trained, so its record (parameters, MACs, the budgets'
     violations) does not depend on the data it was drawn for."""
@@ -452,7 +463,7 @@ class ModelSearch:
                 step, minutes = self.retrain_minutes(model, recipe=fine_tune)
                 if fine_tune is not None:
                     trial.set_user_attr(FINE_TUNE_EPOCHS_ATTR, fine_tune.epochs)
-                elif macs > 0:
+                elif macs > 0 and self.cfg.untimed_bound is not None:  # the bound's record, kept only when on
                     self.timed_per_mac(trial.study).append(minutes / macs)
                 trial.set_user_attr(RETRAIN_STEP_SECONDS_ATTR, step)
                 trial.set_user_attr(PREDICTED_RETRAIN_MINUTES_ATTR, minutes)
@@ -508,18 +519,10 @@ class ModelSearch:
         return self._per_mac
 
     def minutes_bound(self, study: optuna.Study, macs: int) -> float | None:
-        """A lower bound of a draw's retrain minutes from its MACs (``untimed_bound``): as
-        MAC-efficient as the most efficient draw timed so far, less the factor's margin. None
-        when off, before ``UNTIMED_AFTER`` draws were timed, or without a MAC count. A step's time
-        grows with the MACs it computes; what a MAC costs varies several-fold over the space
-        (depthwise, SE and narrow layers cost more), so the fewest minutes per MAC seen bounds
-        the rest from below."""
-        if self.cfg.untimed_bound is None or macs <= 0:
+        """``mac_bound`` over the draws this study timed (the study is read only when the bound is on)."""
+        if self.cfg.untimed_bound is None:
             return None
-        timed = self.timed_per_mac(study)
-        if len(timed) < UNTIMED_AFTER:
-            return None
-        return min(timed) * macs * self.cfg.untimed_bound
+        return mac_bound(self.timed_per_mac(study), macs, self.cfg.untimed_bound)
 
     def retrain_minutes(self, model: torch.nn.Module, recipe: TrainConfig | None = None) -> tuple[float, float]:
         """(step seconds, predicted minutes): ``model``'s training step at the retrain recipe
