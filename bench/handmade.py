@@ -51,7 +51,7 @@ from pipeline.evaluation import score, tta_name
 from pipeline.models import SPACE_POINTS, build_model, count_macs, count_params, normalise_config
 from pipeline.stages.common import read_policy
 from pipeline.stages.retrain import with_found_recipe
-from pipeline.train import step_seconds, train
+from pipeline.train import batch_seconds, step_seconds, train
 
 HANDMADE = ("airbench94", "airbench_like", "airbench_small", "resnet20", "mobilenetv2")
 FRONT_LIMITS = (100_000, 300_000)  # the largest front member under each
@@ -238,8 +238,11 @@ def run_network(net: Network, champion: Champion, train_set: ImageSet, test_set:
         step, epochs = None, 1 if quick else recipe.epochs
     else:
         timed = recipe.model_copy(update={"batch_size": QUICK_STEP_BATCH}) if quick else recipe
-        step = step_seconds(probe, timed, num_classes=num_classes, device=device,
-                            **({"steps": 1, "warmup": 0} if quick else {}))
+        quick_timing = {"steps": 1, "warmup": 0} if quick else {}
+        # the retrain's step: the SGD step plus the batch's flip, crop and policy (the same for
+        # every network, but a share of the step that grows as the network shrinks)
+        step = (step_seconds(probe, timed, num_classes=num_classes, device=device, **quick_timing)
+                + batch_seconds(train_set, timed, augment=champion.policy, device=device, **quick_timing))
         if quick or budget_minutes is None:
             epochs = 1
         else:

@@ -479,13 +479,13 @@ class ModelSearchConfig(SeededSearch, StrictModel):
         "it is never trained, so a wider network is chosen only when its retrain fits (25: under half an hour on "
         "2 CPU cores; null: off)")
     untimed_bound: float | None = Field(
-        None, gt=0, le=1, description="with max_retrain_minutes, a draw is refused without timing its step when "
-        "its MACs x the fewest retrain minutes per MAC of the draws timed so far x this factor exceed the budget "
-        "(a lower bound: it errs only for a draw more than 1/factor times as MAC-efficient as every timed one; on "
-        "an AVX2 CPU at the defaults, 289 timed refusals were 25 of the search's 29 minutes, and at 0.75 the bound "
-        "skipped 188 of them in a replay, 20 minutes, and lost no draw that fit; but a search run with it reached "
-        "its cap of refused draws (20 x trials) in 3.5 minutes with no draw that fit, so it is off by default); "
-        "seed points and the champion are always timed; null (the default): time every draw")
+        0.75, gt=0, le=1, description="with max_retrain_minutes, a draw is refused without timing its step when "
+        "its MACs x the fewest minutes of SGD steps per MAC of the draws timed so far x this factor, plus the "
+        "batches' minutes, exceed the budget (a lower bound: it errs only for a draw more than 1/factor times as "
+        "MAC-efficient as every timed one; on an AVX2 CPU at the defaults, 289 timed refusals were 25 of the "
+        "search's 29 minutes, and at 0.75 a replay skipped 188 of them and lost no draw that fit; such draws have "
+        "their own cap, 100 x trials, apart from the 20 x trials of costly refusals); seed points and the champion "
+        "are always timed; null: time every draw")
     train_images: int = Field(4000, ge=10, description="search-split images each candidate trains on")
     val_images: int = Field(2000, ge=10, description="validation images each candidate is scored on")
     halving: HalvingConfig | None = Field(None, description="successive halving over the candidates' per-epoch "
@@ -520,6 +520,11 @@ class ModelSearchConfig(SeededSearch, StrictModel):
                                    "trials and obey the budgets: 337 draws never came near airbench's layout, which "
                                    "scores 9 points above their best; airbench_small is airbench94 at 64/128/192 "
                                    "channels (829 k parameters)")
+    narrow_seed_points: int = Field(
+        2, ge=0, le=5, description="a seed point a budget refuses (on a slower CPU, max_retrain_minutes) is drawn "
+        "again as the same design at narrower widths (pipeline.models.narrowed: each width x 0.95 x sqrt(limit / "
+        "its measured value), rounded down to the space's widths), named <seed>-narrow1; up to this many times a "
+        "seed point; 0: a refused seed point is only named")
     seed: int = Field(0, ge=0, description="the default of each of seeds")
     seeds: SearchSeeds = Field(default_factory=SearchSeeds, description="per-concern seeds (split, train, "
                                "sampler); each left null is seed")

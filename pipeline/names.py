@@ -44,6 +44,7 @@ HISTORY_COUNT_ATTR: Final = "autoaug.history_trials"  # study: prior trials give
 HISTORY_ATTR: Final = "autoaug.history"  # trial: a prior study's trial, copied as sampler history
 FORMAT_ATTR: Final = "autoaug.format"  # study: the study format it was written with
 SEEDED_ATTR: Final = "seed_point"  # trial: the seed point's name (Method.seed_points)
+NARROWED_ATTR: Final = "narrowed"  # trial (model search): how many times its seed point was narrowed to fit the budgets
 WARM_FROM_ATTR: Final = "warm_start_from"  # trial: the prior study an enqueued trial came from
 
 # --- the promotion gate and the metrics `autoaug history` reads (contracts / champion) ------
@@ -78,7 +79,8 @@ PARAMS_ATTR: Final = "params"  # trial (model search): the candidate's parameter
 MACS_ATTR: Final = "macs"  # trial (model search): its MACs per image (-1: not counted)
 TRAIN_COST_ATTR: Final = "train_cost"  # trial (model search): training step / ResNet-20's
 STEP_SECONDS_ATTR: Final = "step_seconds"  # trial (model search): its measured training step
-RETRAIN_STEP_SECONDS_ATTR: Final = "retrain_step_seconds"  # trial (model search): its step at the retrain recipe
+RETRAIN_STEP_SECONDS_ATTR: Final = "retrain_step_seconds"  # trial (model search): its step at the retrain recipe, batch included
+RETRAIN_BATCH_SECONDS_ATTR: Final = "retrain_batch_seconds"  # trial (model search): that step's batch (flip, crop, policy)
 PREDICTED_RETRAIN_MINUTES_ATTR: Final = "predicted_retrain_minutes"  # trial (model search): its retrain, predicted
 RETRAIN_MINUTES_BOUND_ATTR: Final = "retrain_minutes_bound"  # trial (model search): a lower bound of its retrain minutes from its MACs (refused untimed)
 REFUSED_UNTIMED: Final = "refused_untimed"  # stage metric (model search): draws the minutes budget refused from their MACs, never timed

@@ -47,6 +47,7 @@ __all__ = [
     "TrainResult",
     "TrainingDivergedError",
     "autocast_dtype",
+    "batch_seconds",
     "cpu_has_fast_bf16",
     "evaluate",
     "normalise",
@@ -474,7 +475,20 @@ class _EpochTally:
         self.images += len(labels)
 
 
-def _augmented_batch(run: _Run, idx: torch.Tensor, epoch: int) -> torch.Tensor:
+@dataclass
+class _Batches:
+    """What ``_augmented_batch`` reads of a ``_Run``, alone: ``batch_seconds`` times batches
+    without a model."""
+
+    cfg: TrainConfig
+    images: torch.Tensor
+    flip_bits: torch.Tensor | None
+    batch_rng: torch.Generator
+    augment: BatchTransform | None
+    augment_rng: torch.Generator
+
+
+def _augmented_batch(run: _Run | _Batches, idx: torch.Tensor, epoch: int) -> torch.Tensor:
     """The uint8 images at ``idx``, flipped, cropped, then augmented."""
     cfg = run.cfg
     images = run.images[idx]
@@ -683,8 +697,9 @@ def step_seconds(
     squeeze-excite blocks run far below a CPU's dense-convolution speed, so MACs understate
     their cost. The step is the trainer's own (channels_last, autocast, optimiser, lr schedule)
     on random images, run on a copy of ``model`` (its weights and BN statistics are left as they
-    were); flip, crop and the policy cost the same for every model and are left out. The first
-    ``warmup`` steps (allocations, kernel selection) are not timed.
+    were); flip, crop and the policy cost the same for every model and are left out
+    (``batch_seconds`` times them). The first ``warmup`` steps (allocations, kernel selection)
+    are not timed.
 
     ``limit`` (seconds): the timing stops once more than half of the ``steps`` timed steps took
     longer, since the median is then over ``limit`` whatever the others would take; the median of
@@ -699,6 +714,44 @@ def step_seconds(
 
     times = step_times(model, cfg, num_classes=num_classes, image_size=image_size, device=device,
                        steps=steps + warmup, until=over)[0]
+    return statistics.median(times[warmup:])
+
+
+def batch_seconds(
+    train_set: ImageSet,
+    cfg: TrainConfig,
+    *,
+    augment: BatchTransform | None,
+    device: str | torch.device | None = None,
+    steps: int = 5,
+    warmup: int = 1,
+) -> float:
+    """Median seconds ``train`` spends on a batch before its SGD step: gathering
+    ``cfg.batch_size`` of ``train_set``'s images, the flip, the crop and ``augment`` (the
+    policy), the work ``step_seconds`` leaves out. It costs the same whatever the model, so
+    the same for every candidate: a search measures it once, and a candidate's retrain step is
+    its ``step_seconds`` plus this. For a small network on a CPU it is a fifth of the step or
+    more (the augmentation runs on the cores that train). The first ``warmup`` batches are not
+    timed."""
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"batch_seconds: steps = {steps} must be >= 1 and warmup = {warmup} >= 0")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    images = train_set.images.to(dev)
+    n = len(images)
+    batch_size = min(cfg.batch_size, n)
+    batch_rng = torch.Generator().manual_seed(0)
+    flip_bits = (torch.rand(n, generator=batch_rng) < 0.5).to(dev) if cfg.flip == "alternating" else None
+    source = _Batches(cfg, images, flip_bits, batch_rng, augment, torch.Generator().manual_seed(1))
+    times = []
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        for i in range(steps + warmup):
+            idx = torch.randperm(n, generator=batch_rng)[:batch_size].to(dev)
+            start = time.perf_counter()
+            batch = _augmented_batch(source, idx, epoch=i + 1)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            times.append(time.perf_counter() - start)
+            del batch
     return statistics.median(times[warmup:])
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from pipeline.train import (
     TrainConfig,
     TrainingDivergedError,
     _Run,
+    batch_seconds,
     evaluate,
     lr_factor,
     normalise,
@@ -314,6 +316,30 @@ def test_step_seconds_times_the_trainers_step_on_a_copy() -> None:
     # several models take their steps in turn: one list of times per model, in the order given
     small, big = step_times([model, wide], FAST, num_classes=4, image_size=16, steps=3, device="cpu")
     assert len(small) == len(big) == 3 and min(big) > 5 * min(small)
+
+
+def test_batch_seconds_times_the_batches_flip_crop_and_policy_at_the_batch_size() -> None:
+    # What step_seconds leaves out: the retrain's batch before its SGD step. A policy that takes
+    # 20 ms a batch is in the median; the batches are the recipe's size, flipped (alternating)
+    # and cropped as train does; the global RNG is left as it was.
+    seen: list[tuple[int, ...]] = []
+
+    def slow_policy(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        seen.append(tuple(images.shape))
+        time.sleep(0.02)
+        return images
+
+    data = colour_task(100, seed=0)
+    cfg = FAST.model_copy(update={"flip": "alternating", "crop_padding": 2})
+    rng = torch.get_rng_state()
+    plain = batch_seconds(data, cfg, augment=None, device="cpu", steps=3)
+    slow = batch_seconds(data, cfg, augment=slow_policy, device="cpu", steps=3)
+    assert torch.equal(rng, torch.get_rng_state())
+    assert 0 < plain < 0.02 <= slow
+    assert seen == [(32, 3, 16, 16)] * 4  # one untimed batch, then 3 timed, at the recipe's batch size
+    assert batch_seconds(data.subset(torch.arange(10)), cfg, augment=None, steps=1) > 0  # a set under a batch
+    with pytest.raises(ValueError, match="steps = 0"):
+        batch_seconds(data, cfg, augment=None, steps=0)
 
 
 @pytest.mark.parametrize(("steps", "limit", "taken"), [(3, 0.0, 1 + 2), (3, 1e9, 1 + 3), (4, 0.0, 1 + 3), (1, 0.0, 1 + 1)])

@@ -267,6 +267,29 @@ def suggest_config(trial: Any) -> dict[str, Any]:
     }
 
 
+def narrowed(cfg: dict[str, Any], factor: float) -> dict[str, Any] | None:
+    """The same design at ``factor`` (< 1) of its widths: every block's channels (and a conv
+    stem's) times ``factor``, rounded down to the widths the space allows at its place, at
+    least the narrowest. The whitening stem's width is the whitening's, and a head conv's stays.
+    None when no width moves (the design is as narrow as the space holds it). A step's cost
+    grows about with the square of the widths, so sqrt(limit / cost) is the factor that brings
+    a network near a budget."""
+    if not 0 < factor < 1:
+        raise ValueError(f"narrowed: factor = {factor} must be in (0, 1)")
+
+    def narrower(width: int, allowed: list[int]) -> int:
+        fitting = [w for w in allowed if w <= width * factor]
+        return max(fitting) if fitting else min(allowed)
+
+    out = validate_config(copy.deepcopy(cfg))
+    if out["stem"]["type"] == "conv":
+        out["stem"]["channels"] = narrower(out["stem"]["channels"], SPACE["stem"]["channels"])
+    for block, allowed in zip(out["blocks"], SPACE["blocks"], strict=True):
+        if block["type"] != "identity":
+            block["channels"] = narrower(block["channels"], allowed["channels"])
+    return out if out != validate_config(copy.deepcopy(cfg)) else None
+
+
 def _mobilenetv2_config() -> dict[str, Any]:
     # (expansion, channels, repeats, stride) of MobileNetV2, strides adapted to 32x32 inputs.
     table = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]

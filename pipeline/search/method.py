@@ -49,7 +49,13 @@ class Budget:
     trials_per_part: int
     counts: Callable[[FrozenTrial], bool] = _every_trial
     """Whether a finished trial uses up the budget (the model search's over-budget draws are
-    never trained, cost nothing and do not count)."""
+    never trained and do not count)."""
+    free: Callable[[FrozenTrial], bool] = _no_trial
+    """Whether a trial that does not count cost next to nothing (the model search's draws
+    refused from their MACs alone, ``untimed_bound``): the runner's cap on trials that do not
+    count (``MAX_UNCOUNTED_FACTOR`` x the budget) leaves these out, and caps them apart
+    (``MAX_FREE_FACTOR`` x the budget), so that a cheap refusal does not end a search after a
+    few minutes with nothing found."""
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from typing import Any
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
+from tqdm.auto import tqdm
 
 from pipeline.augment import BatchTransform
 from pipeline.config import ChooseConfig, HalvingConfig, ModelSearchConfig, TrainConfig
@@ -58,6 +60,7 @@ from pipeline.models import (
     build_model,
     count_macs,
     count_params,
+    narrowed,
     normalise_config,
     suggest_config,
     validate_config,
@@ -68,10 +71,12 @@ from pipeline.names import (
     HALVING_CONSTRAINT,
     HISTORY_ATTR,
     MACS_ATTR,
+    NARROWED_ATTR,
     PARAMS_ATTR,
     PREDICTED_RETRAIN_MINUTES_ATTR,
     REFERENCE_ATTR_PREFIX,
     REFUSED_PREFIX,
+    RETRAIN_BATCH_SECONDS_ATTR,
     RETRAIN_MINUTES_BOUND_ATTR,
     RETRAIN_STEP_SECONDS_ATTR,
     SEEDED_ATTR,
@@ -96,6 +101,7 @@ from pipeline.train import (
     EpochMetrics,
     StopTraining,
     TrainingDivergedError,
+    batch_seconds,
     evaluate,
     predicted_minutes,
     step_seconds,
@@ -151,22 +157,32 @@ def refused(trials: Sequence[FrozenTrial]) -> dict[str, int]:
     return {f"{REFUSED_PREFIX}{name}": sum(1 for t in trials if t.constraints.get(name, 0) > 0) for name in BUDGETS}
 
 
+def refused_untimed_trial(trial: FrozenTrial) -> bool:
+    """A draw the minutes budget refused from its MACs alone (``untimed_bound``): never timed,
+    let alone trained (the runner's ``Budget.free``)."""
+    return RETRAIN_MINUTES_BOUND_ATTR in trial.user_attrs
+
+
 def refused_untimed(trials: Sequence[FrozenTrial]) -> int:
-    """How many of ``trials`` the minutes budget refused from their MACs alone (``untimed_bound``):
-    never timed, let alone trained."""
-    return sum(1 for t in trials if RETRAIN_MINUTES_BOUND_ATTR in t.user_attrs)
+    """How many of ``trials`` were refused from their MACs alone (``refused_untimed_trial``)."""
+    return sum(1 for t in trials if refused_untimed_trial(t))
 
 
 def minutes_per_mac(trial: FrozenTrial) -> float | None:
-    """A timed draw's predicted retrain minutes per MAC (at the retrain recipe itself, not the
-    champion's fine-tune), for ``untimed_bound``; None for any other trial (a prior study's copy,
-    one not timed, or without a MAC count)."""
+    """A timed draw's predicted retrain minutes of SGD steps per MAC (at the retrain recipe
+    itself, not the champion's fine-tune; the batches' share, ``RETRAIN_BATCH_SECONDS_ATTR``,
+    left out), for ``untimed_bound``; None for any other trial (a prior study's copy, one not
+    timed, or without a MAC count)."""
     a = trial.user_attrs
     macs = a.get(MACS_ATTR, -1)
     if (HISTORY_ATTR in a or FINE_TUNE_EPOCHS_ATTR in a or PREDICTED_RETRAIN_MINUTES_ATTR not in a
             or not isinstance(macs, (int, float)) or macs <= 0):
         return None
-    return float(a[PREDICTED_RETRAIN_MINUTES_ATTR]) / float(macs)
+    minutes = float(a[PREDICTED_RETRAIN_MINUTES_ATTR])
+    step, batch = a.get(RETRAIN_STEP_SECONDS_ATTR), a.get(RETRAIN_BATCH_SECONDS_ATTR)
+    if isinstance(step, (int, float)) and isinstance(batch, (int, float)) and step > 0:
+        minutes *= (step - batch) / step
+    return minutes / float(macs)
 
 
 UNTIMED_AFTER = 3  # draws timed (the seed points, at the defaults) before the MAC bound refuses any
@@ -324,7 +340,8 @@ class ModelSearch:
     ``retrain_recipe`` and ``retrain_images`` (the retrain's recipe and training images: the
     sample's pool) predict a candidate's retrain minutes for ``max_retrain_minutes``; the recipe
     is needed when that is set, the images default to the sample's own (a bench's search, with
-    no manifest at hand).
+    no manifest at hand). ``retrain_policy``: the policy the retrain augments with, whose cost
+    per batch is part of every candidate's retrain step (``retrain_minutes``).
     """
 
     label = "multi-objective"
@@ -332,7 +349,8 @@ class ModelSearch:
     def __init__(self, cfg: ModelSearchConfig, sample: ImageSet, *, policy: BatchTransform | None,
                  device: torch.device, progress: bool = True, champion: Mapping[str, Any] | None = None,
                  champion_version: str | None = None, retrain_recipe: TrainConfig | None = None,
-                 retrain_images: int | None = None, champion_recipe: TrainConfig | None = None) -> None:
+                 retrain_images: int | None = None, champion_recipe: TrainConfig | None = None,
+                 retrain_policy: BatchTransform | None = None) -> None:
         if cfg.max_retrain_minutes is not None and retrain_recipe is None:
             raise AutoaugError("model_search.max_retrain_minutes needs the retrain recipe to predict a "
                                "candidate's retrain minutes")
@@ -350,6 +368,8 @@ class ModelSearch:
         # images: +10 % minutes) or a timing runs slow, and a warm update retrains from scratch.
         self.champion_recipe = champion_recipe if champion is not None else None
         self.policy = policy
+        self.retrain_policy = retrain_policy
+        self._batch_seconds: dict[tuple[Any, ...], float] = {}  # batch_seconds per batch recipe, measured once
         self.device = device
         self.progress = progress
         self.train_set, self.val_set = self.split(sample, cfg)
@@ -359,7 +379,7 @@ class ModelSearch:
         self._per_mac: list[float] | None = None
         self.spec = MethodSpec(stage=STAGE, label=self.label,
                                objectives=tuple((o, OBJECTIVES[o]) for o in cfg.objectives),
-                               budget=Budget(cfg.trials, counts=trained),
+                               budget=Budget(cfg.trials, counts=trained, free=refused_untimed_trial),
                                warm=WarmStart.from_config(cfg, first=self.is_champion,
                                                           history_of=was_refused if cfg.warm_refused else None))
 
@@ -461,13 +481,18 @@ class ModelSearch:
                 violation["retrain_minutes"] = bound - self.cfg.max_retrain_minutes
             else:
                 step, minutes = self.retrain_minutes(model, recipe=fine_tune)
+                assert self.retrain_recipe is not None  # checked on construction under max_retrain_minutes
+                batch = self.batch_step(fine_tune or self.retrain_recipe)  # timed once: what the step holds
                 if fine_tune is not None:
                     trial.set_user_attr(FINE_TUNE_EPOCHS_ATTR, fine_tune.epochs)
                 elif macs > 0 and self.cfg.untimed_bound is not None:  # the bound's record, kept only when on
-                    self.timed_per_mac(trial.study).append(minutes / macs)
+                    self.timed_per_mac(trial.study).append(minutes * (step - batch) / step / macs)
                 trial.set_user_attr(RETRAIN_STEP_SECONDS_ATTR, step)
+                trial.set_user_attr(RETRAIN_BATCH_SECONDS_ATTR, batch)
                 trial.set_user_attr(PREDICTED_RETRAIN_MINUTES_ATTR, minutes)
                 violation["retrain_minutes"] = minutes - self.cfg.max_retrain_minutes
+        if SEEDED_ATTR in trial.user_attrs and any(v > 0 for v in violation.values()):
+            self.narrow_seed_point(trial, config, violation)
         for key, value in violation.items():
             trial.set_constraint(key, value)
         trial.set_user_attr(PARAMS_ATTR, params)
@@ -497,6 +522,41 @@ class ModelSearch:
         trial.set_user_attr(ACCURACY_ATTR, values["accuracy"])
         return tuple(values[o] for o in self.cfg.objectives)
 
+    def narrow_seed_point(self, trial: optuna.Trial, config: dict[str, Any], violation: Mapping[str, float]) -> None:
+        """A seed point over a budget: enqueue the same design narrower (``narrowed``), so that a
+        slower CPU, whose minutes budget refuses every shipped seed point, still trains a known
+        design rather than only the sampler's draws. The factor is 0.95 x sqrt(limit / value) of
+        the tightest budget it broke (a step's cost, its parameters and MACs grow about with the
+        square of the widths; the minutes without the batches' share, which no width changes).
+        At most ``narrow_seed_points`` times per seed point; the narrower one is a seed point
+        too (timed whatever ``untimed_bound``), named ``<seed>-narrow<k>``."""
+        done = int(trial.user_attrs.get(NARROWED_ATTR, 0))
+        if done >= self.cfg.narrow_seed_points:
+            return
+        cfg = self.cfg
+        limits = {"params": cfg.max_params, "macs": cfg.max_macs, "train_cost": cfg.max_train_cost,
+                  "retrain_minutes": cfg.max_retrain_minutes}
+        fixed = 0.0  # the batches' minutes: the same at any width
+        if "retrain_minutes" in violation and self.retrain_recipe is not None:
+            fixed = predicted_minutes(self.batch_step(self.retrain_recipe), self.retrain_recipe, self.retrain_images)
+        ratios = []
+        for key, over in violation.items():
+            limit = limits.get(key)
+            if over > 0 and limit:
+                extra = fixed if key == "retrain_minutes" else 0.0
+                ratios.append(max(limit - extra, 1e-9) / (limit + over - extra))
+        factor = 0.95 * math.sqrt(min(ratios)) if ratios else 1.0
+        narrow = narrowed(config, factor) if factor < 1 else None
+        if narrow is None:
+            return
+        seed = str(trial.user_attrs[SEEDED_ATTR])
+        name = f"{seed.split('-narrow')[0]}-narrow{done + 1}"
+        trial.study.enqueue_trial(params_from_config(narrow), user_attrs={SEEDED_ATTR: name, NARROWED_ATTR: done + 1},
+                                  skip_if_exists=True)
+        broken = ", ".join(k for k, v in violation.items() if v > 0)
+        tqdm.write(f"seed point {seed} is over a budget ({broken}): drawn again at {factor:.2f} of its widths, "
+                   f"as {name}", file=sys.stderr)
+
     def train_cost(self, model: torch.nn.Module, timed: int = 5) -> tuple[float, float]:
         """(cost, step seconds): ``model``'s training step over ResNet-20's, the median of the
         ratios of ``timed`` step pairs (after one untimed pair; at the candidate recipe, on
@@ -519,24 +579,42 @@ class ModelSearch:
         return self._per_mac
 
     def minutes_bound(self, study: optuna.Study, macs: int) -> float | None:
-        """``mac_bound`` over the draws this study timed (the study is read only when the bound is on)."""
+        """``mac_bound`` over the draws this study timed (the study is read only when the bound
+        is on), plus the retrain's minutes of batches (``batch_step``), which no MAC count bounds."""
         if self.cfg.untimed_bound is None:
             return None
-        return mac_bound(self.timed_per_mac(study), macs, self.cfg.untimed_bound)
+        bound = mac_bound(self.timed_per_mac(study), macs, self.cfg.untimed_bound)
+        if bound is None:
+            return None
+        assert self.retrain_recipe is not None  # the bound is asked for only under max_retrain_minutes
+        return bound + predicted_minutes(self.batch_step(self.retrain_recipe), self.retrain_recipe,
+                                         self.retrain_images)
+
+    def batch_step(self, recipe: TrainConfig) -> float:
+        """Seconds the retrain spends on a batch before its SGD step at ``recipe`` (gather, flip,
+        crop and ``retrain_policy``: ``pipeline.train.batch_seconds`` on the search's images),
+        measured once per batch recipe in a process: the same for every candidate."""
+        key = (recipe.batch_size, recipe.flip, recipe.crop_mode, recipe.crop_padding)
+        if key not in self._batch_seconds:
+            self._batch_seconds[key] = batch_seconds(self.train_set, recipe, augment=self.retrain_policy,
+                                                     device=self.device)
+        return self._batch_seconds[key]
 
     def retrain_minutes(self, model: torch.nn.Module, recipe: TrainConfig | None = None) -> tuple[float, float]:
-        """(step seconds, predicted minutes): ``model``'s training step at the retrain recipe
-        (the median of 3 after an untimed one, on a copy, on this machine), and the retrain's
-        training minutes at that step (``pipeline.train.predicted_minutes``), for ``recipe`` (the
+        """(step seconds, predicted minutes): the retrain's step of ``model`` on this machine, its
+        SGD step at the retrain recipe (the median of 3 after an untimed one, on a copy) plus the
+        batch's flip, crop and policy before it (``batch_step``), and the retrain's training
+        minutes at that step (``pipeline.train.predicted_minutes``), for ``recipe`` (the
         champion's fine-tune) or the retrain recipe itself. The timing stops after two steps
         over the budget's step (the median is over it then): a refused network costs one slow
         step less."""
         assert self.retrain_recipe is not None  # checked on construction when max_retrain_minutes is set
         recipe = recipe or self.retrain_recipe
+        batch = self.batch_step(recipe)
         per_step = predicted_minutes(1.0, recipe, self.retrain_images)  # minutes a step-second
-        limit = self.cfg.max_retrain_minutes / per_step if self.cfg.max_retrain_minutes is not None else None
-        step = step_seconds(model, recipe, num_classes=len(self.train_set.classes),
-                            image_size=int(self.train_set.images.shape[-1]), device=self.device, limit=limit)
+        limit = self.cfg.max_retrain_minutes / per_step - batch if self.cfg.max_retrain_minutes is not None else None
+        step = batch + step_seconds(model, recipe, num_classes=len(self.train_set.classes),
+                                    image_size=int(self.train_set.images.shape[-1]), device=self.device, limit=limit)
         return step, predicted_minutes(step, recipe, self.retrain_images)
 
     def fit(self, model: torch.nn.Module, seed: int) -> tuple[float, float, list[float]]:

@@ -74,6 +74,7 @@ from pipeline.search.workers import POLL_S, Processes, lost_connection
 from pipeline.tracking import RunLogger
 
 MAX_UNCOUNTED_FACTOR = 20  # trials that do not count, at most this many times the budget
+MAX_FREE_FACTOR = 100  # and those of them that cost next to nothing (Budget.free), apart, at most this many times
 MAX_LOST_CONNECTIONS = 10  # storage connection losses in a row before a search gives up
 Role = Literal["coordinator", "worker"]
 
@@ -245,13 +246,15 @@ class StudyRunner:
         """Run trials until the part has its budget of finished trials that count (a resumed
         part runs only what is missing); this process's finished trials reach MLflow every
         ``log_every`` and on exit. Trials that do not count are capped at
-        ``MAX_UNCOUNTED_FACTOR`` times the budget, so an impossible constraint ends quickly.
+        ``MAX_UNCOUNTED_FACTOR`` times the budget, so an impossible constraint ends quickly; those
+        of them the method calls free (``Budget.free``: refused at next to no cost) are capped
+        apart, at ``MAX_FREE_FACTOR`` times the budget.
 
         One trial at a time, so that trials other processes are running count as in
         progress: a worker stops when the budget is finished or in progress; the coordinator
         waits for the last trials of others (and runs any that a dead process left)."""
         budget = self.budget(study)
-        counts = self.spec.budget.counts
+        counts, free = self.spec.budget.counts, self.spec.budget.free
         objective = self.processes.own(prepared.objective)
         since_sync = 0
         lost = 0
@@ -275,7 +278,8 @@ class StudyRunner:
                     missing = budget - counted
                     if missing <= 0:
                         break
-                    if len(done) - counted >= MAX_UNCOUNTED_FACTOR * budget:
+                    cheap = sum(1 for t in done if not counts(t) and free(t))
+                    if len(done) - counted - cheap >= MAX_UNCOUNTED_FACTOR * budget or cheap >= MAX_FREE_FACTOR * budget:
                         break  # the method's combine() says why nothing (more) counted
                     if self.stalled(study):
                         break

@@ -15,6 +15,8 @@ from pipeline.models import (
     ModelConfigError,
     SpaceNet,
     build_model,
+    count_params,
+    narrowed,
     sample_config,
     suggest_config,
     validate_config,
@@ -173,3 +175,22 @@ def test_resnet20_is_a_point_of_the_space() -> None:
         return [type(m).__name__ for m in model.modules() if not list(m.children()) and not isinstance(m, skip)]
 
     assert leaves(ours) == leaves(theirs)
+
+
+def test_narrowed_keeps_the_design_at_the_space_widths_below_the_factor() -> None:
+    small = SPACE_POINTS["airbench_small"]  # whitening stem, conv groups at 64 / 128 / 192
+    narrow = narrowed(small, 0.6)
+    assert narrow is not None
+    widths = [b["channels"] for b in narrow["blocks"] if b["type"] != "identity"]
+    assert widths == [32, 64, 128]  # 38.4 -> 32, 76.8 -> 64, 115.2 -> under 128, the narrowest allowed
+    assert narrow["stem"] == small["stem"]  # the whitening's width is the whitening's
+    for kept, was in zip(narrow["blocks"], small["blocks"], strict=True):  # only the widths move
+        assert {k: v for k, v in kept.items() if k != "channels"} == {k: v for k, v in was.items() if k != "channels"}
+    assert count_params(build_model(narrow)) < count_params(build_model(small)) / 2
+    like = narrowed(SPACE_POINTS["airbench_like"], 0.75)  # a conv stem narrows too: 32 -> 24
+    assert like is not None and like["stem"]["channels"] == 24
+    narrowest = narrowed(narrow, 0.1)  # every width at the narrowest the space allows
+    assert narrowest is not None and narrowed(narrowest, 0.1) is None
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="factor"):
+            narrowed(small, bad)

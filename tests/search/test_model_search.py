@@ -442,6 +442,31 @@ def test_an_impossible_budget_ends_quickly_without_training(
     assert [r.info.status for r in stage_runs(params) if PARENT not in r.data.tags] == ["FAILED"]
 
 
+def test_draws_refused_untimed_do_not_use_up_the_cap_on_refusals_and_have_their_own(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A draw refused from its MACs alone costs next to nothing: counted in the cap on refusals it
+    # ended a search after a few minutes with nothing found. Free refusals are capped apart.
+    from pipeline.search import runner
+
+    monkeypatch.setattr(runner, "MAX_UNCOUNTED_FACTOR", 5)
+    monkeypatch.setattr(runner, "MAX_FREE_FACTOR", 8)
+    monkeypatch.setattr(model_search, "train", no_training)
+    monkeypatch.setattr(model_search, "count_macs", lambda model: 1)  # one MAC each: every bound the same
+    monkeypatch.setattr(model_search, "step_seconds", lambda model, cfg, **kwargs: 1.0)  # every draw over
+    monkeypatch.setattr(model_search, "batch_seconds", lambda *args, **kwargs: 0.0)
+    params = search_params(tmp_path, mlflow_uri, trials=1, max_params=10**9, max_retrain_minutes=0.01,
+                           untimed_bound=0.5)
+    sample = write_tiny_sample(tmp_path / "sample")
+    with pytest.raises(NoFeasibleTrialError, match="raise model_search.max_retrain_minutes"):
+        search_model_stage(params, sample, write_policy(tmp_path / "policy.json"), tmp_path / "out", None,
+                           progress=False)
+    trials = finished(the_study(params, json.loads((sample / "manifest.json").read_text())["fingerprint"]))
+    # the first UNTIMED_AFTER draws timed (and over), then only free refusals, up to their own cap
+    assert model_search.refused_untimed(trials) == 8 and len(trials) == model_search.UNTIMED_AFTER + 8
+    assert [model_search.refused_untimed_trial(t) for t in trials] == [False] * 3 + [True] * 8
+
+
 def fake_step_times(calls: list[str]) -> Any:
     """A deterministic stand-in for the timed steps: one second per million parameters, the
     first (untimed) step twice as slow."""
@@ -514,21 +539,31 @@ def test_the_retrain_minutes_budget_never_trains_a_network_whose_predicted_retra
 ) -> None:
     """The step at the retrain recipe (stood in for: one second per million parameters) x the
     retrain's steps over the store's training images (the sample's pool, 300, not the 60-image
-    sample) predicts each candidate's retrain minutes; one over max_retrain_minutes is never trained."""
+    sample) predicts each candidate's retrain minutes; one over max_retrain_minutes is never trained.
+    The retrain's step is the SGD step plus the batch's flip, crop and policy (stood in for: 0.05 s),
+    timed once at the retrain's recipe with the retrain's policy."""
     fake_fit_first_best(monkeypatch)
     timed: list[int] = []
+    batches: list[Any] = []
 
     def step(model: torch.nn.Module, cfg: Any, **kwargs: Any) -> float:
         assert cfg == params.retrain.recipe  # timed at the retrain's recipe (batch size), not the candidates'
-        assert kwargs["limit"] == pytest.approx(limit * 60 / (2 * 19))  # the budget's step: the timing stops over it
+        # the budget's SGD step (the batch's 0.05 s taken off): the timing stops over it
+        assert kwargs["limit"] == pytest.approx(limit * 60 / (2 * 19) - 0.05)
         timed.append(count_params(model))
         return count_params(model) / 1e6
 
+    def batch(train_set: Any, cfg: Any, *, augment: Any, device: Any) -> float:
+        assert cfg == params.retrain.recipe and isinstance(augment, Policy)  # the retrain's policy
+        batches.append(augment)
+        return 0.05
+
     monkeypatch.setattr(model_search, "step_seconds", step)
+    monkeypatch.setattr(model_search, "batch_seconds", batch)
     limit = 0.3
     # seed 1328's draws: 30.3M, 3.4M and 9.1M are over max_params (never timed); 722k predicts
-    # 722k / 1e6 x 2 epochs x ceil(300 / 16) steps / 60 = 0.46 min (over: timed, never trained);
-    # 251k predicts 0.16 min (trained)
+    # (722k / 1e6 + 0.05) x 2 epochs x ceil(300 / 16) steps / 60 = 0.49 min (over: timed, never
+    # trained); 251k predicts 0.19 min (trained)
     params = search_params(tmp_path, mlflow_uri, trials=1, seed=1328, max_params=1_000_000,
                            max_retrain_minutes=limit)
     params = params.model_copy(update={"retrain": parse_params(
@@ -545,7 +580,8 @@ def test_the_retrain_minutes_budget_never_trains_a_network_whose_predicted_retra
             assert "predicted_retrain_minutes" not in t.user_attrs and "retrain_minutes" not in t.constraints
             continue
         step_s, minutes = t.user_attrs["retrain_step_seconds"], t.user_attrs["predicted_retrain_minutes"]
-        assert step_s == pytest.approx(t.user_attrs["params"] / 1e6)
+        assert step_s == pytest.approx(t.user_attrs["params"] / 1e6 + 0.05)
+        assert t.user_attrs["retrain_batch_seconds"] == 0.05
         assert minutes == pytest.approx(step_s * 2 * 19 / 60)  # 2 epochs of ceil(300 / 16) steps
         assert t.constraints["retrain_minutes"] == pytest.approx(minutes - limit)
         if minutes > limit:
@@ -556,6 +592,7 @@ def test_the_retrain_minutes_budget_never_trains_a_network_whose_predicted_retra
             assert is_feasible(t) and "train_seconds" in t.user_attrs
     assert over >= 1 and under == params.model_search.trials, "seeded draws: 722k is over, 251k under"
     assert sorted(timed) == sorted(t.user_attrs["params"] for t in trials if "retrain_step_seconds" in t.user_attrs)
+    assert len(batches) == 1  # the same for every candidate: timed once
     assert summary["refused_max_retrain_minutes"] == over and summary["refused_max_params"] >= 1
     pareto = json.loads((tmp_path / "out" / "pareto.json").read_text())
     assert pareto["max_retrain_minutes"] == limit
@@ -576,6 +613,7 @@ def test_a_seed_point_the_minutes_budget_refuses_is_named_with_its_prediction(
     # with the prediction and the limit, instead of leaving a weaker choice unexplained.
     fake_fit_first_best(monkeypatch)
     monkeypatch.setattr(model_search, "step_seconds", lambda model, cfg, **kwargs: count_params(model) / 1e6)
+    monkeypatch.setattr(model_search, "batch_seconds", lambda *args, **kwargs: 0.0)
     # 1 s a step per million parameters x 2 epochs x ceil(300 / 16) steps / 60: ResNet-20 (272,474)
     # predicts 0.173 min, airbench_like (640,010) 0.404 min, over the 0.3
     params = search_params(tmp_path, mlflow_uri, trials=1, max_params=1_000_000, max_retrain_minutes=0.3,
@@ -611,6 +649,7 @@ def test_the_champions_architecture_is_budgeted_as_its_fine_tune(monkeypatch: py
     # step is budgeted at the full recipe and refused.
     fake_fit_first_best(monkeypatch)
     monkeypatch.setattr(model_search, "step_seconds", lambda model, cfg, **kwargs: 1.0)
+    monkeypatch.setattr(model_search, "batch_seconds", lambda *args, **kwargs: 0.0)
     cfg = parse_params({"model_search": {**TINY_SEARCH, "max_params": 1_000_000,
                                          "max_retrain_minutes": 1.0}}).model_search
     recipe = parse_params({"retrain": {"recipe": {"epochs": 4, "batch_size": 20}}}).retrain.recipe
@@ -635,6 +674,43 @@ def test_the_champions_architecture_is_budgeted_as_its_fine_tune(monkeypatch: py
     assert cold.retrain_minutes(build_model("resnet20", num_classes=10))[1] == pytest.approx(4 * 16 / 60)
 
 
+def test_a_seed_point_over_the_minutes_budget_is_drawn_again_narrower(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # On a slower CPU the minutes budget refuses every shipped seed point, and the search then
+    # trained only the sampler's draws. A refused seed point is drawn again as the same design at
+    # 0.95 x sqrt(limit / predicted) of its widths, a seed point too.
+    fake_fit_first_best(monkeypatch)
+    monkeypatch.setattr(model_search, "count_macs", count_macs)
+    monkeypatch.setattr(model_search, "step_seconds", lambda model, cfg, **kwargs: count_macs(model) / 1e8)
+    monkeypatch.setattr(model_search, "batch_seconds", lambda *args, **kwargs: 0.0)
+    recipe = parse_params({"retrain": {"recipe": {"epochs": 4, "batch_size": 20}}}).retrain.recipe
+
+    def search(limit: float, times: int, trials: int = 2) -> optuna.Study:
+        cfg = parse_params({"model_search": {**TINY_SEARCH, "max_params": 1_000_000, "max_retrain_minutes": limit,
+                                             "narrow_seed_points": times}}).model_search
+        method = ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"), retrain_recipe=recipe,
+                             retrain_images=320)
+        study = optuna.create_study(directions=method.spec.directions, sampler=method.sampler(0))
+        study.enqueue_trial(params_from_config(SPACE_POINTS["airbench_small"]), user_attrs={"seed_point": "airbench_small"})
+        study.optimize(method.objective, n_trials=trials)
+        return study
+
+    # airbench_small: 59.5 M MACs x 64 steps / 1e8 / 60 = 0.635 min > 0.4: factor 0.95 x sqrt(0.4 / 0.635) = 0.75,
+    # widths 64 / 128 / 192 -> 48 / 96 / 128 (35.0 M MACs, 0.373 min): trained
+    seed, narrow = search(0.4, 2).trials
+    assert seed.values[0] == 0.0 and seed.constraints["retrain_minutes"] > 0
+    assert narrow.user_attrs["seed_point"] == "airbench_small-narrow1" and narrow.user_attrs["narrowed"] == 1
+    config = model_search.config_from_params(narrow.params)
+    assert [b["channels"] for b in config["blocks"] if b["type"] != "identity"] == [48, 96, 128]
+    assert narrow.constraints["retrain_minutes"] < 0 and narrow.values[0] > 0  # within the budget: trained
+    assert "airbench_small is over a budget (retrain_minutes): drawn again at 0.75" in capsys.readouterr().err
+    # still over after narrowing: narrowed again, at most narrow_seed_points times
+    trials = search(0.1, 1, trials=3).trials
+    assert [t.user_attrs.get("seed_point") for t in trials] == ["airbench_small", "airbench_small-narrow1", None]
+    assert search(0.1, 0).trials[1].user_attrs.get("seed_point") is None  # 0: never drawn again
+
+
 def test_a_draw_over_the_minutes_budget_even_at_the_best_minutes_per_mac_is_refused_untimed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -653,9 +729,11 @@ def test_a_draw_over_the_minutes_budget_even_at_the_best_minutes_per_mac_is_refu
         return count_macs(model) / 1e8  # the same seconds per MAC for every network
 
     monkeypatch.setattr(model_search, "step_seconds", step)
-    # 4 epochs of 16 steps: minutes = MACs / 1e8 x 64 / 60: resnet20 0.435, airbench_like 0.500,
-    # airbench_small 0.635, mobilenetv2 0.938 (bound 0.704: timed), airbench94 1.260 (bound 0.945)
-    assert parse_params({}).model_search.untimed_bound is None  # off by default
+    monkeypatch.setattr(model_search, "batch_seconds", lambda *args, **kwargs: 0.01)
+    batch = 0.01 * 64 / 60  # the batches' minutes: in every prediction and bound, in no minutes per MAC
+    # 4 epochs of 16 steps: minutes = MACs / 1e8 x 64 / 60 + batch: resnet20 0.445, airbench_like 0.511,
+    # airbench_small 0.645, mobilenetv2 0.948 (bound 0.714: timed), airbench94 1.270 (bound 0.956)
+    assert parse_params({}).model_search.untimed_bound == 0.75  # on by default
     cfg = parse_params({"model_search": {**TINY_SEARCH, "max_params": 3_000_000, "max_retrain_minutes": 0.85,
                                          "untimed_bound": 0.75}}).model_search
     recipe = parse_params({"retrain": {"recipe": {"epochs": 4, "batch_size": 20}}}).retrain.recipe
@@ -673,9 +751,10 @@ def test_a_draw_over_the_minutes_budget_even_at_the_best_minutes_per_mac_is_refu
     *seeds, big, near = study.trials
     assert timed == ["resnet20", "airbench_like", "airbench_small", "airbench94", "mobilenetv2"]
     big_macs = count_macs(build_model(SPACE_POINTS["airbench94"], num_classes=classes))
-    assert seeds[3].user_attrs["predicted_retrain_minutes"] == pytest.approx(big_macs / 1e8 * 64 / 60)
+    assert seeds[3].user_attrs["predicted_retrain_minutes"] == pytest.approx(big_macs / 1e8 * 64 / 60 + batch)
     assert "retrain_minutes_bound" not in seeds[3].user_attrs  # a seed point: timed, its refusal measured
-    bound = 0.75 * big_macs / 1e8 * 64 / 60
+    assert model_search.minutes_per_mac(seeds[3]) == pytest.approx(64 / 60 / 1e8)  # the batches left out
+    bound = 0.75 * big_macs / 1e8 * 64 / 60 + batch
     assert big.user_attrs["retrain_minutes_bound"] == pytest.approx(bound)
     assert "predicted_retrain_minutes" not in big.user_attrs and "retrain_step_seconds" not in big.user_attrs
     assert big.constraints["retrain_minutes"] == pytest.approx(bound - 0.85) and big.values[0] == 0.0

@@ -59,7 +59,10 @@ def space(params: Params) -> dict[str, Any]:
 
 
 def uses_policy(params: Params) -> bool:
-    return params.model_search.augment == "policy"
+    """The search trains with the policy, or predicts a retrain that augments with it (its cost
+    per batch is part of each candidate's retrain minutes)."""
+    cfg = params.model_search
+    return cfg.augment == "policy" or (cfg.max_retrain_minutes is not None and params.retrain.augment == "policy")
 
 
 def build(context: BuildContext) -> ModelSearch:
@@ -77,7 +80,8 @@ def build(context: BuildContext) -> ModelSearch:
                        champion_version=champion[0] if champion else None,
                        retrain_recipe=context.params.retrain.recipe, retrain_images=context.retrain_images,
                        champion_recipe=warm_recipe(retrain.recipe, retrain.warm_epochs, retrain.warm_lr_scale)
-                       if retrain.warm_epochs else None)
+                       if retrain.warm_epochs else None,
+                       retrain_policy=context.policy if retrain.augment == "policy" else None)
 
 
 def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext, run_id: str) -> ModelResult:
