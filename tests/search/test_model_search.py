@@ -735,7 +735,7 @@ def test_a_draw_over_the_minutes_budget_even_at_the_best_minutes_per_mac_is_refu
     # airbench_small 0.645, mobilenetv2 0.948 (bound 0.714: timed), airbench94 1.270 (bound 0.956)
     assert parse_params({}).model_search.untimed_bound == 0.75  # on by default
     cfg = parse_params({"model_search": {**TINY_SEARCH, "max_params": 3_000_000, "max_retrain_minutes": 0.85,
-                                         "untimed_bound": 0.75}}).model_search
+                                         "untimed_bound": 0.75, "narrow_seed_points": 0}}).model_search
     recipe = parse_params({"retrain": {"recipe": {"epochs": 4, "batch_size": 20}}}).retrain.recipe
 
     def search() -> ModelSearch:
@@ -933,8 +933,9 @@ def test_a_cold_search_trains_its_seed_points_first_within_the_budgets(
     # mobilenetv2 (2.2M parameters) is over the 1M budget: enqueued, never trained (1M, not the tiny
     # search's 500k, and seed 0: the sampler must draw one candidate within the budget before the
     # cap on untrained draws; only ~6 % of the space's draws fit 1M, so some seeds' first 40 do not)
+    # (narrow_seed_points 0: mobilenetv2 is not drawn again narrower, which a test above covers)
     params = search_params(tmp_path, mlflow_uri, trials=2, seed_points=["resnet20", "mobilenetv2"],
-                           max_params=1_000_000, seed=0)
+                           max_params=1_000_000, seed=0, narrow_seed_points=0)
     policy = write_policy(tmp_path / "policy.json")
     first = search_model_stage(params, write_tiny_sample(tmp_path / "s1", seed=0), policy, tmp_path / "o1", None,
                                progress=False)
@@ -962,7 +963,7 @@ def test_a_cold_search_trains_its_seed_points_first_within_the_budgets(
     # a warm study that re-trains no prior configuration (warm_start 0; the sampler gets the
     # prior's trials as history) starts from the seed points as a cold one does
     no_reuse = search_params(tmp_path, mlflow_uri, trials=2, seed_points=["resnet20", "mobilenetv2"],
-                             max_params=1_000_000, warm_start=0, warm_history=True)
+                             max_params=1_000_000, warm_start=0, warm_history=True, narrow_seed_points=0)
     third = search_model_stage(no_reuse, write_tiny_sample(tmp_path / "s3", seed=2), policy, tmp_path / "o3", None,
                                progress=False)
     assert third["warm_started_trials"] == 0
