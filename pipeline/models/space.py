@@ -281,13 +281,14 @@ def narrowed(cfg: dict[str, Any], factor: float) -> dict[str, Any] | None:
         fitting = [w for w in allowed if w <= width * factor]
         return max(fitting) if fitting else min(allowed)
 
-    out = validate_config(copy.deepcopy(cfg))
+    original = validate_config(copy.deepcopy(cfg))
+    out = copy.deepcopy(original)
     if out["stem"]["type"] == "conv":
         out["stem"]["channels"] = narrower(out["stem"]["channels"], SPACE["stem"]["channels"])
     for block, allowed in zip(out["blocks"], SPACE["blocks"], strict=True):
         if block["type"] != "identity":
             block["channels"] = narrower(block["channels"], allowed["channels"])
-    return out if out != validate_config(copy.deepcopy(cfg)) else None
+    return out if out != original else None
 
 
 def _mobilenetv2_config() -> dict[str, Any]:

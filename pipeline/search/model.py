@@ -536,9 +536,7 @@ class ModelSearch:
         cfg = self.cfg
         limits = {"params": cfg.max_params, "macs": cfg.max_macs, "train_cost": cfg.max_train_cost,
                   "retrain_minutes": cfg.max_retrain_minutes}
-        fixed = 0.0  # the batches' minutes: the same at any width
-        if "retrain_minutes" in violation and self.retrain_recipe is not None:
-            fixed = predicted_minutes(self.batch_step(self.retrain_recipe), self.retrain_recipe, self.retrain_images)
+        fixed = self.batch_minutes() if "retrain_minutes" in violation else 0.0  # the same at any width
         ratios = []
         for key, over in violation.items():
             limit = limits.get(key)
@@ -586,9 +584,13 @@ class ModelSearch:
         bound = mac_bound(self.timed_per_mac(study), macs, self.cfg.untimed_bound)
         if bound is None:
             return None
-        assert self.retrain_recipe is not None  # the bound is asked for only under max_retrain_minutes
-        return bound + predicted_minutes(self.batch_step(self.retrain_recipe), self.retrain_recipe,
-                                         self.retrain_images)
+        return bound + self.batch_minutes()
+
+    def batch_minutes(self) -> float:
+        """The retrain's minutes of batches (``batch_step`` x its steps): the same for every
+        candidate, bounded by no MAC count and changed by no width."""
+        assert self.retrain_recipe is not None  # asked for only under max_retrain_minutes
+        return predicted_minutes(self.batch_step(self.retrain_recipe), self.retrain_recipe, self.retrain_images)
 
     def batch_step(self, recipe: TrainConfig) -> float:
         """Seconds the retrain spends on a batch before its SGD step at ``recipe`` (gather, flip,
