@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from pipeline import interrupt
 from pipeline.config import DEFAULT_PARAMS, load_params
 from pipeline.errors import AutoaugError
 
@@ -218,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
-        func(args)
+        with interrupt.handling():  # a Ctrl-C dropped inside a finalizer still stops the long loops
+            func(args)
     except AutoaugError as exc:
         print(f"autoaug {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -81,6 +81,7 @@ TRAIN_COST_ATTR: Final = "train_cost"  # trial (model search): training step / R
 STEP_SECONDS_ATTR: Final = "step_seconds"  # trial (model search): its measured training step
 RETRAIN_STEP_SECONDS_ATTR: Final = "retrain_step_seconds"  # trial (model search): its step at the retrain recipe, batch included
 RETRAIN_BATCH_SECONDS_ATTR: Final = "retrain_batch_seconds"  # trial (model search): that step's batch (flip, crop, policy)
+RETRAIN_TIMINGS_ATTR: Final = "retrain_timings"  # trial (model search): how many times its retrain step was timed (the fastest stands)
 PREDICTED_RETRAIN_MINUTES_ATTR: Final = "predicted_retrain_minutes"  # trial (model search): its retrain, predicted
 RETRAIN_MINUTES_BOUND_ATTR: Final = "retrain_minutes_bound"  # trial (model search): a lower bound of its retrain minutes from its MACs (refused untimed)
 REFUSED_UNTIMED: Final = "refused_untimed"  # stage metric (model search): draws the minutes budget refused from their MACs, never timed

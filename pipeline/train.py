@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from pipeline import interrupt
 from pipeline.augment.batch import BatchTransform
 from pipeline.config import TrainConfig
 from pipeline.data import ImageSet
@@ -606,6 +607,7 @@ def train(
         model.train()
         try:
             for epoch in range(1, cfg.epochs + 1):
+                interrupt.check()  # a Ctrl-C that a finalizer dropped during the last epoch
                 metrics = _train_epoch(run, epoch)
                 if eval_set is not None and _evaluates_after(epoch, cfg):
                     result.eval = evaluate(model, eval_set, tta_flip=cfg.tta, tta_translate=cfg.tta_translate,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -19,3 +22,21 @@ def diverging(real: Callable[..., Any], on_call: int, lrs: list[float]) -> Calla
         return real(model, train_set, cfg, **kwargs)
 
     return train
+
+
+class _InterruptedWhileFinalised:
+    """Sends this process SIGINT from its finalizer and keeps running Python code there, so the
+    handler's KeyboardInterrupt is raised inside ``__del__``, where Python prints and drops it."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        total = 0
+        for i in range(200_000):  # the pending signal is handled between these bytecodes
+            total += i
+
+
+def drop_a_ctrl_c() -> None:
+    """A Ctrl-C that Python drops: its KeyboardInterrupt is raised inside a finalizer."""
+    obj = _InterruptedWhileFinalised()
+    del obj
+    gc.collect()

@@ -79,6 +79,7 @@ from pipeline.names import (
     RETRAIN_BATCH_SECONDS_ATTR,
     RETRAIN_MINUTES_BOUND_ATTR,
     RETRAIN_STEP_SECONDS_ATTR,
+    RETRAIN_TIMINGS_ATTR,
     SEEDED_ATTR,
     SKIPPED_ATTR,
     STEP_SECONDS_ATTR,
@@ -185,6 +186,12 @@ def minutes_per_mac(trial: FrozenTrial) -> float | None:
     return minutes / float(macs)
 
 
+# A seed point or the champion's architecture the minutes budget refuses is timed again, up to this many
+# times in all while still over, and its fastest timing stands. These designs decide the choice, and a
+# timing on a shared machine only errs slow: on an Intel Xeon with AMX, airbench_small, timed first in
+# a make run's search, predicted 31.5 retrain minutes, where the same code in a quiet process
+# predicted 21.6-23.7 (and its retrain took 21.9 on another day).
+SEED_POINT_TIMINGS = 3
 UNTIMED_AFTER = 3  # draws timed (the seed points, at the defaults) before the MAC bound refuses any
 
 
@@ -481,6 +488,13 @@ class ModelSearch:
                 violation["retrain_minutes"] = bound - self.cfg.max_retrain_minutes
             else:
                 step, minutes = self.retrain_minutes(model, recipe=fine_tune)
+                timings = 1
+                if SEEDED_ATTR in trial.user_attrs or fine_tune is not None:
+                    while minutes > self.cfg.max_retrain_minutes and timings < SEED_POINT_TIMINGS:
+                        step, minutes = min((step, minutes), self.retrain_minutes(model, recipe=fine_tune),
+                                            key=lambda timed: timed[1])
+                        timings += 1
+                trial.set_user_attr(RETRAIN_TIMINGS_ATTR, timings)
                 assert self.retrain_recipe is not None  # checked on construction under max_retrain_minutes
                 batch = self.batch_step(fine_tune or self.retrain_recipe)  # timed once: what the step holds
                 if fine_tune is not None:

@@ -37,6 +37,7 @@ import optuna
 from optuna.trial import FrozenTrial
 from tqdm.auto import tqdm
 
+from pipeline import interrupt
 from pipeline.errors import first_line
 from pipeline.hashing import int_digest
 from pipeline.names import (
@@ -272,6 +273,7 @@ class StudyRunner:
 
         try:
             while True:
+                interrupt.check()  # a Ctrl-C that a finalizer dropped during the last trial
                 try:
                     done = completed(study)
                     counted = sum(1 for t in done if counts(t))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import pipeline.search.policy as search
+from pipeline import interrupt
 from pipeline.augment import Policy
 from pipeline.config import Params, parse_params
 from pipeline.errors import ConfigError
@@ -22,6 +23,7 @@ from pipeline.search.policy import (
 from pipeline.stages.search_policy import search_policy_stage
 from pipeline.tracking import Tracker
 
+from ..fakes import drop_a_ctrl_c
 from .conftest import tiny_sample
 
 
@@ -61,6 +63,33 @@ def test_uniform_policy_enumerates_every_sequence() -> None:
 def _runs(params: Params) -> list:
     tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
     return tracker.client.search_runs([tracker.experiment_id("search_policy")], max_results=1000)
+
+
+def test_a_ctrl_c_dropped_during_a_trial_stops_the_search_before_the_next(
+    tmp_path: Path, sample_dir: Path, params: Params, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Python drops a KeyboardInterrupt raised inside a finalizer; the runner still stops at the next
+    # trial (a policy search on a busy machine once ran all its trials after a Ctrl-C)
+    real = optuna.Study.optimize
+    calls = 0
+
+    def optimize(self: optuna.Study, *args: object, **kwargs: object) -> None:
+        nonlocal calls
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+        calls += 1
+        if calls == 3:
+            drop_a_ctrl_c()
+
+    monkeypatch.setattr(optuna.Study, "optimize", optimize)
+    with interrupt.handling(), pytest.raises(KeyboardInterrupt):
+        search_policy_stage(params, sample_dir, tmp_path / "out", tmp_path / "cache", progress=False)
+    storage = optuna.storages.RDBStorage(params.tracking.optuna_storage)
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3  # of its 5
+    assert not (tmp_path / "out" / "policy.json").exists()
+    (stage_run,) = [r for r in _runs(params) if "mlflow.parentRunId" not in r.data.tags]
+    assert stage_run.info.status == "KILLED"
 
 
 def test_stage_writes_policy_and_logs_nested_runs(tmp_path: Path, sample_dir: Path, params: Params) -> None:
