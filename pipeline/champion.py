@@ -326,27 +326,44 @@ def keep_or_choose(params: Params, chosen: C, champion: tuple[str, Any] | None,
     return kept
 
 
-def keep_seed_point(rule: ChooseConfig, chosen: C, trials: Sequence[FrozenTrial]) -> tuple[str, C] | None:
-    """(name, candidate) of the most accurate seed point when ``rule.keep_seed_points`` keeps it
-    over the rule's pick ``chosen`` (said either way), else None: a feasible trial of this search
-    that trained a seed point, scoring within that many points of ``chosen``."""
+def keep_seed_point(rule: ChooseConfig, chosen: C, trials: Sequence[FrozenTrial],
+                    order: Sequence[str] = ()) -> tuple[str, C] | None:
+    """(name, candidate) of the seed point ``rule.keep_seed_points`` keeps over the rule's pick
+    ``chosen`` (said either way), else None: among this search's feasible trials of seed points
+    that scored within that many points of ``chosen``, the first in ``order``
+    (``model_search.seed_points``, the order of preference; a narrowed seed point ranks after
+    its own design, and names not listed after the listed ones), the most accurate among equals.
+    None when that is ``chosen`` itself."""
     points = rule.keep_seed_points
     seeded = [t for t in trials if names.SEEDED_ATTR in t.user_attrs and t.values and _within_budgets(t)]
-    if points is None or not seeded or any(t.number == chosen.trial for t in seeded):
+    if points is None or not seeded:
         return None
     if rule.rule == "under_budget" and rule.budget_params is not None:
         seeded = [t for t in seeded if t.user_attrs.get(names.PARAMS_ATTR, 0) <= rule.budget_params]
     if not seeded:
         return None
-    best = max(seeded, key=lambda t: (t.values[0], -t.number))
-    name = str(best.user_attrs[names.SEEDED_ATTR])
-    if best.values[0] < chosen.accuracy - points / 100:
+    within = [t for t in seeded if t.values[0] >= chosen.accuracy - points / 100]
+    if not within:
+        best = max(seeded, key=lambda t: (t.values[0], -t.number))
         print(f"search_model: choosing trial {chosen.trial} ({chosen.accuracy:.4f}): it leads the best seed point "
-              f"{name} ({best.values[0]:.4f}) by more than choose.keep_seed_points = {points:g}", flush=True)
+              f"{best.user_attrs[names.SEEDED_ATTR]} ({best.values[0]:.4f}) by more than "
+              f"choose.keep_seed_points = {points:g}", flush=True)
         return None
-    print(f"search_model: keeping seed point {name} (trial {best.number}: {best.values[0]:.4f}) over trial "
-          f"{chosen.trial} ({chosen.accuracy:.4f}): within choose.keep_seed_points = {points:g}", flush=True)
-    return name, type(chosen).from_trial(best)
+
+    def preference(t: FrozenTrial) -> tuple[int, int, float, int]:
+        design = str(t.user_attrs[names.SEEDED_ATTR]).split("-narrow")[0]
+        listed = list(order).index(design) if design in order else len(order)
+        return listed, int(t.user_attrs.get(names.NARROWED_ATTR, 0)), -t.values[0], t.number
+
+    kept = min(within, key=preference)
+    if kept.number == chosen.trial:
+        return None
+    name = str(kept.user_attrs[names.SEEDED_ATTR])
+    why = (", and listed before the more accurate seed points in model_search.seed_points"
+           if any(t.values[0] > kept.values[0] for t in within) else "")
+    print(f"search_model: keeping seed point {name} (trial {kept.number}: {kept.values[0]:.4f}) over trial "
+          f"{chosen.trial} ({chosen.accuracy:.4f}): within choose.keep_seed_points = {points:g}{why}", flush=True)
+    return name, type(chosen).from_trial(kept)
 
 
 # ------------------------------------------------------------------ promote (publish)

@@ -369,11 +369,11 @@ class ChooseConfig(StrictModel):
                                   "reference model instead of the best found (e.g. mobilenetv2: as good as MobileNetV2 but smaller)")
     budget_params: int | None = Field(None, gt=0, description="under_budget: parameter budget")
     keep_seed_points: float | None = Field(
-        1.0, ge=0, le=100, description="keep the most accurate seed point (a hand design of "
-        "model_search.seed_points) over the rule's pick when it scored within this many points of it on the proxy "
-        "(and obeys an under_budget rule's budget): a searched network that leads by less is a coin toss at the "
-        "proxy's noise, and two such picks retrained to 86.8 % where airbench_small reached 91.1 % (BENCHMARKS.md); "
-        "null: off")
+        1.0, ge=0, le=100, description="keep a seed point (a hand design of model_search.seed_points) over the "
+        "rule's pick when it scored within this many points of it on the proxy (and obeys an under_budget rule's "
+        "budget); of several, the first listed in seed_points: a lead this small is a coin toss at the proxy's "
+        "noise; two searched picks retrained to 86.8 % where airbench_small reached 91.1 %, and airbench_like "
+        "(ranked 0.8 points above it on machine G) to 89.5-90.2 % in three runs (BENCHMARKS.md); null: off")
     keep_champion_points: float | None = Field(
         3.0, ge=0, le=100, description="keep the @champion's architecture when this search trained it (a warm "
         "search re-trains the prior Pareto members first) and it scored within this many points of the rule's "
@@ -519,7 +519,8 @@ class ModelSearchConfig(SeededSearch, StrictModel):
                                    "prior configuration; [] for a search from random draws only); they count as "
                                    "trials and obey the budgets: 337 draws never came near airbench's layout, which "
                                    "scores 9 points above their best; airbench_small is airbench94 at 64/128/192 "
-                                   "channels (829 k parameters)")
+                                   "channels (829 k parameters); the order is the preference among those within "
+                                   "choose.keep_seed_points of the pick")
     narrow_seed_points: int = Field(
         2, ge=0, le=5, description="a seed point a budget refuses (on a slower CPU, max_retrain_minutes) is drawn "
         "again as the same design at narrower widths (pipeline.models.narrowed: each width x 0.95 x sqrt(limit / "

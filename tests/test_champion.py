@@ -166,3 +166,32 @@ def test_the_best_seed_point_is_kept_over_a_pick_that_leads_it_by_less_than_the_
     under = ChooseConfig(rule="under_budget", budget_params=700_000)
     name, kept = keep_seed_point(under, pick, trials)  # airbench_small is over its budget
     assert name == "airbench_like" and kept.trial == 1  # 0.95 points behind: within 1.0
+
+
+def test_among_seed_points_within_the_points_the_first_listed_is_kept(capsys) -> None:
+    # The proxy (8 epochs on 6,000 images) cannot tell airbench_small from airbench_like: on machine G
+    # it ranked airbench_like first (0.6255 against 0.6175), yet retrained, airbench_small reached
+    # 91.05 and 91.15 % and airbench_like 89.46 and 89.79 %. model_search.seed_points is the order of
+    # preference: the first listed within keep_seed_points of the pick is kept, even over a more
+    # accurate seed point (also the rule's pick); a narrowed one ranks after its own design.
+    from pipeline.champion import keep_seed_point
+    from pipeline.config import ChooseConfig
+
+    order = ["airbench_small", "airbench_like", "resnet20"]
+    small, like = _trial(0, 0.6175, 828_600, "airbench_small"), _trial(1, 0.6255, 640_010, "airbench_like")
+    pick = _Pick("airbench_like", 0.6255, 640_010, 1)  # most_accurate's pick, itself a seed point
+    name, kept = keep_seed_point(ChooseConfig(), pick, [small, like], order)
+    assert name == "airbench_small" and kept.trial == 0  # 0.8 points behind: within 1.0
+    assert "listed before the more accurate seed points" in capsys.readouterr().out
+    assert keep_seed_point(ChooseConfig(), pick, [small, like]) is None  # no order: the most accurate, the pick
+    assert keep_seed_point(ChooseConfig(keep_seed_points=0.5), pick, [small, like], order) is None  # 0.8 > 0.5
+    assert keep_seed_point(ChooseConfig(), pick, [_trial(0, 0.6175, 828_600, "airbench_small", over=True), like],
+                           order) is None  # over a budget: never kept
+    # a narrowed design ranks after the design itself, before the next listed one
+    narrow = _trial(3, 0.62, 527_288, "airbench_small-narrow1")
+    narrow.user_attrs[names.NARROWED_ATTR] = 1
+    assert keep_seed_point(ChooseConfig(), pick, [small, like, narrow], order)[0] == "airbench_small"
+    assert keep_seed_point(ChooseConfig(), pick, [like, narrow], order)[0] == "airbench_small-narrow1"
+    # a searched pick: the first listed seed point within the points, not the most accurate
+    searched = _Pick("searched", 0.627, 400_000, 7)
+    assert keep_seed_point(ChooseConfig(), searched, [small, like, _trial(7, 0.627, 400_000)], order)[1].trial == 0

@@ -104,7 +104,7 @@ def summarise(method: ModelSearch, outcome: SearchOutcome, context: BuildContext
                            for name, broken in seeds_refused.items())
         print(f"search_model: seed points over a budget on this machine, never trained: {listed}."
               + hint, file=sys.stderr, flush=True)
-    seed_kept = keep_seed_point(cfg.choose, chosen, trials)
+    seed_kept = keep_seed_point(cfg.choose, chosen, trials, cfg.seed_points)
     if seed_kept is not None:
         chosen = picks["seed_point"] = seed_kept[1]
     champion = (method.champion_version, method.champion) if method.champion_version is not None else None
