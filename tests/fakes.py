@@ -5,7 +5,8 @@ from __future__ import annotations
 import gc
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pipeline.train import TrainingDivergedError
@@ -40,3 +41,14 @@ def drop_a_ctrl_c() -> None:
     obj = _InterruptedWhileFinalised()
     del obj
     gc.collect()
+
+
+@contextmanager
+def python_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler for the duration, as a command starts with: a test earlier in the
+    same process (a server, a library) may have left another one installed."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

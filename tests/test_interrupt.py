@@ -5,14 +5,21 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 
 import pytest
 
 from pipeline import interrupt
 from pipeline.train import EpochMetrics, train
 
-from .fakes import drop_a_ctrl_c
+from .fakes import drop_a_ctrl_c, python_sigint
 from .test_train import FAST, colour_task, fresh
+
+
+@pytest.fixture(autouse=True)
+def _python_sigint() -> Iterator[None]:
+    with python_sigint():
+        yield
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from pipeline.search.policy import (
 from pipeline.stages.search_policy import search_policy_stage
 from pipeline.tracking import Tracker
 
-from ..fakes import drop_a_ctrl_c
+from ..fakes import drop_a_ctrl_c, python_sigint
 from .conftest import tiny_sample
 
 
@@ -81,7 +81,7 @@ def test_a_ctrl_c_dropped_during_a_trial_stops_the_search_before_the_next(
             drop_a_ctrl_c()
 
     monkeypatch.setattr(optuna.Study, "optimize", optimize)
-    with interrupt.handling(), pytest.raises(KeyboardInterrupt):
+    with python_sigint(), interrupt.handling(), pytest.raises(KeyboardInterrupt):
         search_policy_stage(params, sample_dir, tmp_path / "out", tmp_path / "cache", progress=False)
     storage = optuna.storages.RDBStorage(params.tracking.optuna_storage)
     (summary,) = optuna.get_all_study_summaries(storage)
