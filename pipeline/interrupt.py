@@ -2,11 +2,11 @@
 
 Python raises KeyboardInterrupt after whatever bytecode runs when SIGINT arrives. When that is a
 finalizer (``__del__``), a weakref or garbage-collection callback, or another callback called from
-C, Python prints "Exception ignored in ..." and drops the exception: the command carries on as if
-no Ctrl-C had come. On a busy machine this happened to a policy search, which then ran all its
-trials and exited 0. So every command runs under `handling()`, whose handler also remembers the
-request, and the long loops (the search runner between trials, the trainer between epochs) call
-`check()`, which raises KeyboardInterrupt again when a request was dropped.
+C, Python prints "Exception ignored in ..." and drops the exception: the command would carry on
+as if no Ctrl-C had come. So every command runs under `handling()`, whose handler also remembers
+the request, and the long loops (the search runner between trials, the trainer between epochs)
+call `check()`, which raises KeyboardInterrupt again when a request was dropped. (A command
+started with SIGINT ignored, as a background job of a non-interactive shell is, keeps ignoring it.)
 """
 
 from __future__ import annotations

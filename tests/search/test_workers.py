@@ -37,8 +37,11 @@ def _write_params(params: Params, path: Path, **policy: object) -> Path:
 
 def _spawn(*args: str, cwd: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # SIGINT back to its default in the child: a test suite run as a background job (nohup, `&` in a
+    # script) ignores SIGINT, the child would inherit that, and a Ctrl-C test would see it ignored
     return subprocess.Popen([str(BIN / "autoaug"), *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _finish(proc: subprocess.Popen[str], timeout: float = 600) -> str:
