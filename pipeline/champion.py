@@ -41,7 +41,7 @@ from pipeline.device import autocast_dtype
 from pipeline.errors import first_line
 from pipeline.evaluation import SplitScore, latency_ms, score
 from pipeline.hashing import json_digest
-from pipeline.models import build_model, count_params, normalise_config
+from pipeline.models import build_model, count_params, normalise_config, seed_design
 from pipeline.tracking import Tracker
 
 ALIAS = "champion"  # the registry alias; the service, publish and the searches mean this version
@@ -351,7 +351,7 @@ def keep_seed_point(rule: ChooseConfig, chosen: C, trials: Sequence[FrozenTrial]
         return None
 
     def preference(t: FrozenTrial) -> tuple[int, int, float, int]:
-        design = str(t.user_attrs[names.SEEDED_ATTR]).split("-narrow")[0]
+        design = seed_design(str(t.user_attrs[names.SEEDED_ATTR]))
         listed = list(order).index(design) if design in order else len(order)
         return listed, int(t.user_attrs.get(names.NARROWED_ATTR, 0)), -t.values[0], t.number
 

@@ -22,8 +22,10 @@ from pipeline.models.space import (
     ModelConfigError,
     SpaceNet,
     narrowed,
+    narrowed_name,
     normalise_config,
     sample_config,
+    seed_design,
     suggest_config,
     validate_config,
 )
@@ -75,8 +77,10 @@ __all__ = [
     "count_macs",
     "count_params",
     "narrowed",
+    "narrowed_name",
     "normalise_config",
     "sample_config",
+    "seed_design",
     "suggest_config",
     "validate_config",
 ]

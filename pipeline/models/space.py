@@ -267,6 +267,20 @@ def suggest_config(trial: Any) -> dict[str, Any]:
     }
 
 
+NARROW_SUFFIX = "-narrow"  # a narrowed seed point is named <seed>-narrow<k>
+
+
+def narrowed_name(name: str, times: int) -> str:
+    """The name of seed point ``name``'s design (itself possibly narrowed) narrowed ``times`` times."""
+    return f"{seed_design(name)}{NARROW_SUFFIX}{times}"
+
+
+def seed_design(name: str) -> str:
+    """The seed point a (possibly narrowed) seed point's name comes from: ``airbench_small-narrow1``
+    -> ``airbench_small``."""
+    return name.split(NARROW_SUFFIX)[0]
+
+
 def narrowed(cfg: dict[str, Any], factor: float) -> dict[str, Any] | None:
     """The same design at ``factor`` (< 1) of its widths: every block's channels (and a conv
     stem's) times ``factor``, rounded down to the widths the space allows at its place, at

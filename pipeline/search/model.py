@@ -61,6 +61,7 @@ from pipeline.models import (
     count_macs,
     count_params,
     narrowed,
+    narrowed_name,
     normalise_config,
     suggest_config,
     validate_config,
@@ -562,7 +563,7 @@ class ModelSearch:
         if narrow is None:
             return
         seed = str(trial.user_attrs[SEEDED_ATTR])
-        name = f"{seed.split('-narrow')[0]}-narrow{done + 1}"
+        name = narrowed_name(seed, done + 1)
         trial.study.enqueue_trial(params_from_config(narrow), user_attrs={SEEDED_ATTR: name, NARROWED_ATTR: done + 1},
                                   skip_if_exists=True)
         broken = ", ".join(k for k, v in violation.items() if v > 0)
