@@ -4,7 +4,10 @@ and a worker joining a part the coordinator opened.
 Every trial records the process that runs it (``WORKER_ATTR``: host, pid and a nonce). A trial
 whose process dies is failed (at once when the process ran on this host, after the storage's
 heartbeat grace period otherwise) and re-queued with the same parameters, so its configuration
-is not lost. A storage whose connections drop (a database restart) is waited for, not fatal.
+is not lost. A trial that never got an owner (its process lost the storage, or died, between
+creating the trial and marking it; it has no heartbeat either) is failed and re-queued once this
+process has seen it ownerless for the grace period. A storage whose connections drop (a database
+restart) is waited for, not fatal.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pipeline.names import READY_ATTR, WORKER_ATTR
 from pipeline.search.method import Objective
 
 POLL_S = 2.0  # how often a process looks at trials that other processes are running
+ORPHAN_GRACE_S = 90.0  # an ownerless running trial is reaped after this long, where the storage sets no
+                       # heartbeat grace period (a trial is ownerless only while its sampler draws)
 
 
 class WaitTimeout(AutoaugError):
@@ -69,9 +74,12 @@ def process_is_dead(owner: str) -> bool:
 class Processes:
     """This process among those sharing a search's storage."""
 
-    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
+    def __init__(self, storage: optuna.storages.BaseStorage, orphan_grace_s: float | None = None) -> None:
         self.storage = storage
         self.worker_id = process_id()
+        grace = getattr(storage, "grace_period", None)
+        self.orphan_grace_s = float(orphan_grace_s if orphan_grace_s is not None else grace or ORPHAN_GRACE_S)
+        self._ownerless_since: dict[int, float] = {}  # trial id -> when this process first saw it ownerless
 
     def own(self, objective: Objective) -> Objective:
         """``objective`` with the trial marked as this process's (for logging and reaping)."""
@@ -84,12 +92,21 @@ class Processes:
 
     def reap(self, study: optuna.Study) -> int:
         """Fail the running trials of dead processes and re-queue their parameters: at once for
-        a process of this host, after the heartbeat grace period for others. Returns how many
-        trials other processes are still running."""
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        a process of this host, after the heartbeat grace period for others, and a trial without
+        an owner once this process has seen it so for ``orphan_grace_s`` (its own clock: the
+        trial's start time is another host's). Returns how many trials other processes are still
+        running."""
+        now = time.monotonic()
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        ownerless = {t._trial_id for t in running if not t.user_attrs.get(WORKER_ATTR)}
+        self._ownerless_since = {i: self._ownerless_since.get(i, now) for i in ownerless}
+        for t in running:
             owner = t.user_attrs.get(WORKER_ATTR)
             if owner and owner != self.worker_id and process_is_dead(owner):
                 self._fail_and_requeue(study, t)
+            elif not owner and now - self._ownerless_since[t._trial_id] >= self.orphan_grace_s:
+                self._fail_and_requeue(study, t)
+                del self._ownerless_since[t._trial_id]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)

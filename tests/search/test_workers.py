@@ -149,6 +149,57 @@ def test_a_killed_worker_loses_no_trial_and_its_configuration_is_retried(
     _check_one_run_per_trial(params, studies)
 
 
+def _ownerless_study(tmp_path: Path) -> tuple[optuna.storages.BaseStorage, optuna.Study]:
+    from pipeline.search.studies import open_storage
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    return storage, optuna.create_study(study_name="s", storage=storage)
+
+
+def test_a_trial_that_never_got_an_owner_is_reaped_after_the_grace_period(tmp_path: Path) -> None:
+    """A process that loses the storage (or dies) between creating a trial and marking it as its
+    own leaves a running trial with no owner and no heartbeat: neither the owner check nor
+    Optuna's stale-trial check fails it, and the stage used to wait on it for ever."""
+    from pipeline.search.workers import Processes
+
+    storage, study = _ownerless_study(tmp_path)
+    study.enqueue_trial({"x": 0.25})
+    orphan = study.ask()  # created and left: the enqueued configuration, no owner, no heartbeat
+    assert not orphan.params and storage.get_trial(orphan._trial_id).system_attrs["fixed_params"] == {"x": 0.25}
+    processes = Processes(storage, orphan_grace_s=0.5)
+    assert processes.orphan_grace_s == 0.5 and Processes(storage).orphan_grace_s == storage.grace_period
+    assert processes.reap(study) == 1  # first seen now: still in progress
+    time.sleep(0.2)
+    assert processes.reap(study) == 1
+    time.sleep(0.4)
+    assert processes.reap(study) == 0
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    retry = study.ask()  # the retry carries the enqueued configuration
+    assert retry.suggest_float("x", 0, 1) == 0.25
+    assert retry.number == 1
+
+
+def test_a_trial_with_an_owner_is_not_reaped_as_ownerless(tmp_path: Path) -> None:
+    """Ownerless time counts only while a trial has no owner, as this process saw it: a trial
+    that gets its owner before the grace period ends (a live process on any host) keeps running."""
+    from pipeline.search.workers import Processes
+
+    storage, study = _ownerless_study(tmp_path)
+    alive = study.ask()
+    processes = Processes(storage, orphan_grace_s=0.3)
+    assert processes.reap(study) == 1
+    alive.set_user_attr(WORKER_ATTR, f"other-host:{os.getpid()}:nonce")  # marked within the grace period
+    time.sleep(0.4)
+    assert processes.reap(study) == 1
+    assert study.get_trials(deepcopy=False)[0].state == TrialState.RUNNING
+    late = study.ask()  # a second, newer ownerless trial: its own clock starts when first seen
+    assert processes.reap(study) == 2
+    time.sleep(0.4)
+    assert processes.reap(study) == 1
+    assert study.get_trials(deepcopy=False)[late.number].state == TrialState.FAIL
+
+
 def _running_trials(storage: optuna.storages.BaseStorage, pid: int) -> list[optuna.trial.FrozenTrial]:
     """Trials of process `pid` that are running and have drawn their configuration (params), so a
     retry has something to repeat."""
