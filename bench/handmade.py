@@ -354,7 +354,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="NAME",
                         help="train only these rows (their keys: airbench94, airbench_like, airbench_small, resnet20, "
                              "mobilenetv2, front_*): a partial run, said in the RESULT line")
+    parser.add_argument("--minutes", type=float, metavar="M",
+                        help="train the hand-made rows for M minutes each instead of the champion's training "
+                             "minutes (e.g. model_search.max_retrain_minutes: what a network could have had); "
+                             "said in the RESULT line")
     args = parser.parse_args()
+    if args.minutes is not None and args.minutes <= 0:
+        parser.error(f"--minutes must be positive, got {args.minutes}")
 
     champion = read_champion(args.project)
     splits = load_data(args.data)
@@ -389,17 +395,20 @@ def main() -> None:
     if todo and todo[0].role == "champion":
         rows.append(run_network(todo.pop(0), champion, train_set, test_set, seeds, None, device, args.quick))
         budget_minutes = rows[0].minutes_median
-    if budget_minutes is None and not args.quick:
+    matched = args.minutes if args.minutes is not None else budget_minutes
+    if matched is None and not args.quick:
         raise SystemExit("bench/handmade: outputs/retrain/metrics.json has no train_minutes to match; "
-                         "pass --retrain-champion to measure them here")
-    print(f"minutes matched: {budget_minutes if budget_minutes is not None else 'none'}"
+                         "pass --retrain-champion to measure them here, or --minutes")
+    print(f"minutes matched: {matched if matched is not None else 'none'}"
+          + (f" (--minutes; the champion trained {budget_minutes})" if args.minutes is not None else "")
           + (" (--quick: 1 epoch each instead)" if args.quick else ""), flush=True)
     for net in todo:
-        rows.append(run_network(net, champion, train_set, test_set, seeds, budget_minutes, device, args.quick))
+        rows.append(run_network(net, champion, train_set, test_set, seeds, matched, device, args.quick))
     print(table(champion, rows, tta))
     print(summary(champion, rows, quick=args.quick, seeds=seeds, train_images=len(train_set),
                   budget_minutes=budget_minutes, tta=tta)
-          + (f" partial={','.join(args.only)}" if args.only else ""))
+          + (f" partial={','.join(args.only)}" if args.only else "")
+          + (f" minutes_matched={args.minutes}" if args.minutes is not None else ""))
 
 
 if __name__ == "__main__":

@@ -108,3 +108,13 @@ def test_quick_run_prints_the_table_and_a_result_line(tmp_path: Path) -> None:
     assert (fields["smallest_within_mobilenetv2"], fields["mobilenetv2_val_acc"]) == ("trial5", "0.6")
     assert fields["smallest_within_mobilenetv2_params"] == "78042" and fields["train_images"] == "24"
     assert fields["recipe"] == "recipe.json" and fields["tta"] == "flip+translate" and "machine" in fields
+
+
+def test_minutes_must_be_positive(tmp_path: Path) -> None:
+    """--minutes replaces the champion's minutes as the hand-made rows' budget; a budget of no
+    time is refused in one line before any data is read."""
+    project = make_project(tmp_path / "proj")
+    command = [sys.executable, "-m", "bench.handmade", "--data", str(tmp_path / "none"), "--project", str(project),
+               "--minutes", "0"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2 and "--minutes must be positive, got 0.0" in result.stderr
