@@ -105,8 +105,7 @@ class Processes:
             if owner and owner != self.worker_id and process_is_dead(owner):
                 self._fail_and_requeue(study, t)
             elif not owner and now - self._ownerless_since[t._trial_id] >= self.orphan_grace_s:
-                self._fail_and_requeue(study, t)
-                del self._ownerless_since[t._trial_id]
+                self._fail_and_requeue(study, t)  # no longer running: the next call's map drops it
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
