@@ -20,13 +20,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 from pydantic_core.core_schema import SerializerFunctionWrapHandler
 
 from pipeline.errors import DataError
 from pipeline.files import write_text_atomic
+
+if TYPE_CHECKING:
+    from pipeline.config import TrainConfig
 
 Config = dict[str, Any] | str  # a search-space configuration, or a reference network's name
 
@@ -154,6 +157,7 @@ class ScoredModel(BaseModel):
     seed_point: str | None = None
     predicted_retrain_minutes: float | None = None  # None: not measured (max_retrain_minutes off, a reference)
     retrain_step_seconds: float | None = None
+    retrain_epochs: int | None = None  # fewer than retrain.recipe's, fitted to the minutes budget (None: the recipe's)
 
 
 class Pareto(StageFile):
@@ -201,6 +205,9 @@ class Chosen(StageFile):
     # step at retrain.recipe's batch size on the search's machine); None: not measured
     predicted_retrain_minutes: float | None = None
     retrain_step_seconds: float | None = None
+    # the epochs the retrain trains, when the search kept a known design at its widths by fitting
+    # fewer than retrain.recipe.epochs into max_retrain_minutes (shorten_seed_points); None: the recipe's
+    retrain_epochs: int | None = Field(None, ge=1)
     rule: dict[str, Any] | None = None  # model_search.choose as it was
     fingerprint: str = ""
     study: str | None = None
@@ -220,6 +227,13 @@ class Chosen(StageFile):
                 raise DataError(f"{path}: the chosen configuration no longer fits the search space ({exc}); "
                                 f"re-run {cls.rerun}") from None
         return chosen
+
+    def retrain_recipe(self, recipe: TrainConfig) -> TrainConfig:
+        """``recipe`` (retrain.recipe) at the epochs the search fitted this model into
+        (``retrain_epochs``), else as it is: what the recipe search starts from and retrain trains."""
+        if self.retrain_epochs is None:
+            return recipe
+        return recipe.model_copy(update={"epochs": min(self.retrain_epochs, recipe.epochs)})
 
 
 class ModelSearchSummary(StageFile):
@@ -242,6 +256,7 @@ class ModelSearchSummary(StageFile):
     chosen_macs: int
     chosen_train_cost: float | None
     chosen_predicted_retrain_minutes: float | None = None
+    chosen_retrain_epochs: int | None = None  # chosen.json's retrain_epochs (None: retrain.recipe's)
     best_accuracy: float
     champion_architecture_version: int | None
     kept_champion: bool

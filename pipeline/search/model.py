@@ -78,6 +78,7 @@ from pipeline.names import (
     REFERENCE_ATTR_PREFIX,
     REFUSED_PREFIX,
     RETRAIN_BATCH_SECONDS_ATTR,
+    RETRAIN_EPOCHS_ATTR,
     RETRAIN_MINUTES_BOUND_ATTR,
     RETRAIN_STEP_SECONDS_ATTR,
     RETRAIN_TIMINGS_ATTR,
@@ -88,6 +89,7 @@ from pipeline.names import (
     TRAIN_COST_ATTR,
     TRAIN_SECONDS_ATTR,
     VAL_ACCURACY_CURVE,
+    WARM_FROM_ATTR,
 )
 from pipeline.search.folds import search_split
 from pipeline.search.method import (
@@ -170,14 +172,21 @@ def refused_untimed(trials: Sequence[FrozenTrial]) -> int:
     return sum(1 for t in trials if refused_untimed_trial(t))
 
 
+def known_design(trial: FrozenTrial | optuna.Trial) -> bool:
+    """A seed point (a hand design, or one narrowed) or a prior front member a warm search
+    re-trains: timed rather than bounded from its MACs, timed again while over the minutes
+    budget, and retrained for fewer epochs when that fits (``shorten_seed_points``)."""
+    return SEEDED_ATTR in trial.user_attrs or WARM_FROM_ATTR in trial.user_attrs
+
+
 def minutes_per_mac(trial: FrozenTrial) -> float | None:
     """A timed draw's predicted retrain minutes of SGD steps per MAC (at the retrain recipe
     itself, not the champion's fine-tune; the batches' share, ``RETRAIN_BATCH_SECONDS_ATTR``,
     left out), for ``untimed_bound``; None for any other trial (a prior study's copy, one not
-    timed, or without a MAC count)."""
+    timed, one retrained for fewer epochs, or without a MAC count)."""
     a = trial.user_attrs
     macs = a.get(MACS_ATTR, -1)
-    if (HISTORY_ATTR in a or FINE_TUNE_EPOCHS_ATTR in a or PREDICTED_RETRAIN_MINUTES_ATTR not in a
+    if (HISTORY_ATTR in a or FINE_TUNE_EPOCHS_ATTR in a or RETRAIN_EPOCHS_ATTR in a or PREDICTED_RETRAIN_MINUTES_ATTR not in a
             or not isinstance(macs, (int, float)) or macs <= 0):
         return None
     minutes = float(a[PREDICTED_RETRAIN_MINUTES_ATTR])
@@ -276,12 +285,14 @@ class Candidate:
     # the retrain's training minutes, predicted from the step at the retrain recipe (max_retrain_minutes set)
     predicted_retrain_minutes: float | None = None
     retrain_step_seconds: float | None = None  # that step, measured on the machine that ran the trial
+    # the epochs the retrain trains when fewer than retrain.recipe's fit the minutes (shorten_seed_points)
+    retrain_epochs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.config, "accuracy": self.accuracy, "params": self.params, "macs": self.macs,
                 "trial": self.trial, "train_seconds": self.train_seconds, "train_cost": self.train_cost,
                 "seed_point": self.seed_point, "predicted_retrain_minutes": self.predicted_retrain_minutes,
-                "retrain_step_seconds": self.retrain_step_seconds}
+                "retrain_step_seconds": self.retrain_step_seconds, "retrain_epochs": self.retrain_epochs}
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> Candidate:
@@ -294,7 +305,8 @@ class Candidate:
         return cls(config_from_params(trial.params), float(attrs[ACCURACY_ATTR]), int(attrs[PARAMS_ATTR]),
                    int(attrs[MACS_ATTR]), trial.number, float(attrs.get(TRAIN_SECONDS_ATTR, 0.0)),
                    number(TRAIN_COST_ATTR), attrs.get(SEEDED_ATTR), number(PREDICTED_RETRAIN_MINUTES_ATTR),
-                   number(RETRAIN_STEP_SECONDS_ATTR))
+                   number(RETRAIN_STEP_SECONDS_ATTR),
+                   None if attrs.get(RETRAIN_EPOCHS_ATTR) is None else int(attrs[RETRAIN_EPOCHS_ATTR]))
 
 
 def choose(front: Sequence[Candidate], rule: ChooseConfig, references: Mapping[str, Candidate]) -> Candidate:
@@ -481,8 +493,8 @@ class ModelSearch:
         # only for a candidate within every budget so far.
         if self.cfg.max_retrain_minutes is not None and all(v <= 0 for v in violation.values()):
             fine_tune = self.champion_recipe if self.is_champion(trial) else None
-            bound = (self.minutes_bound(trial.study, macs)
-                     if fine_tune is None and SEEDED_ATTR not in trial.user_attrs else None)
+            known = known_design(trial)
+            bound = self.minutes_bound(trial.study, macs) if fine_tune is None and not known else None
             if bound is not None and bound > self.cfg.max_retrain_minutes:
                 # over the budget even as MAC-efficient as the best timed draw: refused untimed
                 trial.set_user_attr(RETRAIN_MINUTES_BOUND_ATTR, bound)
@@ -490,7 +502,7 @@ class ModelSearch:
             else:
                 step, minutes = self.retrain_minutes(model, recipe=fine_tune)
                 timings = 1
-                if SEEDED_ATTR in trial.user_attrs or fine_tune is not None:
+                if known or fine_tune is not None:
                     while minutes > self.cfg.max_retrain_minutes and timings < SEED_POINT_TIMINGS:
                         step, minutes = min((step, minutes), self.retrain_minutes(model, recipe=fine_tune),
                                             key=lambda timed: timed[1])
@@ -502,6 +514,15 @@ class ModelSearch:
                     trial.set_user_attr(FINE_TUNE_EPOCHS_ATTR, fine_tune.epochs)
                 elif macs > 0 and self.cfg.untimed_bound is not None:  # the bound's record, kept only when on
                     self.timed_per_mac(trial.study).append(minutes * (step - batch) / step / macs)
+                if known and fine_tune is None and minutes > self.cfg.max_retrain_minutes:
+                    epochs = self.epochs_that_fit(step)
+                    if epochs is not None:  # kept at its widths, retrained for fewer epochs
+                        trial.set_user_attr(RETRAIN_EPOCHS_ATTR, epochs)
+                        minutes = predicted_minutes(step, self.retrain_recipe.model_copy(update={"epochs": epochs}),
+                                                    self.retrain_images)
+                        tqdm.write(f"{trial.user_attrs.get(SEEDED_ATTR) or f'trial {trial.number}'} is over the "
+                                   f"retrain minutes at {self.retrain_recipe.epochs} epochs: retrained for {epochs} "
+                                   f"({minutes:.1f} predicted minutes) at its widths", file=sys.stderr)
                 trial.set_user_attr(RETRAIN_STEP_SECONDS_ATTR, step)
                 trial.set_user_attr(RETRAIN_BATCH_SECONDS_ATTR, batch)
                 trial.set_user_attr(PREDICTED_RETRAIN_MINUTES_ATTR, minutes)
@@ -536,6 +557,17 @@ class ModelSearch:
             trial.set_user_attr(SKIPPED_ATTR, "over budget: not trained")
         trial.set_user_attr(ACCURACY_ATTR, values["accuracy"])
         return tuple(values[o] for o in self.cfg.objectives)
+
+    def epochs_that_fit(self, step: float) -> int | None:
+        """The most retrain epochs within ``max_retrain_minutes`` at ``step`` seconds a step, when
+        they are fewer than retrain.recipe.epochs and at least ``shorten_seed_points`` of them
+        (rounded up); else None (never shortened: narrowed, or refused)."""
+        share, limit, recipe = self.cfg.shorten_seed_points, self.cfg.max_retrain_minutes, self.retrain_recipe
+        if share is None or limit is None or recipe is None:
+            return None
+        per_epoch = predicted_minutes(step, recipe.model_copy(update={"epochs": 1}), self.retrain_images)
+        epochs = math.floor(limit / per_epoch * (1 + 1e-9)) if per_epoch > 0 else recipe.epochs
+        return epochs if math.ceil(share * recipe.epochs - 1e-9) <= epochs < recipe.epochs else None
 
     def narrow_seed_point(self, trial: optuna.Trial, config: dict[str, Any], violation: Mapping[str, float]) -> None:
         """A seed point over a budget: enqueue the same design narrower (``narrowed``), so that a

@@ -16,6 +16,12 @@ the retrain's batch size (chosen.json's ``retrain_step_seconds``) and
 ``model_search.max_retrain_minutes`` is set, epochs whose predicted retrain minutes exceed it
 are a constraint: such a trial is never trained (like the model search's over-budget draws).
 
+When the model search kept a known design at its widths by fitting fewer epochs into that budget
+(chosen.json's ``retrain_epochs``, ``model_search.shorten_seed_points``), ``epochs`` are read
+relative to ``retrain.recipe.epochs``: each choice is scaled by retrain_epochs / recipe epochs
+(at the defaults, [30, 40, 50] of 40 become [14, 18, 23] for a design fitted at 18), so the params'
+own recipe is trained at the fitted epochs and a trial's parameters mean the same in every study.
+
 The study's first trial is the params' own recipe (a seed point), and it stays the choice unless
 a trial beats it on the proxy by more than ``margin`` points: one seed of a short proxy on 4,000
 validation images moves by about that much, and the first run at the defaults replaced airbench's
@@ -26,6 +32,7 @@ prior study like the other searches: the prior best recipes are re-evaluated fir
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -83,7 +90,8 @@ class RecipeSearch:
     def __init__(self, cfg: RecipeSearchConfig, sample: ImageSet, *, retrain: TrainConfig,
                  architecture: Mapping[str, Any] | str, policy: BatchTransform | None, device: torch.device,
                  progress: bool = True, step_seconds: float | None = None, retrain_images: int | None = None,
-                 max_minutes: float | None = None, fine_tune_epochs: int | None = None) -> None:
+                 max_minutes: float | None = None, fine_tune_epochs: int | None = None,
+                 retrain_epochs: int | None = None) -> None:
         self.cfg = cfg
         self.retrain = retrain
         self.architecture = architecture
@@ -96,6 +104,9 @@ class RecipeSearch:
         # the architecture is the @champion's: the retrain fine-tunes it for these epochs (at most a
         # recipe's), so that is what a recipe's minutes are predicted (and budgeted) for
         self.fine_tune_epochs = fine_tune_epochs
+        # the model search fitted the architecture into the minutes at these epochs: the epochs
+        # choices are scaled by them over retrain.recipe's (``epochs_of``)
+        self.epochs_scale = retrain_epochs / retrain.epochs if retrain_epochs else 1.0
         self.train_set, self.val_set = self.split(sample, cfg)
         self.spec = MethodSpec(stage=STAGE, label=self.label,
                                objectives=(("accuracy", "maximize"), ("epochs", "minimize")),
@@ -134,7 +145,8 @@ class RecipeSearch:
         inside = all(low <= own[k] <= high for k, (low, high) in
                      (("lr", self.cfg.lr), ("weight_decay", self.cfg.weight_decay),
                       ("label_smoothing", self.cfg.label_smoothing)))
-        return [("retrain.recipe", own)] if inside and own["epochs"] in self.cfg.epochs else []
+        own_params = {**own, "epochs": int(self.retrain.epochs)}  # the choice, before epochs_of
+        return [("retrain.recipe", own_params)] if inside and self.retrain.epochs in self.cfg.epochs else []
 
     def is_own(self, trial: FrozenTrial) -> bool:
         """Whether a prior trial trained the params' own recipe: a warm start re-evaluates it
@@ -144,7 +156,12 @@ class RecipeSearch:
     def own_values(self) -> dict[str, Any]:
         """retrain.recipe's values of the searched keys (the params' own recipe)."""
         return {"lr": float(self.retrain.lr), "weight_decay": float(self.retrain.weight_decay),
-                "label_smoothing": float(self.retrain.label_smoothing), "epochs": int(self.retrain.epochs)}
+                "label_smoothing": float(self.retrain.label_smoothing), "epochs": self.epochs_of(self.retrain.epochs)}
+
+    def epochs_of(self, choice: int) -> int:
+        """The retrain epochs an ``epochs`` choice means for this architecture: the choice, scaled
+        when the model search fitted the architecture at fewer epochs than retrain.recipe's."""
+        return max(1, math.floor(choice * self.epochs_scale + 0.5))  # half up: 22.5 -> 23
 
     def prepare(self, part: int, prior: str | None = None) -> PreparedPart:
         return PreparedPart(self.objective)
@@ -155,9 +172,9 @@ class RecipeSearch:
         return TrialRecord(dict(trial.params), {"recipe.json": self.decode(trial.params)})
 
     def decode(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """A trial's parameters as retrain.recipe keys."""
+        """A trial's parameters as retrain.recipe keys (the epochs as ``epochs_of`` reads them)."""
         return {"lr": float(params["lr"]), "weight_decay": float(params["weight_decay"]),
-                "label_smoothing": float(params["label_smoothing"]), "epochs": int(params["epochs"])}
+                "label_smoothing": float(params["label_smoothing"]), "epochs": self.epochs_of(int(params["epochs"]))}
 
     def combine(self, ranked: list[list[FrozenTrial]], prepared: list[PreparedPart]) -> FoundRecipe:
         return self.choose(ranked[0])
@@ -187,7 +204,7 @@ class RecipeSearch:
         values = {"lr": trial.suggest_float("lr", *self.cfg.lr, log=True),
                   "weight_decay": trial.suggest_float("weight_decay", *self.cfg.weight_decay, log=True),
                   "label_smoothing": trial.suggest_float("label_smoothing", *self.cfg.label_smoothing),
-                  "epochs": trial.suggest_categorical("epochs", self.cfg.epochs)}
+                  "epochs": self.epochs_of(trial.suggest_categorical("epochs", self.cfg.epochs))}
         recipe = self.recipe(values)
         minutes = self.minutes(recipe)
         if minutes is not None:

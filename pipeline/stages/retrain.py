@@ -110,9 +110,13 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
 def with_found_recipe(params: Params, recipe_path: str | os.PathLike[str] | None, chosen: Chosen,
                       chosen_path: str | os.PathLike[str] = "chosen.json") -> Params:
     """``params`` with retrain.recipe replaced by the recipe search's (recipe.json), which must
-    have been found for the chosen architecture; as they are without ``recipe_path``."""
+    have been found for the chosen architecture; without ``recipe_path``, retrain.recipe at the
+    epochs the model search fitted (chosen.json's ``retrain_epochs``)."""
     if recipe_path is None:
-        return params
+        if chosen.retrain_epochs is None:
+            return params
+        retrain = params.retrain.model_copy(update={"recipe": chosen.retrain_recipe(params.retrain.recipe)})
+        return params.model_copy(update={"retrain": retrain})
     found = FoundRecipeFile.read(recipe_path)
     def plain(config: Any) -> Any:
         return normalise_config(config) if isinstance(config, dict) else config

@@ -49,9 +49,10 @@ def search_recipe_stage(params: Params, sample_dir: str | os.PathLike[str], chos
 
 
 def not_searched(params: Params, chosen: Chosen, out: Path) -> FoundRecipeFile:
-    """``recipe_search.trials: 0``: retrain.recipe as written, and the stage's other outputs
-    (the metrics file and the plot DVC expects) saying that nothing was searched."""
-    recipe = params.retrain.recipe
+    """``recipe_search.trials: 0``: retrain.recipe as written (at the epochs the model search
+    fitted, chosen.json's ``retrain_epochs``), and the stage's other outputs (the metrics file and
+    the plot DVC expects) saying that nothing was searched."""
+    recipe = chosen.retrain_recipe(params.retrain.recipe)
     document = FoundRecipeFile(searched=False, recipe=recipe.model_dump(), architecture=chosen.config,
                                values={k: getattr(recipe, k) for k in SEARCHED},
                                fingerprint=chosen.fingerprint)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import typing
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ import pipeline.search.specs.model as model_spec
 from pipeline.augment import Policy
 from pipeline.champion import keep_champion, warm_recipe
 from pipeline.config import ChooseConfig, Params, SpacePoint, parse_params
+from pipeline.contracts import Chosen
 from pipeline.data import write_sample
 from pipeline.errors import AutoaugError, DataError
 from pipeline.models import (
@@ -617,7 +619,7 @@ def test_a_seed_point_the_minutes_budget_refuses_is_named_with_its_prediction(
     # 1 s a step per million parameters x 2 epochs x ceil(300 / 16) steps / 60: ResNet-20 (272,474)
     # predicts 0.173 min, airbench_like (640,010) 0.404 min, over the 0.3
     params = search_params(tmp_path, mlflow_uri, trials=1, max_params=1_000_000, max_retrain_minutes=0.3,
-                           seed_points=["airbench_like", "resnet20"])
+                           seed_points=["airbench_like", "resnet20"], shorten_seed_points=None)
     params = params.model_copy(update={"retrain": parse_params(
         {"retrain": {"recipe": {"epochs": 2, "batch_size": 16}}}).retrain})
     write_sample(tiny_sample(), tmp_path / "sample", seed=0, pool=tiny_sample(n_per_class=100))
@@ -629,6 +631,32 @@ def test_a_seed_point_the_minutes_budget_refuses_is_named_with_its_prediction(
            "(0.404 retrain minutes > 0.3 retrain minutes)" in err
     assert "raise model_search.max_retrain_minutes" in err
     assert json.loads((tmp_path / "out" / "chosen.json").read_text())["seed_point"] == "resnet20"
+
+
+def test_a_seed_point_fitted_at_fewer_epochs_carries_them_to_chosen_json_and_its_trial_run(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same machine as above with shorten_seed_points at its default: airbench_like (0.202 min an
+    # epoch) keeps its widths at the 1 epoch that fits the 0.3, and the retrain must train that 1.
+    fake_fit_first_best(monkeypatch)
+    monkeypatch.setattr(model_search, "step_seconds", lambda model, cfg, **kwargs: count_params(model) / 1e6)
+    monkeypatch.setattr(model_search, "batch_seconds", lambda *args, **kwargs: 0.0)
+    params = search_params(tmp_path, mlflow_uri, trials=1, max_params=1_000_000, max_retrain_minutes=0.3,
+                           seed_points=["airbench_like", "resnet20"])
+    assert params.model_search.shorten_seed_points == 0.4
+    params = params.model_copy(update={"retrain": parse_params(
+        {"retrain": {"recipe": {"epochs": 2, "batch_size": 16}}}).retrain})
+    write_sample(tiny_sample(), tmp_path / "sample", seed=0, pool=tiny_sample(n_per_class=100))
+    summary = search_model_stage(params, tmp_path / "sample", write_policy(tmp_path / "policy.json"),
+                                 tmp_path / "out", None, progress=False)
+    chosen = Chosen.read(tmp_path / "out" / "chosen.json")
+    assert chosen.seed_point == "airbench_like" and chosen.retrain_epochs == 1
+    assert chosen.params is not None
+    assert chosen.predicted_retrain_minutes == pytest.approx(chosen.params / 1e6 * 19 / 60)  # 1 epoch of 19 steps
+    assert summary["chosen_retrain_epochs"] == 1 and summary["seed_points_refused"] == []
+    assert chosen.retrain_recipe(params.retrain.recipe).epochs == 1
+    runs = [r for r in stage_runs(params) if r.data.tags.get(PARENT)]
+    assert [r.data.metrics.get("retrain_epochs") for r in runs if r.data.metrics.get("params") == chosen.params] == [1.0]
 
 
 def test_the_minutes_hint_blames_fp32_only_on_a_cpu_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -674,27 +702,39 @@ def test_the_champions_architecture_is_budgeted_as_its_fine_tune(monkeypatch: py
     assert cold.retrain_minutes(build_model("resnet20", num_classes=10))[1] == pytest.approx(4 * 16 / 60)
 
 
-def test_a_seed_point_over_the_minutes_budget_is_drawn_again_narrower(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-) -> None:
-    # On a slower CPU the minutes budget refuses every shipped seed point, and the search then
-    # trained only the sampler's draws. A refused seed point is drawn again as the same design at
-    # 0.95 x sqrt(limit / predicted) of its widths, a seed point too.
+def airbench_small_first(monkeypatch: pytest.MonkeyPatch, epochs: int) -> Callable[..., optuna.Study]:
+    """A search (limit, trials, model_search overrides) that trains seed point airbench_small
+    first, on a machine whose step is 1 s per 1e8 MACs, for a retrain of ``epochs`` epochs of 16
+    steps (320 images at batch 20)."""
     fake_fit_first_best(monkeypatch)
     monkeypatch.setattr(model_search, "count_macs", count_macs)
     monkeypatch.setattr(model_search, "step_seconds", lambda model, cfg, **kwargs: count_macs(model) / 1e8)
     monkeypatch.setattr(model_search, "batch_seconds", lambda *args, **kwargs: 0.0)
-    recipe = parse_params({"retrain": {"recipe": {"epochs": 4, "batch_size": 20}}}).retrain.recipe
+    recipe = parse_params({"retrain": {"recipe": {"epochs": epochs, "batch_size": 20}}}).retrain.recipe
 
-    def search(limit: float, times: int, trials: int = 2) -> optuna.Study:
+    def search(limit: float, trials: int = 2, **overrides: Any) -> optuna.Study:
         cfg = parse_params({"model_search": {**TINY_SEARCH, "max_params": 1_000_000, "max_retrain_minutes": limit,
-                                             "narrow_seed_points": times}}).model_search
+                                             **overrides}}).model_search
         method = ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"), retrain_recipe=recipe,
                              retrain_images=320)
         study = optuna.create_study(directions=method.spec.directions, sampler=method.sampler(0))
         study.enqueue_trial(params_from_config(SPACE_POINTS["airbench_small"]), user_attrs={"seed_point": "airbench_small"})
         study.optimize(method.objective, n_trials=trials)
         return study
+
+    return search
+
+
+def test_a_seed_point_over_the_minutes_budget_is_drawn_again_narrower(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # On a slower CPU the minutes budget refuses every shipped seed point, and the search then
+    # trained only the sampler's draws. A refused seed point is drawn again as the same design at
+    # 0.95 x sqrt(limit / predicted) of its widths, a seed point too.
+    searched = airbench_small_first(monkeypatch, epochs=4)
+
+    def search(limit: float, times: int, trials: int = 2) -> optuna.Study:
+        return searched(limit, trials, narrow_seed_points=times, shorten_seed_points=None)
 
     # airbench_small: 59.5 M MACs x 64 steps / 1e8 / 60 = 0.635 min > 0.4: factor 0.95 x sqrt(0.4 / 0.635) = 0.75,
     # widths 64 / 128 / 192 -> 48 / 96 / 128 (35.0 M MACs, 0.373 min): trained
@@ -709,6 +749,62 @@ def test_a_seed_point_over_the_minutes_budget_is_drawn_again_narrower(
     trials = search(0.1, 1, trials=3).trials
     assert [t.user_attrs.get("seed_point") for t in trials] == ["airbench_small", "airbench_small-narrow1", None]
     assert search(0.1, 0).trials[1].user_attrs.get("seed_point") is None  # 0: never drawn again
+
+
+def test_a_seed_point_over_the_minutes_budget_keeps_its_widths_at_the_epochs_that_fit(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Where the minutes budget binds, fewer epochs beat narrower widths (a Zen 4: airbench_small at
+    # 18 of 40 epochs 90.4 %, airbench_like narrowed to fit 40 epochs 88.4 %). A seed point over
+    # only the minutes is trained at its widths, retrained for the most epochs that fit, when those
+    # are at least shorten_seed_points of the recipe's; below that, narrowed as before.
+    searched = airbench_small_first(monkeypatch, epochs=10)
+
+    def search(limit: float, share: float | None) -> optuna.Study:
+        return searched(limit, shorten_seed_points=share)
+
+    # airbench_small: 59.5 M MACs / 1e8 = 0.595 s a step x 16 steps = 0.159 min an epoch, 1.59 for
+    # the 10: 6 epochs (0.95 min) fit the 1.0, at least 0.4 x 10
+    seed, after = search(1.0, 0.4).trials
+    per_epoch = seed.user_attrs["retrain_step_seconds"] * 16 / 60
+    assert seed.user_attrs["retrain_epochs"] == 6 and seed.values[0] > 0  # trained
+    assert seed.user_attrs["predicted_retrain_minutes"] == pytest.approx(6 * per_epoch)
+    assert seed.constraints["retrain_minutes"] == pytest.approx(6 * per_epoch - 1.0)
+    assert after.user_attrs.get("seed_point") is None  # not narrowed as well
+    assert "airbench_small is over the retrain minutes at 10 epochs: retrained for 6" in capsys.readouterr().err
+    assert model_search.Candidate.from_trial(seed).retrain_epochs == 6
+    assert model_search.minutes_per_mac(seed) is None  # its minutes are not the full recipe's: no MAC bound from it
+    # 0.5 fits 3 epochs, under 0.4 x 10: narrowed at the recipe's epochs instead
+    seed, narrow = search(0.5, 0.4).trials
+    assert "retrain_epochs" not in seed.user_attrs and seed.values[0] == 0.0
+    assert narrow.user_attrs["seed_point"] == "airbench_small-narrow1"  # (itself shortened when a little over)
+    # the share lowered to 0.3: 3 epochs fit; null: never shortened
+    assert search(0.5, 0.3).trials[0].user_attrs["retrain_epochs"] == 3
+    seed, narrow = search(1.0, None).trials
+    assert "retrain_epochs" not in seed.user_attrs and narrow.user_attrs["seed_point"] == "airbench_small-narrow1"
+
+
+def test_a_prior_front_member_a_warm_search_retrains_is_shortened_like_a_seed_point(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A warm search re-trains the prior front first; on 10 % more data its prediction grows 10 %,
+    # and a design fitted at fewer epochs must not fall out of the budget for it.
+    fake_fit_first_best(monkeypatch)
+    monkeypatch.setattr(model_search, "step_seconds", lambda model, cfg, **kwargs: 1.0)
+    monkeypatch.setattr(model_search, "batch_seconds", lambda *args, **kwargs: 0.0)
+    recipe = parse_params({"retrain": {"recipe": {"epochs": 10, "batch_size": 20}}}).retrain.recipe
+    cfg = parse_params({"model_search": {**TINY_SEARCH, "max_params": 1_000_000,
+                                         "max_retrain_minutes": 2.0}}).model_search
+    method = ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"), retrain_recipe=recipe,
+                         retrain_images=320)  # 1 s x 16 steps: 0.267 min an epoch, 7 epochs fit the 2.0
+    study = optuna.create_study(directions=method.spec.directions, sampler=method.sampler(0))
+    config = params_from_config(SPACE_POINTS["resnet20"])
+    study.enqueue_trial(config, user_attrs={"warm_start_from": "prior"})
+    study.enqueue_trial(config)  # the same network as a draw: refused
+    study.optimize(method.objective, n_trials=2)
+    warm, draw = study.trials
+    assert warm.user_attrs["retrain_epochs"] == 7 and warm.values[0] > 0
+    assert "retrain_epochs" not in draw.user_attrs and draw.values[0] == 0.0
 
 
 def test_a_seed_point_over_the_minutes_budget_is_timed_again_and_its_fastest_timing_stands(
@@ -781,7 +877,8 @@ def test_a_draw_over_the_minutes_budget_even_at_the_best_minutes_per_mac_is_refu
     # airbench_small 0.645, mobilenetv2 0.948 (bound 0.714: timed), airbench94 1.270 (bound 0.956)
     assert parse_params({}).model_search.untimed_bound == 0.75  # on by default
     cfg = parse_params({"model_search": {**TINY_SEARCH, "max_params": 3_000_000, "max_retrain_minutes": 0.85,
-                                         "untimed_bound": 0.75, "narrow_seed_points": 0}}).model_search
+                                         "untimed_bound": 0.75, "narrow_seed_points": 0,
+                                         "shorten_seed_points": None}}).model_search
     recipe = parse_params({"retrain": {"recipe": {"epochs": 4, "batch_size": 20}}}).retrain.recipe
 
     def search() -> ModelSearch:

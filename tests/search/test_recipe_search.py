@@ -150,6 +150,40 @@ def test_the_champions_architecture_is_budgeted_as_the_fine_tune_the_retrain_giv
     assert fine.minutes(full.recipe({"epochs": 1})) == pytest.approx(0.1)  # never more than the recipe's
 
 
+def test_epochs_are_scaled_to_those_the_model_search_fitted_the_architecture_at(tmp_path: Path) -> None:
+    # The model search kept airbench_small at its widths by fitting 18 of retrain.recipe's 40 epochs
+    # into the minutes: the params' own recipe trains those 18, and each epochs choice means the
+    # same share of it (30 -> 14 (13.5 half up), 50 -> 23), so a trial's parameters keep their meaning.
+    params = recipe_params(tmp_path, "sqlite:///x.db", epochs=[30, 40, 50])
+    retrain = params.retrain.recipe.model_copy(update={"epochs": 40})
+    search = RecipeSearch(params.recipe_search, tiny_sample(), retrain=retrain, architecture="resnet20", policy=None,
+                          device=torch.device("cpu"), progress=False, step_seconds=0.6, retrain_images=80,
+                          max_minutes=1.9, retrain_epochs=18)
+    assert [search.epochs_of(e) for e in (30, 40, 50)] == [14, 18, 23]
+    assert search.own_values()["epochs"] == 18
+    (name, own), = search.seed_points(0)
+    assert name == "retrain.recipe" and own["epochs"] == 40  # the choice; it decodes to the fitted 18
+    assert search.decode(own) == search.own_values()
+    assert search.minutes(search.recipe(search.decode(own))) == pytest.approx(0.6 * 18 * 10 / 60)
+    study = optuna.create_study(directions=search.spec.directions, sampler=search.sampler(0))
+    study.enqueue_trial({**own, "epochs": 50})  # 23 epochs: 2.3 minutes, over the 1.9
+    study.optimize(search.objective, n_trials=1)
+    assert study.trials[0].user_attrs["predicted_retrain_minutes"] == pytest.approx(2.3)
+    assert study.trials[0].values == [0.0, 23.0]  # never trained
+    # without retrain_epochs the choices are the epochs themselves
+    plain = RecipeSearch(params.recipe_search, tiny_sample(), retrain=retrain, architecture="resnet20", policy=None,
+                         device=torch.device("cpu"), progress=False)
+    assert [plain.epochs_of(e) for e in (30, 40, 50)] == [30, 40, 50] and plain.own_values()["epochs"] == 40
+
+
+def test_the_fitted_epochs_reach_the_retrain_without_a_recipe_search(tmp_path: Path) -> None:
+    params = recipe_params(tmp_path, "sqlite:///x.db")
+    fitted = Chosen(config="resnet20", retrain_epochs=1)
+    assert fitted.retrain_recipe(params.retrain.recipe).epochs == 1
+    assert with_found_recipe(params, None, fitted).retrain.recipe.epochs == 1
+    assert Chosen(config="resnet20", retrain_epochs=9).retrain_recipe(params.retrain.recipe).epochs == 2  # never more
+
+
 def test_a_bad_recipe_search_value_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"recipe_search: lr = \[0.5, 0.1\]") as caught:
         parse_params({"recipe_search": {"lr": [0.5, 0.1]}})
@@ -245,6 +279,11 @@ def test_no_trials_writes_the_params_recipe_without_training(
     assert metrics["trials"] == metrics["trained_trials"] == 0 and metrics["chosen_trial"] is None
     assert metrics["chosen_epochs"] == params.retrain.recipe.epochs
     assert (tmp_path / "out" / "history.png").stat().st_size > 0
+    # a model the search fitted at fewer epochs: retrain.recipe at those
+    fitted = search_recipe_stage(params, tmp_path / "no-sample", write_chosen(tmp_path / "fitted.json", retrain_epochs=1),
+                                 tmp_path / "no-policy.json", tmp_path / "fitted")
+    assert fitted["recipe"]["epochs"] == fitted["values"]["epochs"] == 1
+    assert json.loads((tmp_path / "fitted" / "metrics.json").read_text())["chosen_epochs"] == 1
     declared = yaml.safe_load((Path(__file__).parents[2] / "dvc.yaml").read_text())["stages"]["search_recipe"]
     outputs = [next(iter(o)) if isinstance(o, dict) else o
                for kind in ("outs", "metrics", "plots") for o in declared.get(kind, [])]

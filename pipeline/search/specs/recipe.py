@@ -40,7 +40,8 @@ def uses_chosen(params: Params) -> bool:
 def build(context: BuildContext) -> RecipeSearch:
     """The search on chosen.json's architecture; the retrain-minutes budget when the model
     search measured the architecture's step at the retrain's batch size (for the @champion's
-    architecture, of the fine-tune the retrain gives it: ``retrain.warm_epochs``)."""
+    architecture, of the fine-tune the retrain gives it: ``retrain.warm_epochs``); the epochs
+    choices scaled to chosen.json's ``retrain_epochs`` when the search fitted those."""
     if context.chosen is None:
         raise DataError("search_recipe: no chosen model to search a recipe for; run `dvc repro search_model` first")
     chosen, params = context.chosen, context.params
@@ -50,7 +51,9 @@ def build(context: BuildContext) -> RecipeSearch:
                         architecture=chosen.config, policy=context.policy, device=context.device,
                         progress=context.progress, step_seconds=step, retrain_images=context.retrain_images,
                         max_minutes=params.model_search.max_retrain_minutes if step is not None else None,
-                        fine_tune_epochs=fine_tune)
+                        fine_tune_epochs=fine_tune,
+                        retrain_epochs=chosen.retrain_recipe(params.retrain.recipe).epochs
+                        if chosen.retrain_epochs is not None else None)
 
 
 def summarise(method: RecipeSearch, outcome: SearchOutcome, context: BuildContext, run_id: str) -> RecipeResult:
