@@ -72,6 +72,10 @@ def _no_chosen(params: Params) -> bool:
     return False
 
 
+def _no_variant(method: Any) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class SearchStage(Generic[M, R]):
     """One search stage.
@@ -87,6 +91,10 @@ class SearchStage(Generic[M, R]):
                with ``augment: policy``)
     uses_chosen  whether the search trains the model search's chosen architecture (the recipe
                search)
+    variant    what else than the data and the space a study is of (the recipe search: the
+               chosen architecture and its fitted epochs), from the built method; in the study
+               names, so another variant on the same data warm-starts a new study instead of
+               resuming one whose trials trained something else (None: nothing else)
     """
 
     name: str
@@ -96,6 +104,7 @@ class SearchStage(Generic[M, R]):
     log_every: int = 10
     uses_policy: Callable[[Params], bool] = _no_policy
     uses_chosen: Callable[[Params], bool] = _no_chosen
+    variant: Callable[[M], str | None] = _no_variant
 
     def identity(self, params: Params, fingerprint: str) -> str:
         """The search's identity: its stage run's resume key (a restarted stage, or a worker,
@@ -117,7 +126,7 @@ class SearchStage(Generic[M, R]):
                progress: bool = True, role: Role = "coordinator") -> StudyRunner:
         """The study runner of ``method``; a worker logs each trial at once (nothing to adopt)."""
         return StudyRunner(method, storage, fingerprint, run, progress=progress, role=role,
-                           log_every=self.log_every if role == "coordinator" else 1)
+                           log_every=self.log_every if role == "coordinator" else 1, variant=self.variant(method))
 
     def run(self, context: BuildContext, storage: optuna.storages.BaseStorage, run: RunLogger,
             laps: Laps | None = None) -> R:

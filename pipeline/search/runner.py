@@ -123,11 +123,15 @@ class StudyRunner:
 
     def __init__(self, method: SearchMethod, storage: optuna.storages.BaseStorage, fingerprint: str,
                  run: RunLogger, *, progress: bool = True, log_every: int = 10,
-                 role: Role = "coordinator") -> None:
+                 role: Role = "coordinator", variant: str | None = None) -> None:
         self.method = method
         self.spec = method.spec
         self.storage = storage
         self.fingerprint = fingerprint
+        # what the studies are of, in their names: the data, and the variant of the search on it
+        # (``SearchStage.variant``: the recipe search's architecture); another variant on the same
+        # data is a prior study to warm-start from, never a study to resume
+        self.study_key = f"{fingerprint}.{variant}" if variant else fingerprint
         self.run_logger = run
         self.progress = progress
         self.log_every = log_every
@@ -143,7 +147,7 @@ class StudyRunner:
     # ------------------------------------------------------------------ identity
 
     def study_name(self, part: int) -> str:
-        return study_name(self.spec.stage, self.space_hash, self.fingerprint, self.method.parts()[part])
+        return study_name(self.spec.stage, self.space_hash, self.study_key, self.method.parts()[part])
 
     def _sampler(self, part: int, salt: int = 0) -> optuna.samplers.BaseSampler:
         with warnings.catch_warnings():
@@ -162,7 +166,7 @@ class StudyRunner:
                                     sampler=self._sampler(part), load_if_exists=True,
                                     directions=self.spec.directions)
         fresh = not study.get_trials(deepcopy=False)
-        found = find_prior(self.storage, self.spec.stage, self.space_hash, self.fingerprint,
+        found = find_prior(self.storage, self.spec.stage, self.space_hash, self.study_key,
                            self.method.parts()[part])
         prior = found.study
         warm = history = 0

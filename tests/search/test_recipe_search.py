@@ -313,3 +313,32 @@ def test_a_recipe_whose_training_diverges_is_marked_and_never_chosen(
     gone = [t for t in trials if DIVERGED_ATTR in t.user_attrs]
     assert len(trials) == 3 and len(gone) == 1 and not feasible(gone[0])  # the search went on to its budget
     assert found["values"]["lr"] != pytest.approx(gone[0].params["lr"])  # never the choice
+
+
+def test_another_architecture_on_the_same_data_gets_its_own_study_warm_started_from_the_first(
+    tmp_path: Path, mlflow_uri: str,
+) -> None:
+    # A model search that chose another network on the same data (its params changed, or another
+    # machine timed it) used to resume the finished study, whose recipes were scored on the other
+    # network, and wrote its choice for the new one without training any.
+    from pipeline.data import read_manifest
+
+    params = recipe_params(tmp_path, mlflow_uri, trials=2)
+    sample = write_tiny_sample(tmp_path / "sample")
+    fingerprint = read_manifest(sample)["fingerprint"]
+    policy = write_policy(tmp_path / "policy.json")
+    search_recipe_stage(params, sample, write_chosen(tmp_path / "a.json", fingerprint=fingerprint), policy,
+                        tmp_path / "a", progress=False)
+    Chosen(config="mobilenetv2", fingerprint=fingerprint).write(tmp_path / "b.json")
+    found = search_recipe_stage(params, sample, tmp_path / "b.json", policy, tmp_path / "b", progress=False)
+    storage = optuna.storages.RDBStorage(params.tracking.optuna_storage)
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert len(names) == 2 and all(fingerprint in n for n in names)
+    (first,) = [n for n in names if n != found["study"]]
+    second = optuna.load_study(study_name=found["study"], storage=storage)
+    assert second.user_attrs["warm_started_from"] == first  # the first network's recipes, re-trained
+    assert found["trial"] in [t.number for t in second.get_trials(states=(TrialState.COMPLETE,))]
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["warm_started_trials"] >= 1
+    # the same network again: its own study, resumed, nothing trained anew
+    again = search_recipe_stage(params, sample, tmp_path / "b.json", policy, tmp_path / "c", progress=False)
+    assert again["study"] == found["study"] and again["trial"] == found["trial"]

@@ -9,6 +9,7 @@ from typing import Any
 from pipeline.config import Params
 from pipeline.contracts import FoundRecipeFile, RecipeSearchSummary
 from pipeline.errors import DataError
+from pipeline.hashing import json_digest
 from pipeline.search.recipe import STAGE, FoundRecipe, RecipeSearch, feasible
 from pipeline.search.registry import BuildContext, SearchStage
 from pipeline.search.runner import SearchOutcome
@@ -77,6 +78,16 @@ def summarise(method: RecipeSearch, outcome: SearchOutcome, context: BuildContex
     return RecipeResult(found, document, summary, outcome)
 
 
+def variant(method: RecipeSearch) -> str:
+    """The architecture the trials train, with what changes a trial's epochs and budget (the
+    fitted epochs' scale, a champion's fine-tune): a study per such variant of the data, so that
+    a model search that chose another network on the same data (model_search params changed, or
+    another machine's timings) gets a new study, warm-started from the other, instead of the
+    finished one whose recipes were scored on another network."""
+    return json_digest({"architecture": method.architecture, "epochs_scale": method.epochs_scale,
+                        "fine_tune_epochs": method.fine_tune_epochs})
+
+
 SPEC: SearchStage[RecipeSearch, RecipeResult] = SearchStage(
     name=STAGE, space=space, build=build, summarise=summarise, log_every=1, uses_policy=uses_policy,
-    uses_chosen=uses_chosen)
+    uses_chosen=uses_chosen, variant=variant)
