@@ -112,19 +112,20 @@ def with_found_recipe(params: Params, recipe_path: str | os.PathLike[str] | None
     """``params`` with retrain.recipe replaced by the recipe search's (recipe.json), which must
     have been found for the chosen architecture; without ``recipe_path``, retrain.recipe at the
     epochs the model search fitted (chosen.json's ``retrain_epochs``)."""
-    if recipe_path is None:
-        if chosen.retrain_epochs is None:
-            return params
-        retrain = params.retrain.model_copy(update={"recipe": chosen.retrain_recipe(params.retrain.recipe)})
-        return params.model_copy(update={"retrain": retrain})
-    found = FoundRecipeFile.read(recipe_path)
     def plain(config: Any) -> Any:
         return normalise_config(config) if isinstance(config, dict) else config
 
-    if plain(found.architecture) != plain(chosen.config):
-        raise DataError(f"{recipe_path} was found for another architecture than {chosen_path}'s; "
-                        f"run `dvc repro search_recipe` first")
-    retrain = params.retrain.model_copy(update={"recipe": TrainConfig(**found.recipe)})
+    if recipe_path is None:
+        if chosen.retrain_epochs is None:
+            return params
+        recipe = chosen.retrain_recipe(params.retrain.recipe)
+    else:
+        found = FoundRecipeFile.read(recipe_path)
+        if plain(found.architecture) != plain(chosen.config):
+            raise DataError(f"{recipe_path} was found for another architecture than {chosen_path}'s; "
+                            f"run `dvc repro search_recipe` first")
+        recipe = TrainConfig(**found.recipe)
+    retrain = params.retrain.model_copy(update={"recipe": recipe})
     return params.model_copy(update={"retrain": retrain})
 
 

@@ -53,8 +53,7 @@ def build(context: BuildContext) -> RecipeSearch:
                         progress=context.progress, step_seconds=step, retrain_images=context.retrain_images,
                         max_minutes=params.model_search.max_retrain_minutes if step is not None else None,
                         fine_tune_epochs=fine_tune,
-                        retrain_epochs=chosen.retrain_recipe(params.retrain.recipe).epochs
-                        if chosen.retrain_epochs is not None else None)
+                        retrain_epochs=chosen.retrain_recipe(params.retrain.recipe).epochs)
 
 
 def summarise(method: RecipeSearch, outcome: SearchOutcome, context: BuildContext, run_id: str) -> RecipeResult:
