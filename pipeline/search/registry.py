@@ -72,7 +72,7 @@ def _no_chosen(params: Params) -> bool:
     return False
 
 
-def _no_variant(method: Any) -> str | None:
+def _no_variant(params: Params, chosen: Chosen | None) -> str | None:
     return None
 
 
@@ -91,10 +91,11 @@ class SearchStage(Generic[M, R]):
                with ``augment: policy``)
     uses_chosen  whether the search trains the model search's chosen architecture (the recipe
                search)
-    variant    what else than the data and the space a study is of (the recipe search: the
-               chosen architecture and its fitted epochs), from the built method; in the study
-               names, so another variant on the same data warm-starts a new study instead of
-               resuming one whose trials trained something else (None: nothing else)
+    variant    what else than the data and the space a search is of (the recipe search: the
+               chosen architecture and its fitted epochs), from the params and chosen.json; in
+               the search's identity (its studies' names and its stage run's resume key), so
+               another variant on the same data warm-starts a new study in a new stage run
+               instead of resuming one whose trials trained something else (None: nothing else)
     """
 
     name: str
@@ -104,12 +105,17 @@ class SearchStage(Generic[M, R]):
     log_every: int = 10
     uses_policy: Callable[[Params], bool] = _no_policy
     uses_chosen: Callable[[Params], bool] = _no_chosen
-    variant: Callable[[M], str | None] = _no_variant
+    variant: Callable[[Params, Chosen | None], str | None] = _no_variant
 
-    def identity(self, params: Params, fingerprint: str) -> str:
+    def study_key(self, params: Params, fingerprint: str, chosen: Chosen | None = None) -> str:
+        """What the search is of besides its space: the data, and the variant on it."""
+        variant = self.variant(params, chosen)
+        return f"{fingerprint}.{variant}" if variant else fingerprint
+
+    def identity(self, params: Params, fingerprint: str, chosen: Chosen | None = None) -> str:
         """The search's identity: its stage run's resume key (a restarted stage, or a worker,
         joins the same run) and the prefix of its studies' names."""
-        return search_name(self.name, self.space(params), fingerprint)
+        return search_name(self.name, self.space(params), self.study_key(params, fingerprint, chosen))
 
     def cache(self, root: str | os.PathLike[str] | None) -> Path | None:
         """The search's cache directory under the cache root (None: no cache)."""
@@ -122,11 +128,14 @@ class SearchStage(Generic[M, R]):
         return BuildContext(params, sample, fingerprint, pick_device(), self.cache(cache_root), progress, policy,
                             tracker, chosen, retrain_images)
 
-    def runner(self, method: M, storage: optuna.storages.BaseStorage, run: RunLogger, fingerprint: str, *,
-               progress: bool = True, role: Role = "coordinator") -> StudyRunner:
-        """The study runner of ``method``; a worker logs each trial at once (nothing to adopt)."""
+    def runner(self, method: M, storage: optuna.storages.BaseStorage, run: RunLogger, params: Params,
+               fingerprint: str, *, chosen: Chosen | None = None, progress: bool = True,
+               role: Role = "coordinator") -> StudyRunner:
+        """The study runner of ``method`` (built from ``params`` and ``chosen`` on the data of
+        ``fingerprint``); a worker logs each trial at once (nothing to adopt)."""
         return StudyRunner(method, storage, fingerprint, run, progress=progress, role=role,
-                           log_every=self.log_every if role == "coordinator" else 1, variant=self.variant(method))
+                           log_every=self.log_every if role == "coordinator" else 1,
+                           study_key=self.study_key(params, fingerprint, chosen))
 
     def run(self, context: BuildContext, storage: optuna.storages.BaseStorage, run: RunLogger,
             laps: Laps | None = None) -> R:
@@ -135,7 +144,8 @@ class SearchStage(Generic[M, R]):
         laps = laps or Laps()
         method = self.build(context)
         laps.lap("build")
-        outcome = self.runner(method, storage, run, context.fingerprint, progress=context.progress).run()
+        outcome = self.runner(method, storage, run, context.params, context.fingerprint, chosen=context.chosen,
+                              progress=context.progress).run()
         laps.lap("trials")
         summary = self.summarise(method, outcome, context, run.run_id)
         laps.lap("summarise")

@@ -123,15 +123,15 @@ class StudyRunner:
 
     def __init__(self, method: SearchMethod, storage: optuna.storages.BaseStorage, fingerprint: str,
                  run: RunLogger, *, progress: bool = True, log_every: int = 10,
-                 role: Role = "coordinator", variant: str | None = None) -> None:
+                 role: Role = "coordinator", study_key: str | None = None) -> None:
         self.method = method
         self.spec = method.spec
         self.storage = storage
         self.fingerprint = fingerprint
         # what the studies are of, in their names: the data, and the variant of the search on it
-        # (``SearchStage.variant``: the recipe search's architecture); another variant on the same
-        # data is a prior study to warm-start from, never a study to resume
-        self.study_key = f"{fingerprint}.{variant}" if variant else fingerprint
+        # (``SearchStage.study_key``: the recipe search's architecture); another variant on the
+        # same data is a prior study to warm-start from, never a study to resume
+        self.study_key = study_key or fingerprint
         self.run_logger = run
         self.progress = progress
         self.log_every = log_every

@@ -35,7 +35,7 @@ def search_recipe_stage(params: Params, sample_dir: str | os.PathLike[str], chos
                            policy=policy, tracker=inputs.tracker, chosen=chosen,
                            retrain_images=int(inputs.manifest["pool_size"]))
     laps.lap("load")
-    search = SPEC.identity(params, inputs.fingerprint)
+    search = SPEC.identity(params, inputs.fingerprint, chosen)  # another architecture: another run
     tags = {FINGERPRINT: inputs.fingerprint, STUDY: search, DEVICE: context.device.type}
     logged = {"recipe_search": params.recipe_search.model_dump(), "chosen_trial": chosen.trial,
               "chosen_params": chosen.params}

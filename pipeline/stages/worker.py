@@ -68,6 +68,19 @@ def _lost_connection(exc: BaseException) -> bool:
     return name in {"MlflowException", "RestException"} and "connect" in str(exc).lower()
 
 
+def current_chosen(spec: SearchStage[Any, Any], params: Params, inputs: StageInputs,
+                   chosen_path: str | os.PathLike[str]) -> Chosen | None:
+    """chosen.json for a search that trains the chosen model (the recipe search; None for the
+    others), chosen on this sample: one of older data is waited for (DataError), not used."""
+    if not spec.uses_chosen(params):
+        return None
+    chosen = Chosen.read(chosen_path)
+    if chosen.fingerprint not in ("", inputs.fingerprint):
+        raise DataError(f"{chosen_path} was chosen on sample {chosen.fingerprint}, not on this sample "
+                        f"({inputs.fingerprint}); waiting for search_model to write the new one")
+    return chosen
+
+
 def build_method(spec: SearchStage[Any, Any], params: Params, inputs: StageInputs, *,
                  policy_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None,
                  progress: bool, chosen_path: str | os.PathLike[str] = "outputs/search_model/chosen.json") -> SearchMethod:
@@ -75,12 +88,7 @@ def build_method(spec: SearchStage[Any, Any], params: Params, inputs: StageInput
     it. A policy the search trains with must be the one found on this sample (a policy of older
     data is waited for, not used); so must the chosen model a search trains (the recipe search)."""
     policy = search_input_policy(spec.uses_policy(params), policy_path, fingerprint=inputs.fingerprint)
-    chosen = None
-    if spec.uses_chosen(params):
-        chosen = Chosen.read(chosen_path)
-        if chosen.fingerprint not in ("", inputs.fingerprint):
-            raise DataError(f"{chosen_path} was chosen on sample {chosen.fingerprint}, not on this sample "
-                            f"({inputs.fingerprint}); waiting for search_model to write the new one")
+    chosen = current_chosen(spec, params, inputs, chosen_path)
     context = spec.context(params, inputs.sample, inputs.fingerprint, cache_root=cache_dir, progress=progress,
                            policy=policy, tracker=inputs.tracker, chosen=chosen,
                            retrain_images=int(inputs.manifest["pool_size"]))
@@ -103,15 +111,18 @@ def run_worker(params: Params, stage: str, *, sample_dir: str | os.PathLike[str]
     spec = search_stage(stage)
     deadline = time.monotonic() + wait
     inputs = with_backoff("opening the sample and the stores", lambda: open_inputs(params, sample_dir), deadline)
-    identity = spec.identity(params, inputs.fingerprint)
 
-    def stage_run() -> tuple[RunLogger, str]:
+    def stage_run() -> tuple[RunLogger, str, Chosen | None, str]:
+        # the identity holds the variant (the recipe search's architecture): read from chosen.json each try
+        chosen = current_chosen(spec, params, inputs, chosen_path)
+        identity = spec.identity(params, inputs.fingerprint, chosen)
         found = inputs.tracker.find_stage_run(stage, identity)
         if found is None:
             raise WaitTimeout(f"no {stage} run for study {identity} yet: start the stage (`dvc repro {stage}`)")
-        return found
+        return (*found, chosen, identity)
 
-    run, status = with_backoff("waiting for the coordinator", stage_run, deadline, retry_on=(WaitTimeout, ConfigError))
+    run, status, chosen, identity = with_backoff("waiting for the coordinator", stage_run, deadline,
+                                                 retry_on=(WaitTimeout, ConfigError, DataError))
     if status == "FINISHED":
         _say(f"{stage}: the search {identity} is already finished; nothing to do")
         return {"stage": stage, "study": identity, "trials": 0, "parts": 0}
@@ -121,7 +132,8 @@ def run_worker(params: Params, stage: str, *, sample_dir: str | os.PathLike[str]
         lambda: build_method(spec, params, inputs, policy_path=policy_path, cache_dir=cache_dir, progress=progress,
                              chosen_path=chosen_path),
         deadline)
-    runner = spec.runner(method, inputs.storage, run, inputs.fingerprint, progress=progress, role="worker")
+    runner = spec.runner(method, inputs.storage, run, params, inputs.fingerprint, chosen=chosen, progress=progress,
+                         role="worker")
     _say(f"{stage}: joining {identity} as {runner.worker_id}")
     trials = sum(_rejoining(stage, partial(_work_on_part, runner, k, name, deadline, poll))
                  for k, name in enumerate(method.parts()))

@@ -342,3 +342,40 @@ def test_another_architecture_on_the_same_data_gets_its_own_study_warm_started_f
     # the same network again: its own study, resumed, nothing trained anew
     again = search_recipe_stage(params, sample, tmp_path / "b.json", policy, tmp_path / "c", progress=False)
     assert again["study"] == found["study"] and again["trial"] == found["trial"]
+
+
+def test_an_interrupted_search_of_one_architecture_is_not_resumed_by_another(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The stage run is keyed like the studies: an interrupted run of one network is resumed by a
+    # restart of the same network only; another network on the same data opens its own run, so
+    # the trials of two networks never nest under one parent.
+    from pipeline.data import read_manifest
+
+    params = recipe_params(tmp_path, mlflow_uri, trials=2)
+    sample = write_tiny_sample(tmp_path / "sample")
+    fingerprint = read_manifest(sample)["fingerprint"]
+    policy = write_policy(tmp_path / "policy.json")
+    a = write_chosen(tmp_path / "a.json", fingerprint=fingerprint)
+    trained = recipe_search.train
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipe_search, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search_recipe_stage(params, sample, a, policy, tmp_path / "a", progress=False)
+    monkeypatch.setattr(recipe_search, "train", trained)
+    tracker = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix)
+
+    def parents() -> dict[str, str]:
+        runs = tracker.client.search_runs([tracker.experiment_id("search_recipe")], max_results=100)
+        return {r.info.run_id: r.info.status for r in runs if PARENT not in r.data.tags}
+
+    (killed,) = parents()
+    Chosen(config="mobilenetv2", fingerprint=fingerprint).write(tmp_path / "b.json")
+    other = search_recipe_stage(params, sample, tmp_path / "b.json", policy, tmp_path / "b", progress=False)
+    assert other["mlflow_run_id"] != killed and parents() == {killed: "KILLED", other["mlflow_run_id"]: "FINISHED"}
+    # the first network again: its own interrupted run, resumed
+    again = search_recipe_stage(params, sample, a, policy, tmp_path / "c", progress=False)
+    assert again["mlflow_run_id"] == killed and parents()[killed] == "FINISHED"

@@ -65,7 +65,8 @@ def test_every_registered_spec_builds_a_method_that_keeps_the_protocol(name: str
     assert method.spec.stage == name
     assert len(method.spec.objective_names) == len(method.spec.directions) >= 1
     assert method.parts() and method.space() == spec.space(params)  # the identity is known before loading
-    assert spec.identity(params, "fp") == f"{name}-{space_hash(method.space())}-fp"
+    key = f"fp.{spec.variant(params, CHOSEN)}" if spec.uses_chosen(params) else "fp"  # the recipe search's architecture
+    assert spec.identity(params, "fp", CHOSEN) == f"{name}-{space_hash(method.space())}-{key}"
     assert isinstance(method.sampler(0), optuna.samplers.BaseSampler)
     assert isinstance(method.seed_points(0), list)
     # a trial drawn through the method's objective reads back through decode and record
@@ -104,12 +105,16 @@ def test_the_worker_and_the_stage_build_the_same_search(name: str, tmp_path: Pat
                 s.warm.patience, s.warm.history, s.warm.all_parts)
 
     assert plain(worked) == plain(staged)
-    run = inputs.tracker.stage_run(name, resume_key=spec.identity(params, inputs.fingerprint))
+    chosen = stage_context.chosen
+    identity = spec.identity(params, inputs.fingerprint, chosen)
+    run = inputs.tracker.stage_run(name, resume_key=identity)
     with run as logger:
-        runners = [spec.runner(staged, inputs.storage, logger, inputs.fingerprint, progress=False),
-                   spec.runner(worked, inputs.storage, logger, inputs.fingerprint, progress=False, role="worker")]
+        runners = [spec.runner(staged, inputs.storage, logger, params, inputs.fingerprint, chosen=chosen,
+                               progress=False),
+                   spec.runner(worked, inputs.storage, logger, params, inputs.fingerprint, chosen=chosen,
+                               progress=False, role="worker")]
         assert [r.study_name(0) for r in runners][0] == runners[1].study_name(0)
-        assert runners[0].study_name(0).startswith(spec.identity(params, inputs.fingerprint))
+        assert runners[0].study_name(0).startswith(identity)
 
 
 def test_no_search_dispatches_on_the_stage_name() -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import Params
-from pipeline.contracts import FoundRecipeFile, RecipeSearchSummary
+from pipeline.contracts import Chosen, FoundRecipeFile, RecipeSearchSummary
 from pipeline.errors import DataError
 from pipeline.hashing import json_digest
 from pipeline.search.recipe import STAGE, FoundRecipe, RecipeSearch, feasible
@@ -38,21 +38,30 @@ def uses_chosen(params: Params) -> bool:
     return True
 
 
+def the_chosen(chosen: Chosen | None) -> Chosen:
+    if chosen is None:
+        raise DataError("search_recipe: no chosen model to search a recipe for; run `dvc repro search_model` first")
+    return chosen
+
+
+def fine_tune_epochs(params: Params, chosen: Chosen) -> int | None:
+    """For the @champion's architecture, the epochs of the fine-tune the retrain gives it
+    (``retrain.warm_epochs``): what a recipe's minutes are predicted for."""
+    return (params.retrain.warm_epochs or None) if chosen.champion_architecture_version is not None else None
+
+
 def build(context: BuildContext) -> RecipeSearch:
     """The search on chosen.json's architecture; the retrain-minutes budget when the model
     search measured the architecture's step at the retrain's batch size (for the @champion's
-    architecture, of the fine-tune the retrain gives it: ``retrain.warm_epochs``); the epochs
-    choices scaled to chosen.json's ``retrain_epochs`` when the search fitted those."""
-    if context.chosen is None:
-        raise DataError("search_recipe: no chosen model to search a recipe for; run `dvc repro search_model` first")
-    chosen, params = context.chosen, context.params
+    architecture, of the fine-tune the retrain gives it); the epochs choices scaled to
+    chosen.json's ``retrain_epochs`` when the search fitted those."""
+    chosen, params = the_chosen(context.chosen), context.params
     step = chosen.retrain_step_seconds
-    fine_tune = (params.retrain.warm_epochs or None) if chosen.champion_architecture_version is not None else None
     return RecipeSearch(params.recipe_search, context.sample, retrain=params.retrain.recipe,
                         architecture=chosen.config, policy=context.policy, device=context.device,
                         progress=context.progress, step_seconds=step, retrain_images=context.retrain_images,
                         max_minutes=params.model_search.max_retrain_minutes if step is not None else None,
-                        fine_tune_epochs=fine_tune,
+                        fine_tune_epochs=fine_tune_epochs(params, chosen),
                         retrain_epochs=chosen.retrain_recipe(params.retrain.recipe).epochs)
 
 
@@ -77,14 +86,18 @@ def summarise(method: RecipeSearch, outcome: SearchOutcome, context: BuildContex
     return RecipeResult(found, document, summary, outcome)
 
 
-def variant(method: RecipeSearch) -> str:
+def variant(params: Params, chosen: Chosen | None) -> str:
     """The architecture the trials train, with what changes a trial's epochs and budget (the
-    fitted epochs' scale, a champion's fine-tune): a study per such variant of the data, so that
-    a model search that chose another network on the same data (model_search params changed, or
-    another machine's timings) gets a new study, warm-started from the other, instead of the
-    finished one whose recipes were scored on another network."""
-    return json_digest({"architecture": method.architecture, "epochs_scale": method.epochs_scale,
-                        "fine_tune_epochs": method.fine_tune_epochs})
+    fitted epochs' scale, a champion's fine-tune), as ``build`` gives them to the search: a
+    search per such variant of the data (its studies and its stage run), so that a model search
+    that chose another network on the same data (model_search params changed, or another
+    machine's timings) gets a new study, warm-started from the other, instead of the one whose
+    recipes were scored on another network, finished or interrupted."""
+    chosen = the_chosen(chosen)
+    retrain = params.retrain.recipe
+    return json_digest({"architecture": chosen.config,
+                        "epochs_scale": chosen.retrain_recipe(retrain).epochs / retrain.epochs,
+                        "fine_tune_epochs": fine_tune_epochs(params, chosen)})
 
 
 SPEC: SearchStage[RecipeSearch, RecipeResult] = SearchStage(
