@@ -481,9 +481,9 @@ class ModelSearchConfig(SeededSearch, StrictModel):
         "2 CPU cores; null: off)")
     untimed_bound: float | None = Field(
         0.75, gt=0, le=1, description="with max_retrain_minutes, a draw is refused without timing its step when "
-        "its MACs x the fewest minutes of SGD steps per MAC of the draws timed so far x this factor, plus the "
-        "batches' minutes, exceed the budget (a lower bound: it errs only for a draw more than 1/factor times as "
-        "MAC-efficient as every timed one; on an AVX2 CPU at the defaults, 289 timed refusals were 25 of the "
+        "its MACs x the fewest minutes of SGD steps per MAC of the draws timed so far x this factor (or the same "
+        "per activation, whichever is larger), plus the batches' minutes, exceed the budget (a lower bound: it "
+        "errs only for a draw more than 1/factor times as efficient as every timed one; on an AVX2 CPU at the defaults, 289 timed refusals were 25 of the "
         "search's 29 minutes, and at 0.75 a replay skipped 188 of them and lost no draw that fit; such draws have "
         "their own cap, 100 x trials, apart from the 20 x trials of costly refusals); seed points and the champion "
         "are always timed; null: time every draw")

@@ -77,6 +77,7 @@ ACCURACY_ATTR: Final = "accuracy"  # trial: the validation (model) or augmented-
 LOSS_ATTR: Final = "loss"  # trial (policy search): the augmented-D_A loss
 PARAMS_ATTR: Final = "params"  # trial (model search): the candidate's parameters
 MACS_ATTR: Final = "macs"  # trial (model search): its MACs per image (-1: not counted)
+ACTIVATIONS_ATTR: Final = "activations"  # trial (model search): elements its layers output per image (untimed_bound)
 TRAIN_COST_ATTR: Final = "train_cost"  # trial (model search): training step / ResNet-20's
 STEP_SECONDS_ATTR: Final = "step_seconds"  # trial (model search): its measured training step
 RETRAIN_STEP_SECONDS_ATTR: Final = "retrain_step_seconds"  # trial (model search): its step at the retrain recipe, batch included

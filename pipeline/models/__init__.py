@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from pipeline.models.baselines import AirbenchNet, ResNet20
-from pipeline.models.cost import count_macs, count_params
+from pipeline.models.cost import count_activations, count_macs, count_params
 from pipeline.models.space import (
     MOBILENETV2_CONFIG,
     SPACE,
@@ -74,6 +74,7 @@ __all__ = [
     "ResNet20",
     "SpaceNet",
     "build_model",
+    "count_activations",
     "count_macs",
     "count_params",
     "narrowed",

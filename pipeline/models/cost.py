@@ -35,3 +35,36 @@ def count_macs(model_or_cfg: nn.Module | dict[str, Any] | str, input_size: tuple
     finally:
         model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Flatten)  # return their input (or a view): nothing moved
+
+
+def count_activations(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32, 32)) -> int:
+    """Elements the model's leaf modules output in one forward pass at ``input_size``: what its
+    memory-bound layers (BatchNorm, activations, pooling, depthwise convolutions) read and write.
+
+    A CPU step's time follows this where MACs understate it: a network of narrow, full-resolution
+    or depthwise layers moves many activations per MAC (the model search's ``untimed_bound``)."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    total = 0
+
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel()
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None and not isinstance(m, PASS_THROUGH)]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(input_size, device=device, dtype=dtype))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return total

@@ -58,6 +58,7 @@ from pipeline.models import (
     SPACE,
     SPACE_POINTS,
     build_model,
+    count_activations,
     count_macs,
     count_params,
     narrowed,
@@ -68,6 +69,7 @@ from pipeline.models import (
 )
 from pipeline.names import (
     ACCURACY_ATTR,
+    ACTIVATIONS_ATTR,
     FINE_TUNE_EPOCHS_ATTR,
     HALVING_CONSTRAINT,
     HISTORY_ATTR,
@@ -162,13 +164,13 @@ def refused(trials: Sequence[FrozenTrial]) -> dict[str, int]:
 
 
 def refused_untimed_trial(trial: FrozenTrial) -> bool:
-    """A draw the minutes budget refused from its MACs alone (``untimed_bound``): never timed,
+    """A draw the minutes budget refused from its counts alone (``untimed_bound``): never timed,
     let alone trained (the runner's ``Budget.free``)."""
     return RETRAIN_MINUTES_BOUND_ATTR in trial.user_attrs
 
 
 def refused_untimed(trials: Sequence[FrozenTrial]) -> int:
-    """How many of ``trials`` were refused from their MACs alone (``refused_untimed_trial``)."""
+    """How many of ``trials`` were refused from their counts alone (``refused_untimed_trial``)."""
     return sum(1 for t in trials if refused_untimed_trial(t))
 
 
@@ -179,21 +181,29 @@ def known_design(trial: FrozenTrial | optuna.Trial) -> bool:
     return SEEDED_ATTR in trial.user_attrs or WARM_FROM_ATTR in trial.user_attrs
 
 
-def minutes_per_mac(trial: FrozenTrial) -> float | None:
-    """A timed draw's predicted retrain minutes of SGD steps per MAC (at the retrain recipe
-    itself, not the champion's fine-tune; the batches' share, ``RETRAIN_BATCH_SECONDS_ATTR``,
-    left out), for ``untimed_bound``; None for any other trial (a prior study's copy, one not
-    timed, one retrained for fewer epochs, or without a MAC count)."""
+def minutes_per_mac(trial: FrozenTrial, count: str = MACS_ATTR) -> float | None:
+    """A timed draw's predicted retrain minutes of SGD steps per MAC (or per ``count``, the
+    trial attribute of another count: ``ACTIVATIONS_ATTR``) at the retrain recipe itself, not
+    the champion's fine-tune; the batches' share (``RETRAIN_BATCH_SECONDS_ATTR``) left out; for
+    ``untimed_bound``. None for any other trial (a prior study's copy, one not timed, one
+    retrained for fewer epochs, or without the count)."""
     a = trial.user_attrs
-    macs = a.get(MACS_ATTR, -1)
+    amount = a.get(count, -1)
     if (HISTORY_ATTR in a or FINE_TUNE_EPOCHS_ATTR in a or RETRAIN_EPOCHS_ATTR in a or PREDICTED_RETRAIN_MINUTES_ATTR not in a
-            or not isinstance(macs, (int, float)) or macs <= 0):
+            or not isinstance(amount, (int, float)) or amount <= 0):
         return None
     minutes = float(a[PREDICTED_RETRAIN_MINUTES_ATTR])
     step, batch = a.get(RETRAIN_STEP_SECONDS_ATTR), a.get(RETRAIN_BATCH_SECONDS_ATTR)
     if isinstance(step, (int, float)) and isinstance(batch, (int, float)) and step > 0:
         minutes *= (step - batch) / step
-    return minutes / float(macs)
+    return minutes / float(amount)
+
+
+BOUND_COUNTS = (MACS_ATTR, ACTIVATIONS_ATTR)
+"""What ``untimed_bound`` bounds a draw's minutes from: its MACs (compute) and its activations
+(memory traffic). A step takes at least as long as each at the best rate seen, so the larger of
+the two bounds holds; a network of narrow, full-resolution or depthwise layers, cheap in MACs,
+is caught by its activations."""
 
 
 # A seed point or the champion's architecture the minutes budget refuses is timed again, up to this many
@@ -206,14 +216,24 @@ UNTIMED_AFTER = 3  # draws timed (the seed points, at the defaults) before the M
 
 
 def mac_bound(per_mac: Sequence[float], macs: float, factor: float | None) -> float | None:
-    """``untimed_bound``'s lower bound of a draw's retrain minutes: its ``macs`` at the fewest
-    minutes per MAC of the draws timed so far (``per_mac``), times ``factor``. None when off,
-    before ``UNTIMED_AFTER`` draws were timed, or without a MAC count. A step's time grows with
-    the MACs it computes; what a MAC costs varies several-fold over the space (depthwise, SE and
-    narrow layers cost more), so the fewest minutes per MAC seen bounds the rest from below."""
+    """``untimed_bound``'s lower bound of a draw's retrain minutes from one count: its ``macs``
+    (or activations) at the fewest minutes per MAC (per activation) of the draws timed so far
+    (``per_mac``), times ``factor``. None when off, before ``UNTIMED_AFTER`` draws were timed,
+    or without the count. A step's time grows with the MACs it computes and the activations it
+    moves; what each costs varies several-fold over the space, so the fewest minutes per unit
+    seen bounds the rest from below."""
     if factor is None or macs <= 0 or len(per_mac) < UNTIMED_AFTER:
         return None
     return min(per_mac) * macs * factor
+
+
+def counts_bound(records: Mapping[str, Sequence[float]], counts: Mapping[str, float],
+                 factor: float | None) -> float | None:
+    """The larger of ``mac_bound`` over each of ``BOUND_COUNTS`` (a draw's ``counts``, the
+    timed draws' ``records`` per unit of each); None when neither bounds."""
+    bounds = [b for name in BOUND_COUNTS
+              if (b := mac_bound(records.get(name, ()), float(counts.get(name, -1)), factor)) is not None]
+    return max(bounds) if bounds else None
 
 
 def was_refused(trial: FrozenTrial) -> bool:
@@ -394,9 +414,10 @@ class ModelSearch:
         self.progress = progress
         self.train_set, self.val_set = self.split(sample, cfg)
         self._cost_unit: torch.nn.Module | None = None  # ResNet-20, built on first need
-        # untimed_bound's record: the retrain minutes per MAC of each draw this study timed (read
-        # from the study on first need, so a resumed search keeps its own; then this process's)
-        self._per_mac: list[float] | None = None
+        # untimed_bound's record: the retrain minutes per MAC and per activation of each draw this
+        # study timed (read from the study on first need, so a resumed search keeps its own; then
+        # this process's)
+        self._per_unit: dict[str, list[float]] | None = None
         self.spec = MethodSpec(stage=STAGE, label=self.label,
                                objectives=tuple((o, OBJECTIVES[o]) for o in cfg.objectives),
                                budget=Budget(cfg.trials, counts=trained, free=refused_untimed_trial),
@@ -494,7 +515,11 @@ class ModelSearch:
         if self.cfg.max_retrain_minutes is not None and all(v <= 0 for v in violation.values()):
             fine_tune = self.champion_recipe if self.is_champion(trial) else None
             known = known_design(trial)
-            bound = self.minutes_bound(trial.study, macs) if fine_tune is None and not known else None
+            counts = {MACS_ATTR: float(macs)}
+            if self.cfg.untimed_bound is not None and macs > 0:  # the bound's counts, kept only when on
+                counts[ACTIVATIONS_ATTR] = float(count_activations(model))
+                trial.set_user_attr(ACTIVATIONS_ATTR, int(counts[ACTIVATIONS_ATTR]))
+            bound = self.minutes_bound(trial.study, counts) if fine_tune is None and not known else None
             if bound is not None and bound > self.cfg.max_retrain_minutes:
                 # over the budget even as MAC-efficient as the best timed draw: refused untimed
                 trial.set_user_attr(RETRAIN_MINUTES_BOUND_ATTR, bound)
@@ -513,7 +538,9 @@ class ModelSearch:
                 if fine_tune is not None:
                     trial.set_user_attr(FINE_TUNE_EPOCHS_ATTR, fine_tune.epochs)
                 elif macs > 0 and self.cfg.untimed_bound is not None:  # the bound's record, kept only when on
-                    self.timed_per_mac(trial.study).append(minutes * (step - batch) / step / macs)
+                    record = self.timed_per_unit(trial.study)
+                    for name, amount in counts.items():
+                        record[name].append(minutes * (step - batch) / step / amount)
                 if known and fine_tune is None and minutes > self.cfg.max_retrain_minutes:
                     epochs = self.epochs_that_fit(step)
                     if epochs is not None:  # kept at its widths, retrained for fewer epochs
@@ -616,19 +643,22 @@ class ModelSearch:
         ratios = [a / b for a, b in zip(own[1:], unit[1:], strict=True)]
         return statistics.median(ratios), statistics.median(own[1:])
 
-    def timed_per_mac(self, study: optuna.Study) -> list[float]:
-        """The retrain minutes per MAC of the draws this study timed (``minutes_per_mac``)."""
-        if self._per_mac is None:
+    def timed_per_unit(self, study: optuna.Study) -> dict[str, list[float]]:
+        """For each of ``BOUND_COUNTS``, the retrain minutes per unit of the draws this study
+        timed (``minutes_per_mac``)."""
+        if self._per_unit is None:
             own = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            self._per_mac = [r for t in own if (r := minutes_per_mac(t)) is not None]
-        return self._per_mac
+            self._per_unit = {name: [r for t in own if (r := minutes_per_mac(t, name)) is not None]
+                              for name in BOUND_COUNTS}
+        return self._per_unit
 
-    def minutes_bound(self, study: optuna.Study, macs: int) -> float | None:
-        """``mac_bound`` over the draws this study timed (the study is read only when the bound
-        is on), plus the retrain's minutes of batches (``batch_step``), which no MAC count bounds."""
+    def minutes_bound(self, study: optuna.Study, counts: Mapping[str, float]) -> float | None:
+        """``counts_bound`` over the draws this study timed (the study is read only when the
+        bound is on), plus the retrain's minutes of batches (``batch_step``), which no count of
+        the network bounds."""
         if self.cfg.untimed_bound is None:
             return None
-        bound = mac_bound(self.timed_per_mac(study), macs, self.cfg.untimed_bound)
+        bound = counts_bound(self.timed_per_unit(study), counts, self.cfg.untimed_bound)
         if bound is None:
             return None
         return bound + self.batch_minutes()

@@ -77,3 +77,18 @@ def test_a_study_already_run_with_the_bound_is_refused(tmp_path: Path, monkeypat
     monkeypatch.setattr(sys, "argv", ["untimed", "--storage", str(tmp_path / "optuna.db")])
     with pytest.raises(SystemExit, match="untimed_bound: null"):
         bench.main()
+
+
+def test_the_replay_with_activations_also_skips_a_draw_heavy_in_them(tmp_path: Path) -> None:
+    # the seed points move 1 M activations a minute; a draw cheap in MACs (bound 3 at 0.75: timed
+    # by the MAC bound) but with 50 M activations (bound 37.5) is skipped with --activations
+    study = a_study(f"sqlite:///{tmp_path}/optuna.db")
+    trials = study.get_trials()
+    for t, acts in zip(trials, [10e6, 12e6, 20e6, 40e6, 30e6, 20e6, 90e6], strict=True):
+        t.user_attrs["activations"] = int(acts)
+    cheap = optuna.trial.create_trial(values=[0.0, 1.0], user_attrs={
+        "macs": 4_000_000, "params": 1000, "predicted_retrain_minutes": 60.0, "activations": 50_000_000})
+    cheap.number = len(trials)
+    assert [t.number for t in bench.replay([*trials, cheap], 0.75, 25.0)[0]] == [3, 5]
+    skipped, lost = bench.replay([*trials, cheap], 0.75, 25.0, activations=True)
+    assert [t.number for t in skipped] == [3, 5, 7] and [t.number for t in lost] == [5]

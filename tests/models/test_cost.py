@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from pipeline.models import MOBILENETV2_CONFIG, build_model, count_macs, count_params, sample_config
+from pipeline.models import (
+    MOBILENETV2_CONFIG,
+    build_model,
+    count_activations,
+    count_macs,
+    count_params,
+    sample_config,
+)
 
 
 def _tiny() -> nn.Sequential:
@@ -32,3 +39,15 @@ def test_count_macs_accepts_configs_and_names_and_keeps_the_mode() -> None:
     model = build_model("resnet20").train()
     count_macs(model)
     assert model.training
+
+
+def test_count_activations_sums_what_the_layers_write_and_keeps_the_mode() -> None:
+    # conv, BN and ReLU each write 8 x 8 x 8; Flatten is a view (not counted); the linear writes 10
+    model = _tiny().train()
+    assert count_activations(model, input_size=(1, 3, 8, 8)) == 3 * 512 + 10
+    assert model.training
+    with_identity = nn.Sequential(*_tiny()[:3], nn.Identity(), nn.Dropout(0.2), *_tiny()[3:])
+    assert count_activations(with_identity, input_size=(1, 3, 8, 8)) == 3 * 512 + 10
+    # a depthwise network moves far more activations per MAC than airbench's wide convolutions
+    ratio = {name: count_macs(name) / count_activations(build_model(name)) for name in ("mobilenetv2", "airbench94")}
+    assert ratio["mobilenetv2"] * 5 < ratio["airbench94"]

@@ -853,6 +853,23 @@ def test_a_seed_point_over_the_minutes_budget_is_timed_again_and_its_fastest_tim
     assert taken == [2.0] and trial.user_attrs["retrain_timings"] == 1 and trial.values[0] == 0.0
 
 
+def steps_in_proportion(monkeypatch: pytest.MonkeyPatch, seconds: Callable[[torch.nn.Module], float]) -> list[str]:
+    """Real MAC counts; every network's retrain step ``seconds(model)`` and its batch 0.01 s;
+    returns the names of the space points timed, in order (filled as the search times them)."""
+    monkeypatch.setattr(model_search, "count_macs", count_macs)  # real MACs (the fake counts 1)
+    timed: list[str] = []
+    classes = len(tiny_sample().classes)
+    names = {count_params(build_model(SPACE_POINTS[n], num_classes=classes)): n for n in SPACE_POINTS}
+
+    def step(model: torch.nn.Module, cfg: Any, **kwargs: Any) -> float:
+        timed.append(names[count_params(model)])
+        return seconds(model)
+
+    monkeypatch.setattr(model_search, "step_seconds", step)
+    monkeypatch.setattr(model_search, "batch_seconds", lambda *args, **kwargs: 0.01)
+    return timed
+
+
 def test_a_draw_over_the_minutes_budget_even_at_the_best_minutes_per_mac_is_refused_untimed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -861,17 +878,11 @@ def test_a_draw_over_the_minutes_budget_even_at_the_best_minutes_per_mac_is_refu
     # refused from its MACs alone. Seed points are timed whatever their bound; a draw near the
     # budget is timed and decided by its measurement.
     fake_fit_first_best(monkeypatch)
-    monkeypatch.setattr(model_search, "count_macs", count_macs)  # real MACs (the fake counts 1)
-    timed: list[str] = []
+    # the same activations for every network: the MAC part of the bound decides here (the
+    # activation part: the next test)
+    monkeypatch.setattr(model_search, "count_activations", lambda model: 1)
     classes = len(tiny_sample().classes)
-    names = {count_params(build_model(SPACE_POINTS[n], num_classes=classes)): n for n in SPACE_POINTS}
-
-    def step(model: torch.nn.Module, cfg: Any, **kwargs: Any) -> float:
-        timed.append(names[count_params(model)])
-        return count_macs(model) / 1e8  # the same seconds per MAC for every network
-
-    monkeypatch.setattr(model_search, "step_seconds", step)
-    monkeypatch.setattr(model_search, "batch_seconds", lambda *args, **kwargs: 0.01)
+    timed = steps_in_proportion(monkeypatch, lambda model: count_macs(model) / 1e8)  # the same s per MAC
     batch = 0.01 * 64 / 60  # the batches' minutes: in every prediction and bound, in no minutes per MAC
     # 4 epochs of 16 steps: minutes = MACs / 1e8 x 64 / 60 + batch: resnet20 0.445, airbench_like 0.511,
     # airbench_small 0.645, mobilenetv2 0.948 (bound 0.714: timed), airbench94 1.270 (bound 0.956)
@@ -917,6 +928,46 @@ def test_a_draw_over_the_minutes_budget_even_at_the_best_minutes_per_mac_is_refu
     study.enqueue_trial(params_from_config(SPACE_POINTS["airbench94"]))
     study.optimize(method.objective, n_trials=1)
     assert timed[-1] == "airbench94" and "retrain_minutes_bound" not in study.trials[-1].user_attrs
+
+
+def test_a_draw_cheap_in_macs_but_heavy_in_activations_is_refused_untimed_by_its_activations(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A CPU step also moves every activation: a depthwise network (MobileNetV2: 18 MACs per
+    # activation against airbench's 170-330) is far over the budget at any rate per MAC seen, and
+    # the MAC bound alone timed it. The activation bound refuses it from its counts.
+    from pipeline.models import count_activations
+    from pipeline.names import ACTIVATIONS_ATTR
+
+    fake_fit_first_best(monkeypatch)
+    classes = len(tiny_sample().classes)
+    timed = steps_in_proportion(monkeypatch, lambda model: count_activations(model) / 1e6)  # s per activation
+    batch = 0.01 * 64 / 60
+    cfg = parse_params({"model_search": {**TINY_SEARCH, "max_params": 3_000_000, "max_retrain_minutes": 1.0,
+                                         "untimed_bound": 0.75, "narrow_seed_points": 0,
+                                         "shorten_seed_points": None}}).model_search
+    recipe = parse_params({"retrain": {"recipe": {"epochs": 4, "batch_size": 20}}}).retrain.recipe
+    search = ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"), retrain_recipe=recipe,
+                         retrain_images=320)
+    study = optuna.create_study(directions=search.spec.directions)
+    for name in ("resnet20", "airbench_like", "airbench_small"):  # 0.59 M / 0.28 M / 0.28 M activations
+        study.enqueue_trial(params_from_config(SPACE_POINTS[name]), user_attrs={"seed_point": name})
+    study.enqueue_trial(params_from_config(SPACE_POINTS["mobilenetv2"]))  # 4.8 M activations, 88 M MACs
+    study.optimize(search.objective, n_trials=4)
+    *seeds, deep = study.trials
+    assert timed == ["resnet20", "airbench_like", "airbench_small"]  # the draw never timed
+    net = build_model(SPACE_POINTS["mobilenetv2"], num_classes=classes)
+    acts, macs = count_activations(net), count_macs(net)
+    for seed in seeds:  # each timed draw's record: minutes per activation, the batches left out
+        assert seed.user_attrs[ACTIVATIONS_ATTR] > 0
+        assert model_search.minutes_per_mac(seed, ACTIVATIONS_ATTR) == pytest.approx(64 / 60 / 1e6)
+    by_macs = 0.75 * min(model_search.minutes_per_mac(t) for t in seeds) * macs + batch
+    assert by_macs < 1.0  # the MAC bound alone would have timed it
+    assert deep.user_attrs["retrain_minutes_bound"] == pytest.approx(0.75 * acts / 1e6 * 64 / 60 + batch)
+    assert deep.user_attrs[ACTIVATIONS_ATTR] == acts and "predicted_retrain_minutes" not in deep.user_attrs
+    assert model_search.refused_untimed(study.trials) == 1
+    assert model_search.counts_bound({"macs": [1.0] * 3}, {"macs": 2.0, "activations": 5.0}, 0.5) == 1.0
+    assert model_search.counts_bound({"macs": [1.0] * 3, "activations": [1.0] * 2}, {"macs": 2.0}, 0.5) == 1.0
 
 
 def test_the_error_for_no_feasible_trial_names_the_budget_that_binds() -> None:
