@@ -1,7 +1,8 @@
-"""Model cost: parameters and multiply-accumulates (MACs), measured, not hand-counted."""
+"""Model cost: parameters, multiply-accumulates (MACs) and activations, measured, not hand-counted."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -23,17 +24,8 @@ def count_macs(model_or_cfg: nn.Module | dict[str, Any] | str, input_size: tuple
     from pipeline.models import build_model  # late import: registry imports this module
 
     model = build_model(model_or_cfg) if isinstance(model_or_cfg, (dict, str)) else model_or_cfg
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    was_training = model.training
-    model.eval()  # BN in eval mode: no running-stat update from the dummy input
-    try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(torch.zeros(input_size, device=device, dtype=dtype))
-    finally:
-        model.train(was_training)
+    counter = FlopCounterMode(display=False)
+    _probe(model, input_size, counter)
     return counter.get_total_flops() // 2
 
 
@@ -46,9 +38,6 @@ def count_activations(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32,
 
     A CPU step's time follows this where MACs understate it: a network of narrow, full-resolution
     or depthwise layers moves many activations per MAC (the model search's ``untimed_bound``)."""
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     total = 0
 
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -58,13 +47,25 @@ def count_activations(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 32,
 
     leaves = [m for m in model.modules() if next(m.children(), None) is None and not isinstance(m, PASS_THROUGH)]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            model(torch.zeros(input_size, device=device, dtype=dtype))
+        _probe(model, input_size, contextlib.nullcontext())
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return total
+
+
+def _probe(model: nn.Module, input_size: tuple[int, ...], within: contextlib.AbstractContextManager[Any]) -> None:
+    """One forward pass of zeros at ``input_size`` inside ``within`` (a counter), on the model's
+    device and dtype, without gradients, in eval mode (BN: no running-stat update from the dummy
+    input); the model's mode is restored."""
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), within:
+            model(torch.zeros(input_size, device=device, dtype=dtype))
+    finally:
+        model.train(was_training)

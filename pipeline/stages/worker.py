@@ -83,12 +83,12 @@ def current_chosen(spec: SearchStage[Any, Any], params: Params, inputs: StageInp
 
 def build_method(spec: SearchStage[Any, Any], params: Params, inputs: StageInputs, *,
                  policy_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None,
-                 progress: bool, chosen_path: str | os.PathLike[str] = "outputs/search_model/chosen.json") -> SearchMethod:
+                 progress: bool, chosen: Chosen | None = None) -> SearchMethod:
     """The stage's search method, built through its registered spec exactly as the stage builds
     it. A policy the search trains with must be the one found on this sample (a policy of older
-    data is waited for, not used); so must the chosen model a search trains (the recipe search)."""
+    data is waited for, not used); so must the chosen model a search trains (the recipe search:
+    ``chosen``, from ``current_chosen``, the one whose stage run the worker joined)."""
     policy = search_input_policy(spec.uses_policy(params), policy_path, fingerprint=inputs.fingerprint)
-    chosen = current_chosen(spec, params, inputs, chosen_path)
     context = spec.context(params, inputs.sample, inputs.fingerprint, cache_root=cache_dir, progress=progress,
                            policy=policy, tracker=inputs.tracker, chosen=chosen,
                            retrain_images=int(inputs.manifest["pool_size"]))
@@ -130,7 +130,7 @@ def run_worker(params: Params, stage: str, *, sample_dir: str | os.PathLike[str]
     method = with_backoff(
         "reading the stage's inputs",
         lambda: build_method(spec, params, inputs, policy_path=policy_path, cache_dir=cache_dir, progress=progress,
-                             chosen_path=chosen_path),
+                             chosen=chosen),
         deadline)
     runner = spec.runner(method, inputs.storage, run, params, inputs.fingerprint, chosen=chosen, progress=progress,
                          role="worker")

@@ -21,7 +21,7 @@ from pipeline.search.policy import FastAutoAugment
 from pipeline.search.registry import SEARCH_STAGES, BuildContext, search_stage
 from pipeline.search.studies import space_hash
 from pipeline.stages.common import open_inputs
-from pipeline.stages.worker import build_method
+from pipeline.stages.worker import build_method, current_chosen
 
 from .conftest import tiny_sample
 
@@ -95,7 +95,7 @@ def test_the_worker_and_the_stage_build_the_same_search(name: str, tmp_path: Pat
                                  retrain_images=int(inputs.manifest["pool_size"]))
     staged = spec.build(stage_context)
     worked = build_method(spec, params, inputs, policy_path=policy_path, cache_dir=tmp_path / "cache", progress=False,
-                          chosen_path=chosen_path)
+                          chosen=current_chosen(spec, params, inputs, chosen_path))
     assert type(worked) is type(staged)
     assert worked.space() == staged.space() and worked.parts() == staged.parts()
 
