@@ -88,6 +88,7 @@ RETRAIN_MINUTES_BOUND_ATTR: Final = "retrain_minutes_bound"  # trial (model sear
 REFUSED_UNTIMED: Final = "refused_untimed"  # stage metric (model search): draws the minutes budget refused from their MACs, never timed
 FINE_TUNE_EPOCHS_ATTR: Final = "fine_tune_epochs"  # trial (model search): the @champion's architecture, predicted as a fine-tune of these epochs
 RETRAIN_EPOCHS_ATTR: Final = "retrain_epochs"  # trial (model search): a known design over the minutes budget at retrain.recipe.epochs, retrained for these (fewer) epochs that fit
+FULL_RETRAIN_MINUTES_ATTR: Final = "full_recipe_retrain_minutes"  # trial (model search): such a design's predicted minutes at retrain.recipe.epochs (untimed_bound's record)
 TRAIN_SECONDS_ATTR: Final = "train_seconds"  # trial (model search): its training time
 STOPPED_AT_ATTR: Final = "stopped_at_epoch"  # trial (model search): the rung successive halving stopped it at
 HALVING_CONSTRAINT: Final = "halving"  # trial constraint (model search): > 0 when stopped at a rung
