@@ -485,7 +485,7 @@ class ModelSearchConfig(SeededSearch, StrictModel):
         "per activation, whichever is larger), plus the batches' minutes, exceed the budget (a lower bound: it "
         "errs only for a draw more than 1/factor times as efficient as every timed one; on an AVX2 CPU at the defaults, 289 timed refusals were 25 of the "
         "search's 29 minutes, and at 0.75 a replay skipped 188 of them and lost no draw that fit; such draws have "
-        "their own cap, 100 x trials, apart from the 20 x trials of costly refusals); seed points and the champion "
+        "their own cap, 100 x trials, with the draws over max_params or max_macs, apart from the 20 x trials of timed refusals); seed points and the champion "
         "are always timed; null: time every draw")
     train_images: int = Field(4000, ge=10, description="search-split images each candidate trains on")
     val_images: int = Field(2000, ge=10, description="validation images each candidate is scored on")

@@ -52,7 +52,8 @@ class Budget:
     never trained and do not count)."""
     free: Callable[[FrozenTrial], bool] = _no_trial
     """Whether a trial that does not count cost next to nothing (the model search's draws
-    refused from their MACs alone, ``untimed_bound``): the runner's cap on trials that do not
+    refused before any timing: over its parameter or MAC budget, or from its counts alone,
+    ``untimed_bound``): the runner's cap on trials that do not
     count (``MAX_UNCOUNTED_FACTOR`` x the budget) leaves these out, and caps them apart
     (``MAX_FREE_FACTOR`` x the budget), so that a cheap refusal does not end a search after a
     few minutes with nothing found."""

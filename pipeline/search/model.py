@@ -166,8 +166,20 @@ def refused(trials: Sequence[FrozenTrial]) -> dict[str, int]:
 
 def refused_untimed_trial(trial: FrozenTrial) -> bool:
     """A draw the minutes budget refused from its counts alone (``untimed_bound``): never timed,
-    let alone trained (the runner's ``Budget.free``)."""
+    let alone trained (one kind of ``refused_before_timing``)."""
     return RETRAIN_MINUTES_BOUND_ATTR in trial.user_attrs
+
+
+def refused_before_timing(trial: FrozenTrial) -> bool:
+    """A draw refused before anything was timed or trained: over ``max_params`` or ``max_macs``
+    (counted from the built network), or over the minutes from its counts alone
+    (``refused_untimed_trial``). Each costs a build and a count, next to nothing: on an AVX-512
+    Xeon without bf16, 0.15-0.17 s (median) against 2.0 s for a draw timed and then refused. So
+    these are the runner's ``Budget.free``: once params and MACs refusals shared the cap of timed
+    ones, a search there ended with 5 of its 24 candidates trained, the cap of 480 costly
+    refusals reached by 371 such draws and 109 timings (BENCHMARKS.md, machine K)."""
+    a = trial.user_attrs
+    return SKIPPED_ATTR in a and not any(k in a for k in (PREDICTED_RETRAIN_MINUTES_ATTR, TRAIN_COST_ATTR, STEP_SECONDS_ATTR))
 
 
 def refused_untimed(trials: Sequence[FrozenTrial]) -> int:
@@ -437,7 +449,7 @@ class ModelSearch:
         self._per_unit: dict[str, list[float]] | None = None
         self.spec = MethodSpec(stage=STAGE, label=self.label,
                                objectives=tuple((o, OBJECTIVES[o]) for o in cfg.objectives),
-                               budget=Budget(cfg.trials, counts=trained, free=refused_untimed_trial),
+                               budget=Budget(cfg.trials, counts=trained, free=refused_before_timing),
                                warm=WarmStart.from_config(cfg, first=self.is_champion,
                                                           history_of=was_refused if cfg.warm_refused else None))
 

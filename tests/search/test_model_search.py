@@ -438,7 +438,9 @@ def test_an_impossible_budget_ends_quickly_without_training(
         search_model_stage(params, sample, write_policy(tmp_path / "policy.json"), tmp_path / "out", None,
                            progress=False)
     study = the_study(params, json.loads((sample / "manifest.json").read_text())["fingerprint"])
+    # a draw over the parameters costs a build and a count, as one refused untimed: the cap on free refusals
     assert len(finished(study)) == model_search_cap() * params.model_search.trials
+    assert all(model_search.refused_before_timing(t) for t in finished(study))
     assert not any(is_feasible(t) for t in finished(study))
     assert not (tmp_path / "out" / "chosen.json").exists()
     assert [r.info.status for r in stage_runs(params) if PARENT not in r.data.tags] == ["FAILED"]
@@ -467,6 +469,7 @@ def test_draws_refused_untimed_do_not_use_up_the_cap_on_refusals_and_have_their_
     # the first UNTIMED_AFTER draws timed (and over), then only free refusals, up to their own cap
     assert model_search.refused_untimed(trials) == 8 and len(trials) == model_search.UNTIMED_AFTER + 8
     assert [model_search.refused_untimed_trial(t) for t in trials] == [False] * 3 + [True] * 8
+    assert [model_search.refused_before_timing(t) for t in trials] == [False] * 3 + [True] * 8  # timed: not free
 
 
 def fake_step_times(calls: list[str]) -> Any:
@@ -1017,9 +1020,9 @@ def test_the_retrain_minutes_budget_and_the_retrain_recipe_enter_the_study_ident
 
 
 def model_search_cap() -> int:
-    from pipeline.search.runner import MAX_UNCOUNTED_FACTOR
+    from pipeline.search.runner import MAX_FREE_FACTOR
 
-    return MAX_UNCOUNTED_FACTOR
+    return MAX_FREE_FACTOR
 
 
 def test_interrupted_search_resumes_without_duplicate_runs(
