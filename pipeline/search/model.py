@@ -241,6 +241,8 @@ def standing(taken: Sequence[tuple[float, float]]) -> tuple[float, float]:
     0.58-0.67 s a step, their fastest 8 % under their median."""
     ordered = sorted(taken, key=lambda timed: timed[1])
     return ordered[(len(ordered) - 1) // 2]
+
+
 UNTIMED_AFTER = 3  # draws timed (the seed points, at the defaults) before the MAC bound refuses any
 
 
