@@ -48,7 +48,7 @@ def _child(args: argparse.Namespace) -> None:
 
     champion = read_champion(Path(args.project))
     train_set = _subset(load_data(args.data)["train"], args.images)
-    model = _network(champion, len(train_set.classes), args.weights, Path(args.project))
+    model = _network(len(train_set.classes), args.weights, Path(args.project))
     cfg = champion.recipe.model_copy(update={"epochs": args.epochs, "data_init": args.weights == "fresh"})
     result = train(model, train_set, cfg, augment=champion.policy, device=torch.device("cpu"), seed=0,
                    progress=False)
@@ -64,7 +64,8 @@ def _subset(images: Any, count: int) -> Any:
     return images.subset(order)
 
 
-def _network(champion: Any, num_classes: int, weights: str, project: Path) -> Any:
+def _network(num_classes: int, weights: str, project: Path) -> Any:
+    """The retrain's network (model.pt's architecture): its trained weights, or fresh ones."""
     import torch
 
     from pipeline.models import build_model
@@ -147,7 +148,7 @@ def main() -> None:
     batch = _subset(train_set, args.batch)
     shares: dict[str, dict[str, float]] = {}
     for weights in ("fresh", "trained"):
-        model = _network(champion, len(train_set.classes), weights, project)
+        model = _network(len(train_set.classes), weights, project)
         shares[weights] = subnormal_shares(model, batch.images, batch.labels, champion.recipe)
         print(f"{weights} weights: subnormal share of the nonzero values: " +
               ", ".join(f"{k} {v:.2e}" for k, v in shares[weights].items() if v > 0 or "." not in k), flush=True)

@@ -178,8 +178,7 @@ def refused_before_timing(trial: FrozenTrial) -> bool:
     these are the runner's ``Budget.free``: once params and MACs refusals shared the cap of timed
     ones, a search there ended with 5 of its 24 candidates trained, the cap of 480 costly
     refusals reached by 371 such draws and 109 timings (BENCHMARKS.md, machine K)."""
-    a = trial.user_attrs
-    return SKIPPED_ATTR in a and not any(k in a for k in (PREDICTED_RETRAIN_MINUTES_ATTR, TRAIN_COST_ATTR, STEP_SECONDS_ATTR))
+    return was_refused(trial) and not any(k in trial.user_attrs for k in (PREDICTED_RETRAIN_MINUTES_ATTR, TRAIN_COST_ATTR))
 
 
 def refused_untimed(trials: Sequence[FrozenTrial]) -> int:
