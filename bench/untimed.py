@@ -40,6 +40,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from bench.common import machine, model_search_study, result_line
+from pipeline.config import ModelSearchConfig
 from pipeline.models import SPACE_POINTS, build_model, count_activations
 from pipeline.names import (
     ACTIVATIONS_ATTR,
@@ -96,7 +97,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--storage", required=True, help="the project's optuna.db (a path or an SQLAlchemy URL)")
     p.add_argument("--study", help="the study's name (default: the last search_model study in the storage)")
-    p.add_argument("--limit", type=float, default=25.0, help="the study's max_retrain_minutes")
+    p.add_argument("--limit", type=float, default=ModelSearchConfig().max_retrain_minutes,
+                   help="the study's max_retrain_minutes (default: the shipped default, %(default)s)")
     p.add_argument("--factors", type=float, nargs="+", default=[1.0, 0.75, 0.6, 0.5])
     p.add_argument("--activations", action="store_true",
                    help="the bound from MACs and activations, as the search uses it (default: MACs alone)")

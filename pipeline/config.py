@@ -662,6 +662,13 @@ class RetrainConfig(StrictModel):
                                   "again from the same weights at half the lr, at most this many times (airbench's lr "
                                   "per image at batch 512 diverged for searched networks that trained at the search's "
                                   "batch sizes; 0: the stage fails with the error)")
+    max_overrun: float | None = Field(
+        1.1, ge=1.0, description="a retrain whose epochs so far say it would train past this multiple of its "
+        "predicted minutes (the model search's measured step x the recipe's steps: chosen.json) plans the epochs "
+        "that fit instead, and its lr decay and lookahead run their course over them (metrics.json: "
+        "planned_epochs, epochs, time_limit_minutes); a 2-core VM's speed drifts by a third within minutes, and "
+        "an fp32 retrain ran 12-50 % over its prediction (BENCHMARKS.md: machine K); null: trains the recipe's "
+        "epochs whatever they take")
 
     @field_validator("recipe", mode="before")
     @classmethod

@@ -397,10 +397,13 @@ class RetrainMetrics(StageFile):
     latency_ms_batch1: float | None = None
     latency_ms_batch256: float | None = None
     train_minutes: float | None = None  # this run's training time (evaluation excluded)
-    # the model search's prediction of train_minutes (chosen.json), for the epochs this run trained
+    # the model search's prediction of train_minutes (chosen.json), for the recipe's epochs (planned_epochs)
     predicted_minutes: float | None = None
     train_images: int | None = None
-    epochs: int | None = None
+    epochs: int | None = None  # the epochs trained
+    # the recipe's epochs; more than epochs when the time limit (retrain.max_overrun) shortened the run
+    planned_epochs: int | None = None
+    time_limit_minutes: float | None = None  # predicted_minutes x retrain.max_overrun (None: no limit)
     warm_start_from_version: str | None = None
     diverged_restarts: int = 0  # trainings that diverged and started again at half the lr (retrain.diverged_retries)
     champion_rescored: ChampionRescore | None = None
@@ -419,7 +422,8 @@ class RetrainMetrics(StageFile):
     # logged as MLflow metrics (numbers only; the per-class accuracies separately)
     LOGGED: ClassVar[tuple[str, ...]] = ("test_accuracy", "test_loss", "test_images", "params", "macs",
                                          "latency_ms_batch1", "latency_ms_batch256", "train_minutes",
-                                         "predicted_minutes", "train_images", "epochs")
+                                         "predicted_minutes", "train_images", "epochs", "planned_epochs",
+                                         "time_limit_minutes")
     # what a published model shows (published/models/*/meta.json "metrics")
     PUBLISHED: ClassVar[tuple[str, ...]] = ("test_accuracy", "per_class_accuracy", "tta", "latency_ms_batch1",
                                             "latency_ms_batch256", "train_minutes", "epochs", "train_images")

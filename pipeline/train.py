@@ -135,6 +135,8 @@ class TrainResult:
     images_per_s: float = 0.0
     steps: int = 0
     stopped_early: bool = False
+    # a time limit's re-plans: (after this many epochs, the epochs planned in all from then on)
+    planned: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def eval_curve(self) -> list[float]:
@@ -324,8 +326,9 @@ def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     return groups
 
 
-def lr_factor(step: int, total_steps: int, cfg: TrainConfig) -> float:
-    """Learning-rate multiplier at ``step`` (0-based) of ``total_steps``.
+def lr_factor(step: float, total_steps: int, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier at ``step`` (0-based; fractional where a time limit compressed the
+    schedule: ``_Run.position``) of ``total_steps``.
 
     Linear warm-up from 20 % of the peak (not 0: the first steps are not wasted) over
     ``cfg.warmup`` of the steps, then a linear (onecycle) or cosine decay to
@@ -359,13 +362,16 @@ class _Lookahead:
                 yield name, value
 
     @torch.no_grad()
-    def step(self, step: int, total_steps: int) -> None:
-        if step < self.start_fraction * total_steps or step % self.every:
+    def step(self, step: int, total_steps: int, position: float | None = None) -> None:
+        """After SGD step ``step`` of ``total_steps``; ``position``: where that step stands in
+        the schedule when a time limit compressed it (``_Run.position``), else ``step``."""
+        at = step if position is None else position
+        if at < self.start_fraction * total_steps or step % self.every:
             return
         if self.average is None:
             self.average = {name: value.clone() for name, value in self._tensors()}
             return
-        decay = 0.95**self.every * (step / total_steps) ** 3
+        decay = 0.95**self.every * (at / total_steps) ** 3
         for name, value in self._tensors():
             self.average[name].lerp_(value, 1 - decay)
             value.copy_(self.average[name])
@@ -409,8 +415,13 @@ class _Run:
     flip_bits: torch.Tensor | None  # alternating flip: the images mirrored on even epochs
     bar: tqdm
     progress: bool
+    epochs: int  # the epochs planned: cfg.epochs, fewer once a time limit shortened the schedule
     step: int = 0  # SGD steps taken
     train_seconds: float = 0.0  # training time so far, evaluation excluded
+    # the schedule's position (in steps of total_steps) is linear in the step from this anchor on:
+    # (0, 0) until a time limit re-plans, then (the step it re-planned at, where that step stood)
+    anchor_step: int = 0
+    anchor_position: float = 0.0
 
     @classmethod
     def start(
@@ -439,12 +450,29 @@ class _Run:
             augment_rng=torch.Generator().manual_seed(seed + 1_000_003), flip_bits=flip_bits,
             bar=tqdm(total=steps_per_epoch * cfg.epochs, disable=not progress, unit="step", dynamic_ncols=True,
                      leave=False),
-            progress=progress,
+            progress=progress, epochs=cfg.epochs,
         )
 
     @property
     def total_steps(self) -> int:
-        return self.steps_per_epoch * self.cfg.epochs
+        return self.steps_per_epoch * self.epochs
+
+    def position(self, step: int) -> float:
+        """Where SGD step ``step`` stands in the lr and lookahead schedule, in steps of
+        ``total_steps``: the step itself until a re-plan; after one, the rest of the schedule
+        is spread evenly over the steps left, so the lr never jumps."""
+        if self.anchor_step == 0 and self.anchor_position == 0.0:
+            return step
+        left = max(self.total_steps - self.anchor_step, 1)
+        return self.anchor_position + (step - self.anchor_step) * (self.total_steps - self.anchor_position) / left
+
+    def replan(self, epochs: int) -> None:
+        """Train ``epochs`` epochs in all instead of ``self.epochs`` from the next step on."""
+        fraction = self.position(self.step) / self.total_steps
+        self.epochs = epochs
+        self.anchor_step, self.anchor_position = self.step, fraction * self.total_steps
+        self.bar.total = self.total_steps
+        self.bar.refresh()
 
     @property
     def check_every(self) -> int:
@@ -508,7 +536,7 @@ def _augmented_batch(run: _Run | _Batches, idx: torch.Tensor, epoch: int) -> tor
 def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One SGD step at the scheduled learning rate; returns the (detached) loss and logits."""
     cfg = run.cfg
-    factor = lr_factor(run.step, run.total_steps, cfg)
+    factor = lr_factor(run.position(run.step), run.total_steps, cfg)
     for group in run.optimizer.param_groups:
         group["lr"] = cfg.peak_lr * factor * group["lr_scale"]
     with autocast(run.device, run.dtype):
@@ -540,7 +568,7 @@ def _train_epoch(run: _Run, epoch: int) -> EpochMetrics:
         if (run.step % run.check_every == 0 or last) and tally.first_bad_step >= 0:
             raise TrainingDivergedError(epoch, int(tally.first_bad_step), float(tally.first_bad_loss))
         if run.lookahead is not None:
-            run.lookahead.step(run.step, run.total_steps)
+            run.lookahead.step(run.step, run.total_steps, run.position(run.step))
         if run.progress and (run.step % 10 == 0 or last):
             run.bar.set_postfix(
                 epoch=epoch,
@@ -557,7 +585,7 @@ def _train_epoch(run: _Run, epoch: int) -> EpochMetrics:
     run.train_seconds += seconds
     return EpochMetrics(
         epoch=epoch,
-        epochs=run.cfg.epochs,
+        epochs=run.epochs,
         train_loss=tally.loss_sum.item() / tally.images,
         train_accuracy=tally.correct.item() / tally.images,
         eval_loss=None,
@@ -568,10 +596,20 @@ def _train_epoch(run: _Run, epoch: int) -> EpochMetrics:
     )
 
 
-def _evaluates_after(epoch: int, cfg: TrainConfig) -> bool:
-    """Whether ``train`` scores the eval set after ``epoch``: every ``eval_every`` epochs, and
-    always after the last."""
-    return epoch == cfg.epochs or bool(cfg.eval_every and epoch % cfg.eval_every == 0)
+def _evaluates_after(epoch: int, epochs: int, cfg: TrainConfig) -> bool:
+    """Whether ``train`` scores the eval set after ``epoch`` of ``epochs``: every ``eval_every``
+    epochs, and always after the last."""
+    return epoch == epochs or bool(cfg.eval_every and epoch % cfg.eval_every == 0)
+
+
+def epochs_within(limit_s: float, epoch: int, seconds: float, epochs: int) -> int:
+    """The epochs a run that has trained ``epoch`` epochs in ``seconds`` plans in all, to end
+    within ``limit_s`` training seconds at its mean pace so far: at most ``epochs`` (the
+    recipe's; a faster pace later gives back epochs a slow start took), and at least one more
+    than it has trained (the lr decay needs steps to end on)."""
+    pace = seconds / epoch
+    fit = epoch + math.floor(max(limit_s - seconds, 0.0) / pace + 1e-9)
+    return max(epoch + 1, min(epochs, fit))
 
 
 def train(
@@ -585,6 +623,7 @@ def train(
     seed: int = 0,
     callback: Callable[[EpochMetrics], None] | None = None,
     progress: bool = True,
+    time_limit_s: float | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``train_set`` and return it with its per-epoch history.
 
@@ -594,6 +633,13 @@ def train(
     early or anything else (``optuna.TrialPruned``) to abort. A non-finite loss raises
     ``TrainingDivergedError``. Same seed, same data and same initial weights give the same
     trained weights (on CPU, also in a fresh process). ``device``: see ``model_device``.
+
+    ``time_limit_s``: training seconds (evaluation excluded) the run should end within. After
+    each epoch it plans the epochs that fit at its mean pace so far (``epochs_within``: never
+    more than ``cfg.epochs``), and the lr schedule and lookahead run their remaining course
+    over the steps left; ``TrainResult.planned`` lists each change. Without it (the default)
+    a run trains ``cfg.epochs`` and is reproducible as above; with it, how many epochs it
+    trains depends on the machine's speed.
     """
     if len(train_set) == 0:
         raise ValueError("train: the training set is empty")
@@ -606,10 +652,12 @@ def train(
         torch.manual_seed(seed)
         model.train()
         try:
-            for epoch in range(1, cfg.epochs + 1):
+            epoch = 0
+            while epoch < run.epochs:
+                epoch += 1
                 interrupt.check()  # a Ctrl-C that a finalizer dropped during the last epoch
                 metrics = _train_epoch(run, epoch)
-                if eval_set is not None and _evaluates_after(epoch, cfg):
+                if eval_set is not None and _evaluates_after(epoch, run.epochs, cfg):
                     result.eval = evaluate(model, eval_set, tta_flip=cfg.tta, tta_translate=cfg.tta_translate,
                                            device=dev, precision=cfg.precision)
                     model.train()
@@ -618,11 +666,13 @@ def train(
                 if progress:
                     extra = f" eval_acc={metrics.eval_accuracy:.4f}" if metrics.eval_accuracy is not None else ""
                     run.bar.write(
-                        f"epoch {epoch}/{cfg.epochs} loss={metrics.train_loss:.4f} "
+                        f"epoch {epoch}/{run.epochs} loss={metrics.train_loss:.4f} "
                         f"acc={metrics.train_accuracy:.4f}{extra} img/s={metrics.images_per_s:.0f}"
                     )
                 if callback is not None:
                     callback(metrics)
+                if time_limit_s is not None and epoch < run.epochs:
+                    _keep_time(run, result, epoch, time_limit_s)
         except StopTraining:
             result.stopped_early = True
         finally:
@@ -633,6 +683,17 @@ def train(
     result.images_per_s = done / result.train_seconds if result.train_seconds else 0.0
     model.eval()
     return result
+
+
+def _keep_time(run: _Run, result: TrainResult, epoch: int, limit_s: float) -> None:
+    """Re-plan ``run``'s epochs after ``epoch`` to end within ``limit_s`` training seconds."""
+    epochs = epochs_within(limit_s, epoch, run.train_seconds, run.cfg.epochs)
+    if epochs == run.epochs:
+        return
+    tqdm.write(f"time limit {limit_s / 60:.2f} min: {epoch} epochs took {run.train_seconds / 60:.2f} min, so "
+               f"{epochs} of {run.cfg.epochs} epochs in all (was {run.epochs}); the lr decay runs its course over them")
+    run.replan(epochs)
+    result.planned.append((epoch, epochs))
 
 
 def step_times(

@@ -21,6 +21,7 @@ from pipeline.train import (
     TrainingDivergedError,
     _Run,
     batch_seconds,
+    epochs_within,
     evaluate,
     lr_factor,
     normalise,
@@ -423,3 +424,74 @@ def test_the_bias_lr_scale_speeds_up_norm_and_frozen_layer_biases_only() -> None
         fast_group = next(g for g in _param_groups(airbench, cfg) if g["lr_scale"] == 64.0)
         assert trainable_1d and trainable_1d == {id(p) for p in fast_group["params"]}
     assert SPACE.values["bias_lr_scale"] == 64.0  # the candidates' recipe is airbench's
+
+
+def test_epochs_within_plans_the_epochs_that_fit_at_the_pace_so_far() -> None:
+    # 2 epochs in 40 s: 20 s each, 60 s left of 100: 3 more
+    assert epochs_within(100.0, 2, 40.0, 10) == 5
+    assert epochs_within(1000.0, 2, 40.0, 10) == 10  # never more than the recipe's
+    assert epochs_within(30.0, 2, 40.0, 10) == 3  # past the limit: one more, for the lr decay to end on
+    assert epochs_within(60.0, 2, 40.0, 10) == 3  # exactly one more fits
+
+
+class FakeClock:
+    """time.perf_counter for the trainer: each epoch takes the next of ``seconds`` (the trainer
+    reads the clock at an epoch's start and end only when progress is off)."""
+
+    def __init__(self, seconds: list[float]) -> None:
+        self.seconds, self.now, self.calls = seconds, 0.0, 0
+
+    def __call__(self) -> float:
+        if self.calls % 2:  # an epoch's end
+            self.now += self.seconds[min(self.calls // 2, len(self.seconds) - 1)]
+        self.calls += 1
+        return self.now
+
+
+def test_a_time_limit_shortens_the_run_and_the_lr_decay_still_ends(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = FAST.model_copy(update={"epochs": 10, "eval_every": 0})
+    data, held = colour_task(64, 0), colour_task(32, 1)
+    monkeypatch.setattr("pipeline.train.time.perf_counter", FakeClock([10.0]))
+    result = train(fresh(), data, cfg, eval_set=held, progress=False, time_limit_s=45.0)
+    # after epoch 1 (10 s): 3 more fit in the 35 s left; the plan holds after that
+    assert result.planned == [(1, 4)] and len(result.history) == 4
+    assert [m.epochs for m in result.history] == [10, 4, 4, 4]
+    assert [m.eval_accuracy is not None for m in result.history] == [False, False, False, True]
+    assert "time limit 0.75 min: 1 epochs took 0.17 min, so 4 of 10 epochs in all" in capsys.readouterr().out
+    # the lr decayed to where a plain 4-epoch run ends, far below where 4 of 10 epochs stand
+    monkeypatch.undo()
+    plain4 = train(fresh(), data, cfg.model_copy(update={"epochs": 4}), progress=False)
+    plain10 = train(fresh(), data, cfg, progress=False)
+    # (its last step stands between a plain 4-epoch run's last two: 8 steps, the last at 6.8)
+    last = plain4.history[-1].lr
+    assert last <= result.history[-1].lr <= last * lr_factor(6, 8, cfg) / lr_factor(7, 8, cfg)
+    assert result.history[-1].lr < 0.3 * plain10.history[3].lr
+    # without a limit nothing changes: the same weights as before the limit existed
+    again = train(fresh(), data, cfg, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
+                                                 plain10.model.state_dict().values(), strict=True))
+    assert plain10.planned == []
+
+
+def test_a_faster_pace_later_gives_back_the_epochs_a_slow_start_took(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pipeline.train.time.perf_counter", FakeClock([30.0, 5.0]))
+    result = train(fresh(), colour_task(64, 0), FAST.model_copy(update={"epochs": 6}), progress=False,
+                   time_limit_s=100.0)
+    # 30 s: 3 epochs in all; 35 s for 2: 5; 40 s for 3: all 6 (the recipe's) fit
+    assert result.planned == [(1, 3), (2, 5), (3, 6)] and len(result.history) == 6
+
+
+def test_a_replan_moves_the_schedule_on_without_a_jump() -> None:
+    cfg = FAST.model_copy(update={"epochs": 10})
+    run = _Run.start(fresh(), colour_task(64, 0), cfg, torch.device("cpu"), None, augment=None, seed=0, progress=False)
+    assert run.total_steps == 20 and run.position(7) == 7
+    run.step = 6
+    before = lr_factor(run.position(6), run.total_steps, cfg)
+    run.replan(4)  # 8 steps in all: steps 6 and 7 take the schedule from 6/20 to its end
+    assert run.total_steps == 8
+    assert lr_factor(run.position(6), run.total_steps, cfg) == pytest.approx(before)
+    assert run.position(6) / run.total_steps == pytest.approx(6 / 20) and run.position(8) == pytest.approx(8)
+    factors = [lr_factor(run.position(s), run.total_steps, cfg) for s in range(6, 9)]
+    assert factors == sorted(factors, reverse=True)

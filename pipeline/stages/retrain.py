@@ -78,8 +78,9 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
     content_hash = store.content_hash()
     with tracker.stage_run(STAGE, resume_key=resume_key(chosen, params, content_hash, policy, plan.warm_from),
                            tags=tags, params=logged) as run:
+        limit = time_limit_minutes(params, chosen, plan.recipe, len(train_set))
         plan, result, restarts = train_or_halve(params, plan, chosen, tracker, train_set, policy, device, run,
-                                                progress)
+                                                progress, limit)
         laps.lap("train")
         scored = score(plan.model, test_set, plan.recipe, device)
         laps.lap("score")
@@ -90,7 +91,8 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
             "warm_start_from_version": plan.warm_from, "champion_rescored": rescored, "champion_paired": paired,
             "fingerprint": chosen.fingerprint, "store_content_hash": content_hash,
             "device": device.type, "mlflow_run_id": run.run_id, "lineage": lineage,
-            "predicted_minutes": predicted(chosen, plan.recipe, len(train_set)), "diverged_restarts": restarts})
+            "predicted_minutes": predicted(chosen, plan.recipe, len(train_set)), "diverged_restarts": restarts,
+            "planned_epochs": plan.recipe.epochs, "time_limit_minutes": limit})
         laps.lap("measure")
         out = write_outputs(Path(out_dir), model, chosen.config, train_set.classes, result.history)
         plot(scored, test_set, metrics, out, run)
@@ -154,16 +156,18 @@ def plan_training(params: Params, chosen: Chosen, tracker: Tracker, classes: lis
 
 def train_or_halve(params: Params, plan: TrainingPlan, chosen: Chosen, tracker: Tracker, train_set: ImageSet,
                    policy: Policy | None, device: torch.device, run: RunLogger,
-                   progress: bool) -> tuple[TrainingPlan, TrainResult, int]:
+                   progress: bool, limit_minutes: float | None = None) -> tuple[TrainingPlan, TrainResult, int]:
     """Train ``plan``; when the loss diverges, plan again (the same starting weights: fresh, or
     the champion's) at half the lr, at most ``retrain.diverged_retries`` times: (the plan that
     trained, its result, the restarts). Each restart is said on the console and counted on the
-    run (``diverged_restarts``); the last divergence is the stage's error."""
+    run (``diverged_restarts``); the last divergence is the stage's error. ``limit_minutes``: the
+    training's time limit (``time_limit_minutes``), for each attempt afresh."""
     cfg = params.retrain
     for restarts in range(cfg.diverged_retries + 1):
         try:
             result = train(plan.model, train_set, plan.recipe, augment=policy, device=device, seed=cfg.seed,
-                           callback=epoch_logger(run), progress=progress)
+                           callback=epoch_logger(run), progress=progress,
+                           time_limit_s=None if limit_minutes is None else limit_minutes * 60)
             return plan, result, restarts
         except TrainingDivergedError as exc:
             if restarts == cfg.diverged_retries:
@@ -209,6 +213,15 @@ def predicted(chosen: Chosen, recipe: TrainConfig, train_images: int) -> float |
     return predicted_minutes(chosen.retrain_step_seconds, recipe, train_images)
 
 
+def time_limit_minutes(params: Params, chosen: Chosen, recipe: TrainConfig, train_images: int) -> float | None:
+    """The training minutes the retrain keeps within: its predicted minutes x
+    ``retrain.max_overrun`` (None: no limit, when either is unknown or off)."""
+    minutes = predicted(chosen, recipe, train_images)
+    if minutes is None or params.retrain.max_overrun is None:
+        return None
+    return minutes * params.retrain.max_overrun
+
+
 def measure(model: torch.nn.Module, scored: SplitScore, test_set: ImageSet, recipe: TrainConfig,
             result: TrainResult, train_images: int) -> RetrainMetrics:
     """The trained model's figures (``model`` on the CPU): test score, size, CPU latency, cost."""
@@ -217,7 +230,7 @@ def measure(model: torch.nn.Module, scored: SplitScore, test_set: ImageSet, reci
         per_class_accuracy=scored.per_class(test_set.classes), params=count_params(model),
         macs=count_macs(model), latency_ms_batch1=latency_ms(model, torch.device("cpu"), 1),
         latency_ms_batch256=latency_ms(model, torch.device("cpu"), 256, repeats=5),
-        train_minutes=result.train_seconds / 60, train_images=train_images, epochs=recipe.epochs)
+        train_minutes=result.train_seconds / 60, train_images=train_images, epochs=len(result.history))
 
 
 def write_outputs(out: Path, model: torch.nn.Module, config: Any, classes: list[str],

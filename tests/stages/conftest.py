@@ -31,7 +31,8 @@ def stage_params(tmp: Path, mlflow_uri: str, **sections: Any) -> Params:
     """Tiny stage params; every call gets its own experiment prefix and registered model."""
     tag = uuid.uuid4().hex[:8]
     return parse_params({
-        "retrain": {"recipe": {"epochs": 2, "batch_size": 16, "tta": True, "eval_every": 0}},
+        # no time limit: a loaded machine must not shorten the tests' retrains
+        "retrain": {"recipe": {"epochs": 2, "batch_size": 16, "tta": True, "eval_every": 0}, "max_overrun": None},
         "tracking": {"mlflow_uri": mlflow_uri, "experiment_prefix": f"test-{tag}",
                      "registered_model": f"test-model-{tag}", "optuna_storage": f"sqlite:///{tmp}/optuna.db"},
         **sections,

@@ -50,7 +50,8 @@ def test_metrics_describe_the_trained_model(retrained: dict[str, Any]) -> None:
     assert metrics["params"] == count_params(model) and metrics["macs"] == count_macs(model)
     assert metrics["latency_ms_batch1"] > 0 and metrics["latency_ms_batch256"] > 0
     assert metrics["tta"] == "flip+translate"  # the retrain recipe: airbench's flip + 1-pixel translations
-    assert metrics["epochs"] == params.retrain.recipe.epochs
+    assert metrics["epochs"] == metrics["planned_epochs"] == params.retrain.recipe.epochs
+    assert metrics["time_limit_minutes"] is None  # the tests' params turn the limit off
     # the search's prediction (chosen.json: from scratch, the same recipe and images) beside the time it took
     assert metrics["predicted_minutes"] == pytest.approx(0.3 * 2 * 4 / 60)
     assert metrics["train_minutes"] > 0
@@ -369,6 +370,33 @@ def test_a_diverged_retrain_starts_again_at_half_the_lr_and_says_so(
     strict = stage_params(tmp_path, mlflow_uri, retrain={"recipe": {"epochs": 2, "batch_size": 16}, "diverged_retries": 0})
     with pytest.raises(TrainingDivergedError):
         retrain_stage(strict, store, chosen, policy, tmp_path / "out2", progress=False)
+
+
+def test_a_retrain_slower_than_its_prediction_trains_the_epochs_that_fit(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from .conftest import make_store, skip_requirements_inference
+
+    skip_requirements_inference(monkeypatch)
+    store, policy = make_store(tmp_path), write_policy_dir(tmp_path / "sp") / "policy.json"
+    # a step predicted at a microsecond: every epoch is far past the limit
+    chosen = write_chosen(tmp_path / "chosen.json", tiny_config(), retrain_step_seconds=1e-6)
+    params = stage_params(tmp_path, mlflow_uri, retrain={"recipe": {"epochs": 3, "batch_size": 16, "eval_every": 0},
+                                                         "max_overrun": 1.5})
+    metrics = retrain_stage(params, store, chosen, policy, tmp_path / "out", progress=False)
+    assert "time limit" in capsys.readouterr().out
+    assert metrics["planned_epochs"] == 3 and metrics["epochs"] == 2  # one epoch more than the first, to decay on
+    assert metrics["predicted_minutes"] == pytest.approx(1e-6 * 3 * 4 / 60)
+    assert metrics["time_limit_minutes"] == pytest.approx(metrics["predicted_minutes"] * 1.5)
+    assert len(json.loads((tmp_path / "out" / "curve.json").read_text())) == 2
+    run = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix).client.get_run(metrics["mlflow_run_id"])
+    assert run.data.metrics["planned_epochs"] == 3 and run.data.metrics["epochs"] == 2
+
+    # off: the recipe's epochs whatever they take
+    off = stage_params(tmp_path, mlflow_uri, retrain={"recipe": {"epochs": 3, "batch_size": 16, "eval_every": 0},
+                                                      "max_overrun": None})
+    metrics = retrain_stage(off, store, chosen, policy, tmp_path / "out2", progress=False)
+    assert metrics["epochs"] == metrics["planned_epochs"] == 3 and metrics["time_limit_minutes"] is None
 
 
 def test_stored_test_predictions_are_read_only_under_the_key_they_were_made_at(mlflow_uri: str) -> None:
