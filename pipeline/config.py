@@ -474,12 +474,12 @@ class ModelSearchConfig(SeededSearch, StrictModel):
         "MACs understate the space's depthwise/SE blocks 2-3x on a CPU (BENCHMARKS.md: training cost); null: off "
         "(max_retrain_minutes bounds the retrain in minutes instead)")
     max_retrain_minutes: float | None = Field(
-        30.0, gt=0, description="retrain-time budget (an Optuna constraint): a candidate's predicted retrain "
+        25.0, gt=0, description="retrain-time budget (an Optuna constraint): a candidate's predicted retrain "
         "minutes, its training step at retrain.recipe.batch_size measured on the machine that runs the trial x "
         "retrain.recipe.epochs x the steps of an epoch over the raw store's training images / 60; a candidate over "
-        "it is never trained, so a wider network is chosen only when its retrain fits (30: what is left of an "
-        "hour's make run on 2 native-bf16 cores after the searches, about 27 minutes on a Zen 4 without AMX; "
-        "null: off)")
+        "it is never trained, so a wider network is chosen only when its retrain fits (25: make run within the "
+        "hour on 2 native-bf16 cores; on a Zen 4, 51.2 minutes at 25 and 67.4 at 30, where the model and "
+        "recipe searches also took 8 minutes more, for +0.29 points; null: off)")
     untimed_bound: float | None = Field(
         0.75, gt=0, le=1, description="with max_retrain_minutes, a draw is refused without timing its step when "
         "its MACs x the fewest minutes of SGD steps per MAC of the draws timed so far x this factor (or the same "
