@@ -362,16 +362,15 @@ class _Lookahead:
                 yield name, value
 
     @torch.no_grad()
-    def step(self, step: int, total_steps: int, position: float | None = None) -> None:
-        """After SGD step ``step`` of ``total_steps``; ``position``: where that step stands in
-        the schedule when a time limit compressed it (``_Run.position``), else ``step``."""
-        at = step if position is None else position
-        if at < self.start_fraction * total_steps or step % self.every:
+    def step(self, step: int, position: float, total_steps: int) -> None:
+        """After SGD step ``step``, which stands at ``position`` of ``total_steps`` in the
+        schedule (``_Run.position``: ``step`` itself unless a time limit compressed it)."""
+        if position < self.start_fraction * total_steps or step % self.every:
             return
         if self.average is None:
             self.average = {name: value.clone() for name, value in self._tensors()}
             return
-        decay = 0.95**self.every * (at / total_steps) ** 3
+        decay = 0.95**self.every * (position / total_steps) ** 3
         for name, value in self._tensors():
             self.average[name].lerp_(value, 1 - decay)
             value.copy_(self.average[name])
@@ -568,7 +567,7 @@ def _train_epoch(run: _Run, epoch: int) -> EpochMetrics:
         if (run.step % run.check_every == 0 or last) and tally.first_bad_step >= 0:
             raise TrainingDivergedError(epoch, int(tally.first_bad_step), float(tally.first_bad_loss))
         if run.lookahead is not None:
-            run.lookahead.step(run.step, run.total_steps, run.position(run.step))
+            run.lookahead.step(run.step, run.position(run.step), run.total_steps)
         if run.progress and (run.step % 10 == 0 or last):
             run.bar.set_postfix(
                 epoch=epoch,

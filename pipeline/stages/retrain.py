@@ -78,7 +78,8 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
     content_hash = store.content_hash()
     with tracker.stage_run(STAGE, resume_key=resume_key(chosen, params, content_hash, policy, plan.warm_from),
                            tags=tags, params=logged) as run:
-        limit = time_limit_minutes(params, chosen, plan.recipe, len(train_set))
+        minutes = predicted(chosen, plan.recipe, len(train_set))
+        limit = time_limit_minutes(minutes, params.retrain.max_overrun)
         plan, result, restarts = train_or_halve(params, plan, chosen, tracker, train_set, policy, device, run,
                                                 progress, limit)
         laps.lap("train")
@@ -91,7 +92,7 @@ def retrain_stage(params: Params, store_dir: str | os.PathLike[str], chosen_path
             "warm_start_from_version": plan.warm_from, "champion_rescored": rescored, "champion_paired": paired,
             "fingerprint": chosen.fingerprint, "store_content_hash": content_hash,
             "device": device.type, "mlflow_run_id": run.run_id, "lineage": lineage,
-            "predicted_minutes": predicted(chosen, plan.recipe, len(train_set)), "diverged_restarts": restarts,
+            "predicted_minutes": minutes, "diverged_restarts": restarts,
             "planned_epochs": plan.recipe.epochs, "time_limit_minutes": limit})
         laps.lap("measure")
         out = write_outputs(Path(out_dir), model, chosen.config, train_set.classes, result.history)
@@ -213,13 +214,12 @@ def predicted(chosen: Chosen, recipe: TrainConfig, train_images: int) -> float |
     return predicted_minutes(chosen.retrain_step_seconds, recipe, train_images)
 
 
-def time_limit_minutes(params: Params, chosen: Chosen, recipe: TrainConfig, train_images: int) -> float | None:
-    """The training minutes the retrain keeps within: its predicted minutes x
+def time_limit_minutes(predicted_minutes: float | None, max_overrun: float | None) -> float | None:
+    """The training minutes the retrain keeps within: its predicted minutes (``predicted``) x
     ``retrain.max_overrun`` (None: no limit, when either is unknown or off)."""
-    minutes = predicted(chosen, recipe, train_images)
-    if minutes is None or params.retrain.max_overrun is None:
+    if predicted_minutes is None or max_overrun is None:
         return None
-    return minutes * params.retrain.max_overrun
+    return predicted_minutes * max_overrun
 
 
 def measure(model: torch.nn.Module, scored: SplitScore, test_set: ImageSet, recipe: TrainConfig,
