@@ -5,7 +5,9 @@ Why it is fast on a CPU and on a GPU alike:
   per-epoch permutation, so there is no Dataset, no PIL and no DataLoader worker;
 - flip, crop and the optional augmentation policy run batched on the uint8 batch;
 - channels_last on CPU, with bf16 autocast where the CPU runs bf16 natively (AVX-512 BF16 or
-  AMX; fp32 elsewhere, where bf16 would be ~16x slower), AMP on CUDA.
+  AMX; fp32 elsewhere, where bf16 would be ~16x slower), AMP on CUDA;
+- freed memory stays in the process for the next step (``keep_freed_memory``): a step's large
+  tensors would otherwise come from fresh pages, faulted in anew every step.
 
 Randomness is drawn from CPU ``torch.Generator``s seeded from ``seed`` and moved to the
 device, so the same seed gives the same batches and augmentations on CPU and CUDA.
@@ -34,6 +36,7 @@ from pipeline.device import (
     autocast,
     autocast_dtype,
     cpu_has_fast_bf16,
+    keep_freed_memory,
     model_device,
     parameter_device,
 )
@@ -243,6 +246,7 @@ def evaluate(
     view shifted one pixel up-left and one down-right (reflect padding) and weighs the
     unshifted view 1/2 and each shifted one 1/4: 2x (3x with flip) the evaluation cost.
     """
+    keep_freed_memory()
     # Default: where the model already is (train() leaves it on its device), never elsewhere.
     dev = torch.device(device) if device is not None else parameter_device(model)
     model.to(dev)
@@ -429,6 +433,7 @@ class _Run:
     ) -> _Run:
         """Move the model and the data to ``device``, draw the flip bits, let the model
         initialise itself from the data, and build the optimiser."""
+        keep_freed_memory()  # before the first step's tensors: each step reuses the last one's memory
         place_model(model, device, cfg)
         images = train_set.images.to(device)
         n = len(images)

@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import os
+import platform
+import resource
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +14,13 @@ from torch import nn
 
 import pipeline.device as device_module
 import pipeline.train
-from pipeline.device import autocast, model_device, parameter_device, pick_device
+from pipeline.device import (
+    KEEP_FREED_MEMORY_ENV,
+    autocast,
+    model_device,
+    parameter_device,
+    pick_device,
+)
 
 
 @pytest.mark.parametrize("cuda", [True, False])
@@ -103,3 +115,54 @@ def test_missing_device_names_what_the_machine_has() -> None:
         assert missing_device("cuda") is None and missing_device(f"cuda:{count - 1}") is None
     else:
         assert missing_device("cuda") == "no CUDA device"
+
+
+# A 64 MiB tensor allocated and freed again and again, as a training step's activations are: over
+# glibc's 32 MiB ceiling, where malloc maps (and on free unmaps) each allocation by default. The
+# first rounds grow the heap (small allocations land in the freed block); the last three count.
+_FAULTS = """
+import resource, torch
+from pipeline.device import keep_freed_memory
+kept = keep_freed_memory()
+for _ in range(9):
+    x = torch.ones(64 * 2**20, dtype=torch.uint8); del x
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    x = torch.ones(64 * 2**20, dtype=torch.uint8); del x
+print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)
+"""
+
+
+def _faults(keep: str) -> tuple[bool, int]:
+    env = {**os.environ, KEEP_FREED_MEMORY_ENV: keep}
+    out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, check=True, capture_output=True, text=True)
+    kept, faults = out.stdout.split()
+    return kept == "True", int(faults)
+
+
+def _huge_pages_always() -> bool:
+    try:
+        return "[always]" in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                    reason="keep_freed_memory sets glibc's malloc; this is not Linux with glibc")
+@pytest.mark.skipif(_huge_pages_always(), reason="transparent huge pages are 'always' here: a fresh 64 MiB "
+                    "mapping faults ~32 times, so the default's faults cannot be told from the kept memory's")
+def test_kept_memory_is_reused_without_page_faults_and_the_environment_turns_it_off() -> None:
+    pages = 64 * 2**20 // resource.getpagesize()
+    kept, faults = _faults("1")
+    assert kept and faults < pages // 8, (kept, faults, pages)  # served from the heap the first tensor left
+    kept, faults = _faults("0")
+    assert not kept and faults > pages // 2, (kept, faults, pages)  # glibc's default: a fresh mapping
+
+
+def test_keep_freed_memory_is_off_outside_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    device_module.keep_freed_memory.cache_clear()
+    try:
+        assert device_module.keep_freed_memory() is False
+    finally:
+        device_module.keep_freed_memory.cache_clear()
