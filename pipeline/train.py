@@ -15,6 +15,7 @@ device, so the same seed gives the same batches and augmentations on CPU and CUD
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import statistics
@@ -59,6 +60,7 @@ __all__ = [
     "random_crop",
     "random_flip",
     "step_seconds",
+    "steady_frozen_bias",
     "train",
     "whitening_indices",
 ]
@@ -297,6 +299,35 @@ def evaluate(
 # ------------------------------------------------------------------ optimisation pieces
 
 
+def _has_frozen_weight(module: nn.Module) -> bool:
+    """A layer whose weight does not train (the whitening stem's conv, set from data)."""
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, torch.Tensor) and not weight.requires_grad
+
+
+def _frozen_weight_biases(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable biases of layers with a frozen weight (not of normalisation layers, whose
+    frozen scale is airbench's BN): what ``TrainConfig.whiten_bias_epochs`` freezes."""
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    biases = [getattr(m, "bias", None) for m in model.modules() if _has_frozen_weight(m) and not isinstance(m, norms)]
+    return [b for b in biases if isinstance(b, nn.Parameter) and b.requires_grad]
+
+
+@contextlib.contextmanager
+def _whiten_bias_frozen(model: nn.Module) -> Iterator[None]:
+    """Freeze ``_frozen_weight_biases(model)`` inside the block and let them train again after it.
+    Autograd then computes no gradient below the first trained layer; SGD skips a parameter
+    without a gradient (no momentum, no decay: as at lr 0), and lookahead still averages it."""
+    frozen = _frozen_weight_biases(model)
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
 def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """Weight decay on conv/linear weights only: decaying BN scales/shifts and biases only
     fights the normalisation (the usual 'no decay on BN/bias' rule). ``bias_lr_scale`` speeds
@@ -312,7 +343,7 @@ def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     fast: list[nn.Parameter] = []
     norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
     for module in model.modules():
-        frozen_weight = getattr(module, "weight", None) is not None and not module.weight.requires_grad
+        frozen_weight = _has_frozen_weight(module)
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
@@ -644,6 +675,10 @@ def train(
     over the steps left; ``TrainResult.planned`` lists each change. Without it (the default)
     a run trains ``cfg.epochs`` and is reproducible as above; with it, how many epochs it
     trains depends on the machine's speed.
+
+    ``cfg.whiten_bias_epochs``: after that many epochs the biases of layers with a frozen weight
+    (the whitening stem's) stop training, as airbench94's do after 3, and the backward pass ends
+    at the first trained layer; they are trainable again when ``train`` returns.
     """
     if len(train_set) == 0:
         raise ValueError("train: the training set is empty")
@@ -655,9 +690,12 @@ def train(
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         model.train()
+        frozen_bias = contextlib.ExitStack()  # the whitening stem's bias, once whiten_bias_epochs have passed
         try:
             epoch = 0
             while epoch < run.epochs:
+                if epoch == cfg.whiten_bias_epochs:
+                    frozen_bias.enter_context(_whiten_bias_frozen(model))
                 epoch += 1
                 interrupt.check()  # a Ctrl-C that a finalizer dropped during the last epoch
                 metrics = _train_epoch(run, epoch)
@@ -680,6 +718,7 @@ def train(
         except StopTraining:
             result.stopped_early = True
         finally:
+            frozen_bias.close()  # the model leaves as it came: its stem bias trainable
             run.bar.close()
     result.steps = run.step
     result.train_seconds = run.train_seconds
@@ -698,6 +737,13 @@ def _keep_time(run: _Run, result: TrainResult, epoch: int, limit_s: float) -> No
                f"{epochs} of {run.cfg.epochs} epochs in all (was {run.epochs}); the lr decay runs its course over them")
     run.replan(epochs)
     result.planned.append((epoch, epochs))
+
+
+def steady_frozen_bias(cfg: TrainConfig) -> bool:
+    """Whether most of ``cfg``'s epochs train with the whitening stem's bias frozen
+    (``whiten_bias_epochs``): the step ``step_times`` then times, as the step that predicts the
+    run's minutes best (a 24-epoch retrain trains it for 3)."""
+    return cfg.whiten_bias_epochs is not None and cfg.whiten_bias_epochs < cfg.epochs / 2
 
 
 def step_times(
@@ -732,6 +778,9 @@ def step_times(
             probe = copy.deepcopy(model)
             runs.append(_Run.start(probe, data, cfg.model_copy(update={"epochs": 1}), dev,
                                    autocast_dtype(cfg.precision, dev), augment=None, seed=0, progress=False))
+            if steady_frozen_bias(cfg):  # time the step most of cfg's epochs take
+                for p in _frozen_weight_biases(probe):
+                    p.requires_grad_(False)
             probe.train()
         for i in range(steps):
             for run, out in zip(runs, times, strict=True):
@@ -764,7 +813,8 @@ def step_seconds(
     squeeze-excite blocks run far below a CPU's dense-convolution speed, so MACs understate
     their cost. The step is the trainer's own (channels_last, autocast, optimiser, lr schedule)
     on random images, run on a copy of ``model`` (its weights and BN statistics are left as they
-    were); flip, crop and the policy cost the same for every model and are left out
+    were), with the whitening stem's bias frozen when most of ``cfg``'s epochs freeze it
+    (``steady_frozen_bias``); flip, crop and the policy cost the same for every model and are left out
     (``batch_seconds`` times them). The first ``warmup`` steps (allocations, kernel selection)
     are not timed.
 

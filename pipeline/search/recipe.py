@@ -25,7 +25,9 @@ own recipe is trained at the fitted epochs and a trial's parameters mean the sam
 The study's first trial is the params' own recipe (a seed point), and it stays the choice unless
 a trial beats it on the proxy by more than ``margin`` points: one seed of a short proxy on 4,000
 validation images moves by about that much, and the first run at the defaults replaced airbench's
-recipe (40 epochs, label smoothing 0.2) by one that led by 0.05 points (2 images). After a data update (or when the
+recipe (40 epochs, label smoothing 0.2) by one that led by 0.05 points (2 images); at a margin of
+1.0 a 2.2-point lead did the same on another machine and retrained 0.7 points worse, so the
+margin is 3.0, above the lead the best of the other trials takes by chance. After a data update (or when the
 model search chose another architecture under the same params) the search warm-starts from the
 prior study like the other searches: the prior best recipes are re-evaluated first.
 """
