@@ -637,12 +637,12 @@ def _evaluates_after(epoch: int, epochs: int, cfg: TrainConfig) -> bool:
     return epoch == epochs or bool(cfg.eval_every and epoch % cfg.eval_every == 0)
 
 
-def epochs_within(limit_s: float, epoch: int, seconds: float, epochs: int) -> int:
+def epochs_within(limit_s: float, epoch: int, seconds: float, epochs: int, pace: float | None = None) -> int:
     """The epochs a run that has trained ``epoch`` epochs in ``seconds`` plans in all, to end
-    within ``limit_s`` training seconds at its mean pace so far: at most ``epochs`` (the
-    recipe's; a faster pace later gives back epochs a slow start took), and at least one more
-    than it has trained (the lr decay needs steps to end on)."""
-    pace = seconds / epoch
+    within ``limit_s`` training seconds at ``pace`` seconds an epoch (default: its mean pace so
+    far): at most ``epochs`` (the recipe's; a faster pace later gives back epochs a slow start
+    took), and at least one more than it has trained (the lr decay needs steps to end on)."""
+    pace = seconds / epoch if pace is None else pace
     fit = epoch + math.floor(max(limit_s - seconds, 0.0) / pace + 1e-9)
     return max(epoch + 1, min(epochs, fit))
 
@@ -672,7 +672,9 @@ def train(
     ``time_limit_s``: training seconds (evaluation excluded) the run should end within. After
     each epoch it plans the epochs that fit at its mean pace so far (``epochs_within``: never
     more than ``cfg.epochs``), and the lr schedule and lookahead run their remaining course
-    over the steps left; ``TrainResult.planned`` lists each change. Without it (the default)
+    over the steps left; ``TrainResult.planned`` lists each change. When most epochs train with
+    the stem's bias frozen (``steady_frozen_bias``), the planning starts after the first such
+    epoch and reads the pace of those epochs only. Without it (the default)
     a run trains ``cfg.epochs`` and is reproducible as above; with it, how many epochs it
     trains depends on the machine's speed.
 
@@ -691,6 +693,10 @@ def train(
         torch.manual_seed(seed)
         model.train()
         frozen_bias = contextlib.ExitStack()  # the whitening stem's bias, once whiten_bias_epochs have passed
+        # A time limit plans from the pace of the epochs after the stem's bias froze, when most epochs
+        # are such (the step the model search timed): the first epochs are slower and would shorten the run.
+        settled = cfg.whiten_bias_epochs if cfg.whiten_bias_epochs is not None and steady_frozen_bias(cfg) else 0
+        settled_seconds = 0.0
         try:
             epoch = 0
             while epoch < run.epochs:
@@ -713,8 +719,10 @@ def train(
                     )
                 if callback is not None:
                     callback(metrics)
-                if time_limit_s is not None and epoch < run.epochs:
-                    _keep_time(run, result, epoch, time_limit_s)
+                if epoch == settled:
+                    settled_seconds = run.train_seconds
+                if time_limit_s is not None and settled < epoch < run.epochs:
+                    _keep_time(run, result, epoch, time_limit_s, (run.train_seconds - settled_seconds) / (epoch - settled))
         except StopTraining:
             result.stopped_early = True
         finally:
@@ -728,9 +736,10 @@ def train(
     return result
 
 
-def _keep_time(run: _Run, result: TrainResult, epoch: int, limit_s: float) -> None:
-    """Re-plan ``run``'s epochs after ``epoch`` to end within ``limit_s`` training seconds."""
-    epochs = epochs_within(limit_s, epoch, run.train_seconds, run.cfg.epochs)
+def _keep_time(run: _Run, result: TrainResult, epoch: int, limit_s: float, pace: float) -> None:
+    """Re-plan ``run``'s epochs after ``epoch`` to end within ``limit_s`` training seconds at
+    ``pace`` seconds an epoch."""
+    epochs = epochs_within(limit_s, epoch, run.train_seconds, run.cfg.epochs, pace)
     if epochs == run.epochs:
         return
     tqdm.write(f"time limit {limit_s / 60:.2f} min: {epoch} epochs took {run.train_seconds / 60:.2f} min, so "

@@ -535,3 +535,16 @@ def test_the_step_times_the_frozen_stem_bias_when_most_epochs_freeze_it() -> Non
     step_times(model, TrainConfig(epochs=24, batch_size=8, whiten_bias_epochs=3), num_classes=4, image_size=16,
                device="cpu", steps=1)
     assert model[0].bias.requires_grad  # the probe is a copy
+
+
+@pytest.mark.parametrize(("seconds", "planned"), [([20.0, 20.0, 5.0], []), ([20.0, 20.0, 20.0], [(3, 5)])])
+def test_a_time_limit_plans_from_the_pace_after_the_stem_bias_froze(
+    monkeypatch: pytest.MonkeyPatch, seconds: list[float], planned: list[tuple[int, int]],
+) -> None:
+    # Epochs 1-2 train the stem's bias (slower steps); the model search timed the later, frozen step.
+    # From the mean pace after epoch 1 (20 s) only 5 of 10 epochs would fit 100 s; the plan waits
+    # for epoch 3 and reads its pace alone.
+    monkeypatch.setattr("pipeline.train.time.perf_counter", FakeClock(seconds))
+    cfg = FAST.model_copy(update={"epochs": 10, "whiten_bias_epochs": 2})
+    result = train(fresh(), colour_task(64, 0), cfg, progress=False, time_limit_s=100.0)
+    assert result.planned == planned and len(result.history) == (planned[-1][1] if planned else 10)
