@@ -60,7 +60,8 @@ def test_the_bench_prints_the_minutes_saved_against_the_study_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     a_study(f"sqlite:///{tmp_path}/optuna.db")
-    fields = result_of(bench.main, ["untimed", "--storage", str(tmp_path / "optuna.db"), "--factors", "0.75"],
+    fields = result_of(bench.main, ["untimed", "--storage", str(tmp_path / "optuna.db"), "--factors", "0.75",
+                                       "--limit", "25"],  # the budget this study was searched at
                        monkeypatch, capsys)
     assert (fields["draws"], fields["timed"], fields["timed_refused"]) == ("7", "6", "2")
     assert (fields["skipped_075"], fields["lost_075"]) == ("2", "1")
