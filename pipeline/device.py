@@ -139,7 +139,7 @@ def keep_freed_memory() -> bool:
     free. A CPU training step allocates and frees its activations and gradients anew each time
     (at batch 512 the first block of an airbench network holds 63 MiB tensors), so every step
     touched fresh pages and paid a page fault per 4 KiB: a zeroed 63 MiB bf16 tensor took 17 ms
-    against 1 ms in reused memory, and an ``airbench_small`` step about a fifth longer
+    against 1 ms in reused memory, and an ``airbench_small`` step took 1.12x as long
     (BENCHMARKS.md, "Freed memory kept for the next step"). Here mmap is turned off for the heap
     (``M_MMAP_MAX`` 0) and the heap's top is trimmed only above 2 GiB (``M_TRIM_THRESHOLD``), so a
     process keeps about its peak memory until it exits.

@@ -299,6 +299,9 @@ def evaluate(
 # ------------------------------------------------------------------ optimisation pieces
 
 
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)  # normalisation layers: no decay, fast biases
+
+
 def _has_frozen_weight(module: nn.Module) -> bool:
     """A layer whose weight does not train (the whitening stem's conv, set from data)."""
     weight = getattr(module, "weight", None)
@@ -308,8 +311,7 @@ def _has_frozen_weight(module: nn.Module) -> bool:
 def _frozen_weight_biases(model: nn.Module) -> list[nn.Parameter]:
     """The trainable biases of layers with a frozen weight (not of normalisation layers, whose
     frozen scale is airbench's BN): what ``TrainConfig.whiten_bias_epochs`` freezes."""
-    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-    biases = [getattr(m, "bias", None) for m in model.modules() if _has_frozen_weight(m) and not isinstance(m, norms)]
+    biases = [getattr(m, "bias", None) for m in model.modules() if _has_frozen_weight(m) and not isinstance(m, _NORMS)]
     return [b for b in biases if isinstance(b, nn.Parameter) and b.requires_grad]
 
 
@@ -341,7 +343,6 @@ def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     decay: list[nn.Parameter] = []
     plain: list[nn.Parameter] = []
     fast: list[nn.Parameter] = []
-    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
     for module in model.modules():
         frozen_weight = _has_frozen_weight(module)
         for name, p in module.named_parameters(recurse=False):
@@ -349,7 +350,7 @@ def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
                 continue
             if p.dim() > 1:
                 decay.append(p)
-            elif name == "bias" and (isinstance(module, norms) or frozen_weight):
+            elif name == "bias" and (isinstance(module, _NORMS) or frozen_weight):
                 fast.append(p)
             else:
                 plain.append(p)
