@@ -546,7 +546,9 @@ class ModelSearch:
             fine_tune = self.champion_recipe if self.is_champion(trial) else None
             known = known_design(trial)
             counts = {MACS_ATTR: float(macs)}
-            if self.cfg.untimed_bound is not None and macs > 0:  # the bound's counts, kept only when on
+            # the bound's counts, kept only when on; never for the champion's fine-tune, which neither
+            # the bound nor its record reads (minutes_per_mac)
+            if self.cfg.untimed_bound is not None and macs > 0 and fine_tune is None:
                 counts[ACTIVATIONS_ATTR] = float(count_activations(model))
                 trial.set_user_attr(ACTIVATIONS_ATTR, int(counts[ACTIVATIONS_ATTR]))
             bound = self.minutes_bound(trial.study, counts) if fine_tune is None and not known else None

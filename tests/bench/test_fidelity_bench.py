@@ -4,8 +4,10 @@ the epoch picked from it, and a --quick run on a fake finished project that resu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +18,10 @@ from optuna.distributions import CategoricalDistribution
 from optuna.study import StudyDirection
 
 from bench import fidelity
+from bench.handmade import read_champion
 from pipeline.models import SPACE_POINTS
 from pipeline.names import HISTORY_ATTR, TRAIN_SECONDS_ATTR, VAL_ACCURACY_CURVE
-from pipeline.search.model import params_from_config
+from pipeline.search.model import config_from_params, params_from_config
 
 from ..data.trees import write_tree
 from .test_handmade_bench import REPO, make_project, small_resnet
@@ -84,16 +87,72 @@ def test_quick_run_prints_the_agreement_and_resumes_from_out(tmp_path: Path) -> 
                "--networks", "3", "--out", str(out)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    done = json.loads(out.read_text())
+    kept = json.loads(out.read_text())
+    done = kept["retrains"]
     assert sorted(v["trial"] for v in done.values()) == [0, 2, 3]  # trial 3 (chosen.json's), then the best and the worst of the rest
+    plan = kept["plan"]  # what a later session needs without the project: networks, recipe, policy
+    assert [n["trial"] for n in plan["networks"]] == [3, 2, 0] and plan["study"] == "s" and plan["chosen_trial"] == 3
+    assert plan["networks"][2]["config"] == config_from_params(params_from_config(CONFIGS[0]))
+    assert plan["networks"][2]["curve"] == [0.5, 0.70] and plan["policy"] is not None
+    assert len(plan["candidate_seconds"]) == 4 and plan["recipe"]["epochs"] == 2
+    # the project's own retrain of the chosen network (2 epochs, seed 0) is in the plan, but --quick
+    # trains 1 epoch on other images, so it was trained here
+    assert plan["networks"][0]["pipeline_retrain"]["epochs"] == 2 and not any("source" in v for v in done.values())
     lines = result.stdout.strip().splitlines()
     fields = dict(item.split("=", 1) for item in shlex.split(lines[-1])[1:])
     assert fields["bench"] == "fidelity" and fields["networks"] == "3" and fields["candidates"] == "4"
     assert fields["proxy_epochs"] == "2" and "spearman_epoch1" in fields and "spearman_epoch2" in fields
     assert fields["pick_epoch"] in {"1", "2", "none"} and fields["reduced"] == "True"  # 1 epoch of the recipe's 2
     assert float(fields["candidates_per_min_full"]) == pytest.approx(4 / (4 * 20 / 60), rel=1e-3)
-    # a second run trains nothing: every retrain is read back from --out
-    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    # a second run, without the project (another session's), trains nothing: the plan and every
+    # retrain are read back from --out
+    shutil.rmtree(project)
+    alone = [a for a in command if a not in ("--project", str(project))]
+    again = subprocess.run(alone, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("from " + str(out)) == 3
     assert again.stdout.strip().splitlines()[-1] == lines[-1]
+    # another --networks than the plan's, or no plan and no project: one line, exit 2
+    wrong = subprocess.run([*alone[:-4], "--networks", "4", "--out", str(out)], cwd=REPO, capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert wrong.returncode == 2 and "plan has 3" in wrong.stderr
+    none = subprocess.run([*alone[:-2], "--out", str(tmp_path / "new.json")], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert none.returncode == 2 and "--project: needed to make the plan" in none.stderr
+
+
+def test_a_seed_point_over_the_budget_is_retrained_for_the_epochs_that_fit() -> None:
+    # the pipeline retrains such a network for the epochs chosen.json says (at most the recipe's);
+    # --epochs only lowers them
+    fits, full = {"retrain_epochs": 34}, {"retrain_epochs": None}
+    assert fidelity.retrain_epochs(fits, 40, None, quick=False) == (34, 34)
+    assert fidelity.retrain_epochs(full, 40, None, quick=False) == (40, 40)
+    assert fidelity.retrain_epochs(fits, 40, 10, quick=False) == (10, 34)
+    assert fidelity.retrain_epochs(full, 40, 50, quick=False) == (40, 40)
+    assert fidelity.retrain_epochs(full, 40, None, quick=True) == (1, 40)
+    # the chosen network's recipe (recipe.json) at fewer epochs than fit: its retrain's epochs
+    assert fidelity.retrain_epochs(fits, 30, None, quick=False) == (30, 30)
+
+
+def test_an_out_file_without_a_plan_is_refused(tmp_path: Path) -> None:
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"3:2:0:2048": {"trial": 3}}))
+    with pytest.raises(SystemExit, match="holds no plan"):
+        fidelity.load_out(old)
+    assert fidelity.load_out(tmp_path / "absent.json") == {}
+
+
+def test_the_chosen_networks_own_retrain_is_reused_only_when_it_is_the_retrain_the_bench_runs(tmp_path: Path) -> None:
+    champion = read_champion(make_project(tmp_path / "proj"))  # metrics.json: 2 epochs from scratch, 24 images
+    own = fidelity.pipeline_retrain(champion, 0, 2)
+    assert own is not None and (own["test_accuracy"], own["epochs"], own["seed"], own["train_images"]) == (0.5, 2, 0, 24)
+    assert fidelity.pipeline_retrain(champion, 0, 3) is None  # another number of epochs
+    for change in ({"planned_epochs": 3}, {"warm_start_from_version": "1"}, {"diverged_restarts": 1}):
+        # cut short by the time limit, fine-tuned from the champion, restarted at half the lr: another retrain
+        other = dataclasses.replace(champion, metrics=champion.metrics.model_copy(update=change))
+        assert fidelity.pipeline_retrain(other, 0, 2) is None, change
+    network = {"trial": 3, "pipeline_retrain": own}
+    assert fidelity.reusable(network, 2, 0, 24)["source"] == "the project's retrain"
+    for other_run in ((1, 0, 24), (2, 1, 24), (2, 0, 2048)):  # --epochs, --seed, --quick's images
+        assert fidelity.reusable(network, *other_run) is None
+    assert fidelity.reusable({"trial": 2}, 2, 0, 24) is None  # not the chosen network

@@ -700,6 +700,8 @@ def test_the_champions_architecture_is_budgeted_as_its_fine_tune(monkeypatch: py
     assert kept.user_attrs["fine_tune_epochs"] == 1 and kept.constraints["retrain_minutes"] < 0 and kept.values[0] > 0
     assert other.user_attrs["predicted_retrain_minutes"] == pytest.approx(4 * 16 / 60)
     assert "fine_tune_epochs" not in other.user_attrs and other.values[0] == 0.0  # refused, never trained
+    # untimed_bound (on) counts the other's activations for its record; the fine-tune is in neither
+    assert cfg.untimed_bound is not None and "activations" in other.user_attrs and "activations" not in kept.user_attrs
     # without a champion (a cold search) the same network is budgeted at the full recipe
     cold = ModelSearch(cfg, tiny_sample(), policy=None, device=torch.device("cpu"), retrain_recipe=recipe,
                        retrain_images=images, champion_recipe=warm_recipe(recipe, 1, 0.1))
