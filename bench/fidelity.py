@@ -179,6 +179,9 @@ def main() -> None:
         plan = out["plan"]
         if args.networks is not None and args.networks != len(plan["networks"]):
             parser.error(f"--networks {args.networks}: {args.out}'s plan has {len(plan['networks'])}")
+        if args.project is not None and (other := read_champion(args.project).pareto.study) != plan["study"]:
+            parser.error(f"--project: its study is {other}, but {args.out} holds the plan of {plan['study']}; "
+                         "give another --out")
         print(f"the plan in {args.out}: study {plan['study']}", flush=True)
     else:
         if args.project is None:

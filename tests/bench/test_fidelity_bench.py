@@ -104,6 +104,13 @@ def test_quick_run_prints_the_agreement_and_resumes_from_out(tmp_path: Path) -> 
     assert fields["proxy_epochs"] == "2" and "spearman_epoch1" in fields and "spearman_epoch2" in fields
     assert fields["pick_epoch"] in {"1", "2", "none"} and fields["reduced"] == "True"  # 1 epoch of the recipe's 2
     assert float(fields["candidates_per_min_full"]) == pytest.approx(4 / (4 * 20 / 60), rel=1e-3)
+    # another project's study against this plan: one line, exit 2
+    other = make_project(tmp_path / "other")
+    pareto = other / "outputs/search_model/pareto.json"
+    pareto.write_text(pareto.read_text().replace('"study": "s"', '"study": "t"'))
+    mixed = subprocess.run([*command[:6], "--project", str(other), "--out", str(out)], cwd=REPO,
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert mixed.returncode == 2 and "holds the plan of s" in mixed.stderr, mixed.stderr[-2000:]
     # a second run, without the project (another session's), trains nothing: the plan and every
     # retrain are read back from --out
     shutil.rmtree(project)
