@@ -46,7 +46,7 @@ from bench.common import base_parser, machine, result_line, storage_url
 from bench.halving import full_candidates
 from bench.handmade import QUICK_TEST, QUICK_TRAIN, Champion, read_champion, train_once
 from pipeline.augment import Policy
-from pipeline.config import TrainConfig, load_params
+from pipeline.config import TrainConfig
 from pipeline.data import load_data
 from pipeline.device import pick_device
 from pipeline.models import build_model, count_params
@@ -96,16 +96,17 @@ def pick_epoch(rho: dict[int, float], tolerance: float = TOLERANCE) -> int | Non
 PLAN_FORMAT = 1  # bumped when the plan's fields change meaning
 
 
-def pipeline_retrain(champion: Champion, seed: int, epochs: int) -> dict[str, Any] | None:
+def pipeline_retrain(champion: Champion, epochs: int) -> dict[str, Any] | None:
     """The project's own retrain of the chosen network (metrics.json), when it is the retrain this
     bench would run: from scratch, ``epochs`` planned and trained (no time-limit cut, no diverged
-    restart) at ``seed`` (retrain.seed); it is then not trained twice."""
+    restart), at the project's retrain.seed; it is then not trained twice."""
     m = champion.metrics
     if (m.warm_start_from_version is not None or m.diverged_restarts or m.epochs != epochs
-            or m.planned_epochs not in (None, epochs) or m.train_minutes is None or m.train_images is None):
+            or m.planned_epochs not in (None, epochs) or m.train_minutes is None or m.train_images is None
+            or m.params is None):
         return None
-    return {"test_accuracy": m.test_accuracy, "minutes": m.train_minutes, "epochs": epochs, "seed": seed,
-            "train_images": m.train_images, "params": m.params}
+    return {"test_accuracy": m.test_accuracy, "minutes": m.train_minutes, "epochs": epochs,
+            "seed": champion.retrain_seed, "train_images": m.train_images, "params": m.params}
 
 
 def reusable(network: dict[str, Any], epochs: int, seed: int, images: int) -> dict[str, Any] | None:
@@ -118,8 +119,8 @@ def reusable(network: dict[str, Any], epochs: int, seed: int, images: int) -> di
             "epochs": epochs, "params": own["params"], "source": "the project's retrain"}
 
 
-def make_plan(champion: Champion, study: str, candidates: list[optuna.trial.FrozenTrial],
-              chosen: list[optuna.trial.FrozenTrial], retrain_seed: int) -> dict[str, Any]:
+def make_plan(champion: Champion, candidates: list[optuna.trial.FrozenTrial],
+              chosen: list[optuna.trial.FrozenTrial]) -> dict[str, Any]:
     """What the bench retrains, fixed on its first run and kept in ``--out``: the networks (their
     configurations, proxy curves and the epochs the pipeline would retrain them for), the recipe,
     the found policy and every candidate's proxy seconds; for the chosen network, the project's
@@ -133,8 +134,8 @@ def make_plan(champion: Champion, study: str, candidates: list[optuna.trial.Froz
     for network in networks:
         if network["trial"] == champion.chosen.trial:
             full = retrain_epochs(network, champion.recipe.epochs, None, quick=False)[1]
-            network["pipeline_retrain"] = pipeline_retrain(champion, retrain_seed, full)
-    return {"format": PLAN_FORMAT, "study": study, "chosen_trial": champion.chosen.trial,
+            network["pipeline_retrain"] = pipeline_retrain(champion, full)
+    return {"format": PLAN_FORMAT, "study": champion.pareto.study, "chosen_trial": champion.chosen.trial,
             "recipe": champion.recipe.model_dump(mode="json"), "recipe_source": champion.recipe_source,
             "policy": champion.policy.to_dict() if champion.policy is not None else None,
             "candidate_seconds": [float(t.user_attrs.get(TRAIN_SECONDS_ATTR, 0.0)) for t in candidates],
@@ -193,14 +194,13 @@ def main() -> None:
         if len(candidates) < 3:
             raise SystemExit(f"bench/fidelity: study {champion.pareto.study} has {len(candidates)} candidates "
                              "trained for the whole proxy; at least 3 are needed")
-        plan = make_plan(champion, champion.pareto.study, candidates,
-                         spread(candidates, args.networks or 8, champion.chosen.trial),
-                         load_params(args.project / "params.yaml").retrain.seed)
+        plan = make_plan(champion, candidates, spread(candidates, args.networks or 8, champion.chosen.trial))
         out = {"plan": plan, "retrains": {}}
     recipe = TrainConfig.model_validate(plan["recipe"])
     policy = Policy.from_dict(plan["policy"]) if plan["policy"] is not None else None
     networks: list[dict[str, Any]] = plan["networks"]
     proxy_epochs = len(networks[0]["curve"])
+    candidates_seconds: list[float] = plan["candidate_seconds"]
 
     splits = load_data(args.data)
     train_set, test_set = splits["train"], splits["test"]
@@ -211,7 +211,7 @@ def main() -> None:
     epochs = {n["trial"]: retrain_epochs(n, recipe.epochs, args.epochs, args.quick) for n in networks}
     reduced = any(e < full for e, full in epochs.values())
     device = pick_device()
-    print(f"machine: {machine()}\nstudy {plan['study']}: {len(plan['candidate_seconds'])} candidates, proxy "
+    print(f"machine: {machine()}\nstudy {plan['study']}: {len(candidates_seconds)} candidates, proxy "
           f"{proxy_epochs} epochs; retraining {len(networks)} for "
           f"{' / '.join(str(e) for e, _ in epochs.values())} epochs"
           f"{' (reduced: fewer than the pipeline would)' if reduced else ''} on "
@@ -261,7 +261,7 @@ def main() -> None:
               f"{done[k]['epochs']} | {done[k]['minutes']:.2f} | {done[k]['test_accuracy']:.4f} |")
     for e, r in rho.items():
         print(f"proxy epoch {e} of {proxy_epochs}: Spearman with the retrain's test accuracy {r:.3f}")
-    per_epoch = [s / proxy_epochs for s in plan["candidate_seconds"]]
+    per_epoch = [s / proxy_epochs for s in candidates_seconds]
     full_min = sum(per_epoch) * proxy_epochs / 60
     at_pick = sum(per_epoch) * (best_epoch or proxy_epochs) / 60
     print(f"fidelity picked: epoch {best_epoch} (the earliest within {args.tolerance} of the best agreement)")
@@ -270,9 +270,9 @@ def main() -> None:
                               "train_images": len(train_set)}
     fields.update({f"spearman_epoch{e}": r for e, r in rho.items()})
     fields.update(pick_epoch=best_epoch if best_epoch is not None else "none", proxy_epochs=proxy_epochs,
-                  candidates=len(plan["candidate_seconds"]),
-                  candidates_per_min_full=len(plan["candidate_seconds"]) / full_min if full_min else float("nan"),
-                  candidates_per_min_at_pick=len(plan["candidate_seconds"]) / at_pick if at_pick else float("nan"),
+                  candidates=len(candidates_seconds),
+                  candidates_per_min_full=len(candidates_seconds) / full_min if full_min else float("nan"),
+                  candidates_per_min_at_pick=len(candidates_seconds) / at_pick if at_pick else float("nan"),
                   machine=machine().replace(" ", "_"))
     print(result_line(**fields))
 

@@ -75,6 +75,7 @@ class Champion:
     pareto: Pareto
     max_params: int | None  # model_search.max_params (None: no parameter budget)
     seed_point: str | None  # the SPACE_POINTS name the champion's configuration equals
+    retrain_seed: int  # retrain.seed: the seed metrics.json's retrain ran at
 
     @property
     def minutes(self) -> float | None:
@@ -121,7 +122,7 @@ def read_champion(project: Path) -> Champion:
               if params.retrain.augment == "policy" else None)
     return Champion(chosen=chosen, metrics=metrics, recipe=recipe, recipe_source=source, policy=policy,
                     pareto=pareto, max_params=params.model_search.max_params,
-                    seed_point=seed_point_of(chosen.config))
+                    seed_point=seed_point_of(chosen.config), retrain_seed=params.retrain.seed)
 
 
 # ------------------------------------------------------------------ which networks

@@ -151,13 +151,15 @@ def test_an_out_file_without_a_plan_is_refused(tmp_path: Path) -> None:
 
 def test_the_chosen_networks_own_retrain_is_reused_only_when_it_is_the_retrain_the_bench_runs(tmp_path: Path) -> None:
     champion = read_champion(make_project(tmp_path / "proj"))  # metrics.json: 2 epochs from scratch, 24 images
-    own = fidelity.pipeline_retrain(champion, 0, 2)
+    own = fidelity.pipeline_retrain(champion, 2)
     assert own is not None and (own["test_accuracy"], own["epochs"], own["seed"], own["train_images"]) == (0.5, 2, 0, 24)
-    assert fidelity.pipeline_retrain(champion, 0, 3) is None  # another number of epochs
-    for change in ({"planned_epochs": 3}, {"warm_start_from_version": "1"}, {"diverged_restarts": 1}):
-        # cut short by the time limit, fine-tuned from the champion, restarted at half the lr: another retrain
+    assert fidelity.pipeline_retrain(dataclasses.replace(champion, retrain_seed=5), 2)["seed"] == 5  # retrain.seed's
+    assert fidelity.pipeline_retrain(champion, 3) is None  # another number of epochs
+    for change in ({"planned_epochs": 3}, {"warm_start_from_version": "1"}, {"diverged_restarts": 1}, {"params": None}):
+        # cut short by the time limit, fine-tuned from the champion, restarted at half the lr: another
+        # retrain; without its parameter count, the table could not show it
         other = dataclasses.replace(champion, metrics=champion.metrics.model_copy(update=change))
-        assert fidelity.pipeline_retrain(other, 0, 2) is None, change
+        assert fidelity.pipeline_retrain(other, 2) is None, change
     network = {"trial": 3, "pipeline_retrain": own}
     assert fidelity.reusable(network, 2, 0, 24)["source"] == "the project's retrain"
     for other_run in ((1, 0, 24), (2, 1, 24), (2, 0, 2048)):  # --epochs, --seed, --quick's images
