@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -21,6 +23,32 @@ def base_parser(description: str) -> argparse.ArgumentParser:
                    help="CIFAR-10 tarball, image-folder tree, python archive or ingested store (data/raw)")
     p.add_argument("--quick", action="store_true", help="a short smoke run")
     return p
+
+
+def read_out(path: Path | None, plan_format: int, bench: str) -> dict[str, Any]:
+    """A resumable bench's ``--out`` as far as it got: {"plan": ..., and the results so far} (empty
+    when there is none yet); exits with one line when the file holds no plan of ``plan_format``."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        out = dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(f"bench/{bench}: {path} is not a JSON object ({exc}); give another --out") from None
+    plan = out.get("plan")
+    if not isinstance(plan, dict) or plan.get("format") != plan_format:
+        raise SystemExit(f"bench/{bench}: {path} holds no plan of format {plan_format}; give another --out")
+    return out
+
+
+def write_out(path: Path | None, out: dict[str, Any]) -> None:
+    """Keep a resumable bench's plan and results in ``path`` (nothing without one), whole: written
+    to a sibling file and renamed, so an interrupted write leaves the last good one."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(out, indent=1))
+    part.replace(path)
 
 
 def storage_url(storage: str) -> str:

@@ -33,7 +33,6 @@ git), a bench of 2-3 hours spreads over sessions whose projects and studies are 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ import optuna
 import torch
 
 from bench.candidates import spearman
-from bench.common import base_parser, machine, result_line, storage_url
+from bench.common import base_parser, machine, read_out, result_line, storage_url, write_out
 from bench.halving import full_candidates
 from bench.handmade import QUICK_TEST, QUICK_TRAIN, Champion, read_champion, train_once
 from pipeline.augment import Policy
@@ -142,17 +141,6 @@ def make_plan(champion: Champion, candidates: list[optuna.trial.FrozenTrial],
             "networks": networks}
 
 
-def load_out(path: Path | None) -> dict[str, Any]:
-    """``--out`` as far as it got: {"plan": ..., "retrains": {key: result}} (empty when absent)."""
-    if path is None or not path.is_file():
-        return {}
-    out = dict(json.loads(path.read_text()))
-    plan = out.get("plan")
-    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
-        raise SystemExit(f"bench/fidelity: {path} holds no plan of format {PLAN_FORMAT}; give another --out")
-    return out
-
-
 def retrain_epochs(network: dict[str, Any], recipe_epochs: int, asked: int | None, quick: bool) -> tuple[int, int]:
     """(epochs to train, the full retrain's epochs) of one planned network: the recipe's (for the
     chosen network, the epochs its retrain trained: recipe.json's), or fewer for a seed point whose
@@ -175,7 +163,7 @@ def main() -> None:
     if args.networks is not None and args.networks < 3:
         parser.error("--networks: a rank correlation needs at least 3 networks")
 
-    out = load_out(args.out)
+    out = read_out(args.out, PLAN_FORMAT, "fidelity")
     if "plan" in out:
         plan = out["plan"]
         if args.networks is not None and args.networks != len(plan["networks"]):
@@ -222,9 +210,7 @@ def main() -> None:
         return f"{network['trial']}:{epochs[network['trial']][0]}:{args.seed}:{len(train_set)}"
 
     done: dict[str, Any] = out.setdefault("retrains", {})
-    if args.out is not None:  # the plan is kept before the first retrain starts
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=1))
+    write_out(args.out, out)  # the plan is kept before the first retrain starts
     for network in networks:
         key = key_of(network)
         if key in done:
@@ -244,8 +230,7 @@ def main() -> None:
                          "params": count_params(build_model(config, num_classes=len(train_set.classes)))}
             print(f"trial {network['trial']}: proxy {network['proxy']:.4f}, {done[key]['params']:,} parameters, "
                   f"{cfg.epochs} epochs, {minutes:.2f} min, test {accuracy:.4f}", flush=True)
-        if args.out is not None:
-            args.out.write_text(json.dumps(out, indent=1))
+        write_out(args.out, out)
 
     keys = [key_of(n) for n in networks]
     tests = [float(done[k]["test_accuracy"]) for k in keys]

@@ -29,19 +29,30 @@ beats the champion's test accuracy (metrics.json's, or the re-trained median wit
 a seed point) is listed but not counted. The RESULT line also names the smallest front member
 within 1 point of MobileNetV2's validation accuracy in pareto.json (the search's own scores).
 
+A full table is hours of training (each row takes the champion's retrain minutes), more than one
+session or one project's lifetime. With ``--out``, the first run keeps a plan there (everything it
+read from the project, and the machine) and each training as it finishes; a later run reads the plan
+alone (no ``--project``), skips what is done, and prints the table of every row in the file so far.
+``--only`` then picks which rows to add this time. Rows are matched to minutes measured on the
+plan's machine, so a resume on another CPU is refused.
+
     python -m bench.handmade --data /path/to/cifar10-jpg.tar.gz --project /path/to/finished/checkout --seeds 0 1 2
+    python -m bench.handmade --data /path/to/cifar10-jpg.tar.gz --project /path/to/finished/checkout \\
+        --out bench/results/handmade.json --only airbench94          # later: the same without --project
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from bench.common import base_parser, machine, median, result_line
+from bench.common import base_parser, machine, median, read_out, result_line, write_out
 from pipeline.augment import Policy
 from pipeline.config import TrainConfig, load_params
 from pipeline.contracts import Chosen, Config, Pareto, RetrainMetrics, ScoredModel
@@ -123,6 +134,28 @@ def read_champion(project: Path) -> Champion:
     return Champion(chosen=chosen, metrics=metrics, recipe=recipe, recipe_source=source, policy=policy,
                     pareto=pareto, max_params=params.model_search.max_params,
                     seed_point=seed_point_of(chosen.config), retrain_seed=params.retrain.seed)
+
+
+PLAN_FORMAT = 1  # bumped when the plan's fields change meaning
+
+
+def champion_plan(champion: Champion) -> dict[str, Any]:
+    """The champion as ``--out``'s plan keeps it: everything the bench reads from the project."""
+    return {"chosen": champion.chosen.to_json(), "metrics": champion.metrics.to_json(),
+            "recipe": champion.recipe.model_dump(mode="json"), "recipe_source": champion.recipe_source,
+            "policy": champion.policy.to_dict() if champion.policy is not None else None,
+            "pareto": champion.pareto.to_json(), "max_params": champion.max_params,
+            "retrain_seed": champion.retrain_seed}
+
+
+def champion_from_plan(plan: dict[str, Any]) -> Champion:
+    """The champion ``champion_plan`` kept (no project needed)."""
+    chosen = Chosen.model_validate(plan["chosen"])
+    return Champion(chosen=chosen, metrics=RetrainMetrics.model_validate(plan["metrics"]),
+                    recipe=TrainConfig.model_validate(plan["recipe"]), recipe_source=plan["recipe_source"],
+                    policy=Policy.from_dict(plan["policy"]) if plan["policy"] is not None else None,
+                    pareto=Pareto.model_validate(plan["pareto"]), max_params=plan["max_params"],
+                    seed_point=seed_point_of(chosen.config), retrain_seed=plan["retrain_seed"])
 
 
 # ------------------------------------------------------------------ which networks
@@ -230,12 +263,28 @@ def train_once(architecture: Config, train_set: ImageSet, test_set: ImageSet, cf
     return result.train_seconds / 60, score(model, test_set, cfg, device).accuracy
 
 
+def row_key(net: Network, seed: int, train_images: int, budget_minutes: float | None, quick: bool) -> str:
+    """One training in ``--out``: the network, seed, data and the minutes it was matched to."""
+    budget = "quick" if quick else "recipe" if net.role == "champion" or budget_minutes is None \
+        else f"{budget_minutes:.2f}min"
+    return f"{net.key}:{seed}:{train_images}:{budget}"
+
+
 def run_network(net: Network, champion: Champion, train_set: ImageSet, test_set: ImageSet, seeds: list[int],
-                budget_minutes: float | None, device: torch.device, quick: bool) -> Row:
+                budget_minutes: float | None, device: torch.device, quick: bool,
+                done: dict[str, Any] | None = None, save: Callable[[], None] = lambda: None) -> Row:
+    """``net`` trained at each seed for the minutes matched; a seed already in ``done`` (``--out``'s
+    rows) is read, not trained, and each new one is added to it and ``save``d as it finishes."""
+    done = {} if done is None else done
     num_classes = len(train_set.classes)
     probe = build_model(net.architecture, num_classes=num_classes)
     recipe = champion.recipe
-    if net.role == "champion":  # the pipeline's own schedule: the minutes it takes are the budget
+    keys = {seed: row_key(net, seed, len(train_set), budget_minutes, quick) for seed in seeds}
+    earlier = next((done[k] for k in keys.values() if k in done), None)
+    step: float | None
+    if earlier is not None:  # the seeds to come train for the epochs the first one did
+        step, epochs = earlier["step_s"], int(earlier["epochs"])
+    elif net.role == "champion":  # the pipeline's own schedule: the minutes it takes are the budget
         step, epochs = None, 1 if quick else recipe.epochs
     else:
         timed = recipe.model_copy(update={"batch_size": QUICK_STEP_BATCH}) if quick else recipe
@@ -250,13 +299,19 @@ def run_network(net: Network, champion: Champion, train_set: ImageSet, test_set:
             epochs = matched_epochs(budget_minutes, step, len(train_set), recipe.batch_size)
     row = Row(net, count_params(probe), count_macs(probe), epochs, step)
     cfg = recipe.model_copy(update={"epochs": epochs})
+    step_text = f", step {step:.3f} s" if step is not None else ""
     for seed in seeds:
-        minutes, accuracy = train_once(net.architecture, train_set, test_set, cfg, champion.policy, seed, device)
-        row.minutes.append(minutes)
-        row.accuracies.append(accuracy)
-        step_text = f", step {step:.3f} s" if step is not None else ""
-        print(f"  {net.label} seed {seed}: {epochs} epochs{step_text}, {minutes:.2f} min, "
-              f"test accuracy {accuracy:.4f}", flush=True)
+        key = keys[seed]
+        source = "from --out"
+        if key not in done:
+            minutes, accuracy = train_once(net.architecture, train_set, test_set, cfg, champion.policy, seed, device)
+            done[key] = {"epochs": epochs, "step_s": step, "minutes": minutes, "test_accuracy": accuracy}
+            save()
+            source = "trained"
+        row.minutes.append(float(done[key]["minutes"]))
+        row.accuracies.append(float(done[key]["test_accuracy"]))
+        print(f"  {net.label} seed {seed} ({source}): {epochs} epochs{step_text}, {row.minutes[-1]:.2f} min, "
+              f"test accuracy {row.accuracies[-1]:.4f}", flush=True)
     return row
 
 
@@ -346,8 +401,12 @@ def summary(champion: Champion, rows: list[Row], *, quick: bool, seeds: list[int
 
 def main() -> None:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--project", type=Path, required=True,
-                        help="a finished pipeline checkout (its outputs/ and params.yaml)")
+    parser.add_argument("--project", type=Path,
+                        help="a finished pipeline checkout (its outputs/ and params.yaml); not needed when --out "
+                             "holds the plan")
+    parser.add_argument("--out", type=Path,
+                        help="JSON of the plan (the champion as the project describes it, the machine) and the rows "
+                             "trained so far: read to resume, written after each training")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--retrain-champion", action="store_true",
                         help="also re-train the champion with this code (same run); its minutes are then the "
@@ -363,7 +422,29 @@ def main() -> None:
     if args.minutes is not None and args.minutes <= 0:
         parser.error(f"--minutes must be positive, got {args.minutes}")
 
-    champion = read_champion(args.project)
+    out = read_out(args.out, PLAN_FORMAT, "handmade")
+    here = machine()
+    if "plan" in out:
+        plan = out["plan"]
+        if plan["machine"] != here:
+            parser.error(f"--out: {args.out}'s rows are matched to minutes on {plan['machine']}; this machine is "
+                         f"{here}: give another --out")
+        champion = champion_from_plan(plan["champion"])
+        if args.project is not None and champion_plan(read_champion(args.project)) != plan["champion"]:
+            parser.error(f"--project: its champion is not the one {args.out}'s plan holds; give another --out")
+        print(f"the plan in {args.out}: {plan['project']}", flush=True)
+    else:
+        if args.project is None:
+            parser.error(f"--project: needed to make the plan ({args.out or '--out'} holds none)")
+        champion = read_champion(args.project)
+        plan = {"format": PLAN_FORMAT, "machine": here, "project": str(args.project),
+                "champion": champion_plan(champion)}
+        out = {"plan": plan, "rows": {}}
+    done: dict[str, Any] = out.setdefault("rows", {})
+
+    def save() -> None:
+        write_out(args.out, out)
+
     splits = load_data(args.data)
     train_set, test_set = splits["train"], splits["test"]
     seeds = list(args.seeds)
@@ -377,7 +458,7 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
     tta = tta_name(champion.recipe)
     chosen = champion.chosen
-    print(f"project={args.project} champion trial={chosen.trial} params={chosen.params} "
+    print(f"champion trial={chosen.trial} params={chosen.params} "
           f"seed_point={champion.seed_point} test_accuracy={champion.metrics.test_accuracy:.4f} "
           f"train_minutes={champion.metrics.train_minutes} epochs={champion.metrics.epochs}", flush=True)
     print(f"recipe ({champion.recipe_source}): {champion.recipe.model_dump()}", flush=True)
@@ -385,16 +466,18 @@ def main() -> None:
           f"budget: {champion.max_params} params; train={len(train_set)} test={len(test_set)} "
           f"device={device.type} seeds={seeds}", flush=True)
 
-    todo = networks(champion, args.retrain_champion)
+    listed = networks(champion, args.retrain_champion)
     if args.only:
-        unknown = sorted(set(args.only) - {net.key for net in todo})
+        unknown = sorted(set(args.only) - {net.key for net in listed})
         if unknown:
-            parser.error(f"--only: no such row {unknown}; rows: {[net.key for net in todo]}")
-        todo = [net for net in todo if net.key in args.only or net.role == "champion"]
+            parser.error(f"--only: no such row {unknown}; rows: {[net.key for net in listed]}")
+    save()  # the plan is kept before the first training starts
     rows: list[Row] = []
     budget_minutes = champion.minutes
+    todo = list(listed)
     if todo and todo[0].role == "champion":
-        rows.append(run_network(todo.pop(0), champion, train_set, test_set, seeds, None, device, args.quick))
+        rows.append(run_network(todo.pop(0), champion, train_set, test_set, seeds, None, device, args.quick,
+                                done, save))
         budget_minutes = rows[0].minutes_median
     matched = args.minutes if args.minutes is not None else budget_minutes
     if matched is None and not args.quick:
@@ -403,12 +486,18 @@ def main() -> None:
     print(f"minutes matched: {matched if matched is not None else 'none'}"
           + (f" (--minutes; the champion trained {budget_minutes})" if args.minutes is not None else "")
           + (" (--quick: 1 epoch each instead)" if args.quick else ""), flush=True)
+    skipped = []
     for net in todo:
-        rows.append(run_network(net, champion, train_set, test_set, seeds, matched, device, args.quick))
+        if args.only and net.key not in args.only and not all(
+                row_key(net, seed, len(train_set), matched, args.quick) in done for seed in seeds):
+            skipped.append(net.key)  # not asked for this time, and not all in --out from earlier runs
+            continue
+        rows.append(run_network(net, champion, train_set, test_set, seeds, matched, device, args.quick, done, save))
     print(table(champion, rows, tta))
+    shown = [row.network.key for row in rows if row.network.role != "champion"]
     print(summary(champion, rows, quick=args.quick, seeds=seeds, train_images=len(train_set),
                   budget_minutes=budget_minutes, tta=tta)
-          + (f" partial={','.join(args.only)}" if args.only else "")
+          + (f" partial={','.join(shown)}" if skipped else "")
           + (f" minutes_matched={args.minutes}" if args.minutes is not None else ""))
 
 

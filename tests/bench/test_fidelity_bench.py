@@ -18,6 +18,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.study import StudyDirection
 
 from bench import fidelity
+from bench.common import read_out
 from bench.handmade import read_champion
 from pipeline.models import SPACE_POINTS
 from pipeline.names import HISTORY_ATTR, TRAIN_SECONDS_ATTR, VAL_ACCURACY_CURVE
@@ -145,8 +146,12 @@ def test_an_out_file_without_a_plan_is_refused(tmp_path: Path) -> None:
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"3:2:0:2048": {"trial": 3}}))
     with pytest.raises(SystemExit, match="holds no plan"):
-        fidelity.load_out(old)
-    assert fidelity.load_out(tmp_path / "absent.json") == {}
+        read_out(old, fidelity.PLAN_FORMAT, "fidelity")
+    assert read_out(tmp_path / "absent.json", fidelity.PLAN_FORMAT, "fidelity") == {}
+    broken = tmp_path / "broken.json"  # an interrupted write by an older bench
+    broken.write_text('{"plan": {"format": 1')
+    with pytest.raises(SystemExit, match="not a JSON object"):
+        read_out(broken, fidelity.PLAN_FORMAT, "fidelity")
 
 
 def test_the_chosen_networks_own_retrain_is_reused_only_when_it_is_the_retrain_the_bench_runs(tmp_path: Path) -> None:

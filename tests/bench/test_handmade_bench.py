@@ -5,7 +5,9 @@ prints the table and the RESULT line; and the project reading on its own (the re
 from __future__ import annotations
 
 import copy
+import json
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.handmade import networks, read_champion, smallest_within_reference
+from bench.handmade import (
+    champion_from_plan,
+    champion_plan,
+    networks,
+    read_champion,
+    smallest_within_reference,
+)
 from pipeline.augment import Policy
 from pipeline.config import RETRAIN
 from pipeline.contracts import Chosen, FoundRecipeFile, Pareto, RetrainMetrics, ScoredModel
@@ -118,3 +126,51 @@ def test_minutes_must_be_positive(tmp_path: Path) -> None:
                "--minutes", "0"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 2 and "--minutes must be positive, got 0.0" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_run_with_out_resumes_from_the_file_alone(tmp_path: Path) -> None:
+    """--out keeps the plan and each training: a second run with the project gone trains only what
+    is new, reads the rest back, and its table holds both; a resume on another machine, or with a
+    project whose champion is not the plan's, is refused in one line."""
+    project = make_project(tmp_path / "proj")
+    data = write_tree(tmp_path / "tree", 8, test_per_class=4)
+    out = tmp_path / "handmade.json"
+
+    def bench(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "bench.handmade", "--quick", "--data", str(data), "--out", str(out), *extra]
+        return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+
+    first = bench("--project", str(project), "--only", "trial5")
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    kept = json.loads(out.read_text())
+    assert list(kept["rows"]) == ["trial5:0:24:quick"] and kept["plan"]["champion"]["chosen"]["trial"] == 3
+    assert first.stdout.strip().splitlines()[-1].endswith("partial=trial5")
+
+    other = make_project(tmp_path / "other")  # another project's champion: not this plan's
+    RetrainMetrics(test_accuracy=0.6, tta="flip+translate", train_minutes=0.5, epochs=2,
+                   train_images=24).write(other / "outputs/retrain/metrics.json")
+    refused = bench("--project", str(other))
+    assert refused.returncode == 2 and "not the one" in refused.stderr
+
+    shutil.rmtree(project)
+    second = bench("--only", "resnet20")
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    assert "trial 5 seed 0 (from --out)" in second.stdout and "resnet20 seed 0 (trained)" in second.stdout
+    table_rows = [line.split("|")[1].strip() for line in second.stdout.splitlines()
+                  if line.startswith("| ") and "---" not in line]
+    assert table_rows == ["network", "champion (trial 3)", "resnet20", "trial 5"]
+    assert second.stdout.strip().splitlines()[-1].endswith("partial=resnet20,trial5")
+    assert set(json.loads(out.read_text())["rows"]) == {"trial5:0:24:quick", "resnet20:0:24:quick"}
+
+    moved = json.loads(out.read_text())
+    moved["plan"]["machine"] = "cpu='another' simd=AVX2 bf16=none threads=2 gpu='none'"
+    out.write_text(json.dumps(moved))
+    elsewhere = bench()
+    assert elsewhere.returncode == 2 and "this machine is" in elsewhere.stderr
+
+
+def test_the_champion_kept_in_a_plan_is_the_one_read(tmp_path: Path) -> None:
+    found = read_champion(make_project(tmp_path / "a"))
+    again = champion_from_plan(json.loads(json.dumps(champion_plan(found))))
+    assert again == found
