@@ -33,8 +33,10 @@ A full table is hours of training (each row takes the champion's retrain minutes
 session or one project's lifetime. With ``--out``, the first run keeps a plan there (everything it
 read from the project, and the machine) and each training as it finishes; a later run reads the plan
 alone (no ``--project``), skips what is done, and prints the table of every row in the file so far.
-``--only`` then picks which rows to add this time. Rows are matched to minutes measured on the
-plan's machine, so a resume on another CPU is refused.
+``--only`` then picks which rows to add this time. On a machine other than the plan's (sessions
+change CPUs), the champion's minutes there are not known: its retrain is predicted instead, its step
+measured as every row's is, so each new row trains ``epochs x champion step / its step`` epochs, and
+its table note names the machine (``--retrain-champion`` is then refused: re-train into a new --out).
 
     python -m bench.handmade --data /path/to/cifar10-jpg.tar.gz --project /path/to/finished/checkout --seeds 0 1 2
     python -m bench.handmade --data /path/to/cifar10-jpg.tar.gz --project /path/to/finished/checkout \\
@@ -239,6 +241,7 @@ class Row:
     step_s: float | None
     minutes: list[float] = field(default_factory=list)
     accuracies: list[float] = field(default_factory=list)
+    machines: list[str] = field(default_factory=list)  # where each seed trained (bench.common.machine)
 
     @property
     def accuracy(self) -> float:
@@ -263,23 +266,49 @@ def train_once(architecture: Config, train_set: ImageSet, test_set: ImageSet, cf
     return result.train_seconds / 60, score(model, test_set, cfg, device).accuracy
 
 
-def row_key(net: Network, seed: int, train_images: int, budget_minutes: float | None, quick: bool) -> str:
-    """One training in ``--out``: the network, seed, data and the minutes it was matched to."""
-    budget = "quick" if quick else "recipe" if net.role == "champion" or budget_minutes is None \
-        else f"{budget_minutes:.2f}min"
+def row_key(net: Network, seed: int, train_images: int, minutes: float | None, quick: bool) -> str:
+    """One training in ``--out``: the network, seed, data and its budget: the champion's minutes
+    (``matched``, on whichever machine), ``minutes`` given with --minutes, or the recipe's epochs."""
+    budget = "quick" if quick else "recipe" if net.role == "champion" else "matched" if minutes is None \
+        else f"{minutes:g}min"
     return f"{net.key}:{seed}:{train_images}:{budget}"
 
 
-def run_network(net: Network, champion: Champion, train_set: ImageSet, test_set: ImageSet, seeds: list[int],
-                budget_minutes: float | None, device: torch.device, quick: bool,
-                done: dict[str, Any] | None = None, save: Callable[[], None] = lambda: None) -> Row:
-    """``net`` trained at each seed for the minutes matched; a seed already in ``done`` (``--out``'s
-    rows) is read, not trained, and each new one is added to it and ``save``d as it finishes."""
-    done = {} if done is None else done
+def step_of(architecture: Config, champion: Champion, train_set: ImageSet, device: torch.device,
+            quick: bool) -> float:
+    """Seconds of one retrain step of ``architecture`` here: the SGD step at the recipe's batch size
+    plus the batch's flip, crop and policy (the same for every network, but a share of the step that
+    grows as the network shrinks)."""
     num_classes = len(train_set.classes)
-    probe = build_model(net.architecture, num_classes=num_classes)
     recipe = champion.recipe
-    keys = {seed: row_key(net, seed, len(train_set), budget_minutes, quick) for seed in seeds}
+    timed = recipe.model_copy(update={"batch_size": QUICK_STEP_BATCH}) if quick else recipe
+    quick_timing = {"steps": 1, "warmup": 0} if quick else {}
+    probe = build_model(architecture, num_classes=num_classes)
+    return (step_seconds(probe, timed, num_classes=num_classes, device=device, **quick_timing)
+            + batch_seconds(train_set, timed, augment=champion.policy, device=device, **quick_timing))
+
+
+def champion_minutes_here(champion: Champion, train_set: ImageSet, device: torch.device, quick: bool) -> float:
+    """The champion's retrain minutes predicted on this machine, measured as every row's step is: on
+    a machine other than the plan's, the rows are matched to these (so each trains
+    ``epochs x champion step / its step`` epochs, the same share of this machine as the champion's
+    retrain would have taken)."""
+    epochs = champion.metrics.epochs or champion.recipe.epochs
+    step = step_of(champion.chosen.config, champion, train_set, device, quick)
+    return step * math.ceil(len(train_set) / champion.recipe.batch_size) * epochs / 60
+
+
+def run_network(net: Network, champion: Champion, train_set: ImageSet, test_set: ImageSet, seeds: list[int],
+                budget_minutes: float | None, device: torch.device, quick: bool, *,
+                done: dict[str, Any] | None = None, save: Callable[[], None] = lambda: None,
+                key_minutes: float | None = None, where: str = "") -> Row:
+    """``net`` trained at each seed for ``budget_minutes``; a seed already in ``done`` (``--out``'s
+    rows, keyed by ``key_minutes``: None for the champion's minutes) is read, not trained, and each
+    new one is added to it, with ``where`` it trained, and ``save``d as it finishes."""
+    done = {} if done is None else done
+    probe = build_model(net.architecture, num_classes=len(train_set.classes))
+    recipe = champion.recipe
+    keys = {seed: row_key(net, seed, len(train_set), key_minutes, quick) for seed in seeds}
     earlier = next((done[k] for k in keys.values() if k in done), None)
     step: float | None
     if earlier is not None:  # the seeds to come train for the epochs the first one did
@@ -287,12 +316,7 @@ def run_network(net: Network, champion: Champion, train_set: ImageSet, test_set:
     elif net.role == "champion":  # the pipeline's own schedule: the minutes it takes are the budget
         step, epochs = None, 1 if quick else recipe.epochs
     else:
-        timed = recipe.model_copy(update={"batch_size": QUICK_STEP_BATCH}) if quick else recipe
-        quick_timing = {"steps": 1, "warmup": 0} if quick else {}
-        # the retrain's step: the SGD step plus the batch's flip, crop and policy (the same for
-        # every network, but a share of the step that grows as the network shrinks)
-        step = (step_seconds(probe, timed, num_classes=num_classes, device=device, **quick_timing)
-                + batch_seconds(train_set, timed, augment=champion.policy, device=device, **quick_timing))
+        step = step_of(net.architecture, champion, train_set, device, quick)
         if quick or budget_minutes is None:
             epochs = 1
         else:
@@ -305,11 +329,13 @@ def run_network(net: Network, champion: Champion, train_set: ImageSet, test_set:
         source = "from --out"
         if key not in done:
             minutes, accuracy = train_once(net.architecture, train_set, test_set, cfg, champion.policy, seed, device)
-            done[key] = {"epochs": epochs, "step_s": step, "minutes": minutes, "test_accuracy": accuracy}
+            done[key] = {"epochs": epochs, "step_s": step, "minutes": minutes, "test_accuracy": accuracy,
+                         "minutes_matched": budget_minutes, "machine": where}
             save()
             source = "trained"
         row.minutes.append(float(done[key]["minutes"]))
         row.accuracies.append(float(done[key]["test_accuracy"]))
+        row.machines.append(str(done[key].get("machine", "")))
         print(f"  {net.label} seed {seed} ({source}): {epochs} epochs{step_text}, {row.minutes[-1]:.2f} min, "
               f"test accuracy {row.accuracies[-1]:.4f}", flush=True)
     return row
@@ -322,7 +348,8 @@ def within(params: int, budget: int | None) -> bool:
     return budget is None or params <= budget
 
 
-def table(champion: Champion, rows: list[Row], tta: str) -> str:
+def table(champion: Champion, rows: list[Row], tta: str, home: str = "") -> str:
+    """The markdown table; a row trained away from ``home`` (the plan's machine) says where."""
     budget = f"{champion.max_params:,}" if champion.max_params is not None else "none"
     lines = [f"| network | params | MACs | epochs | minutes | test accuracy ({tta} TTA) | within the champion's "
              f"budget ({budget} params) | note |", "|---|---|---|---|---|---|---|---|"]
@@ -349,6 +376,10 @@ def table(champion: Champion, rows: list[Row], tta: str) -> str:
         if len(row.accuracies) > 1:
             notes.append(f"median of {len(row.accuracies)} seeds ({min(row.accuracies):.4f}-"
                          f"{max(row.accuracies):.4f})")
+        away = sorted({m for m in row.machines if m and home and m != home})
+        if away:
+            notes.append(f"trained on {', '.join(away)}, not the champion's machine: matched to the champion's "
+                         "retrain predicted there")
         lines.append(f"| {net.label} | {row.params:,} | {row.macs:,} | {row.epochs} | {row.minutes_median:.2f} | "
                      f"{row.accuracy:.4f} | {_yes(within(row.params, champion.max_params))} | "
                      f"{'; '.join(notes)} |")
@@ -426,9 +457,9 @@ def main() -> None:
     here = machine()
     if "plan" in out:
         plan = out["plan"]
-        if plan["machine"] != here:
-            parser.error(f"--out: {args.out}'s rows are matched to minutes on {plan['machine']}; this machine is "
-                         f"{here}: give another --out")
+        if plan["machine"] != here and args.retrain_champion:
+            parser.error(f"--retrain-champion: {args.out}'s plan was made on {plan['machine']}, this machine is "
+                         f"{here}; re-train the champion into another --out")
         champion = champion_from_plan(plan["champion"])
         if args.project is not None and champion_plan(read_champion(args.project)) != plan["champion"]:
             parser.error(f"--project: its champion is not the one {args.out}'s plan holds; give another --out")
@@ -477,23 +508,32 @@ def main() -> None:
     todo = list(listed)
     if todo and todo[0].role == "champion":
         rows.append(run_network(todo.pop(0), champion, train_set, test_set, seeds, None, device, args.quick,
-                                done, save))
+                                done=done, save=save, where=here))
         budget_minutes = rows[0].minutes_median
     matched = args.minutes if args.minutes is not None else budget_minutes
+    away = plan["machine"] != here and args.minutes is None
+    asked = [net for net in todo if not args.only or net.key in args.only]
+    if away and any(row_key(net, seed, len(train_set), None, args.quick) not in done
+                    for net in asked for seed in seeds):
+        # the champion's minutes were measured on the plan's machine: here, its step sets them
+        matched = champion_minutes_here(champion, train_set, device, args.quick)
     if matched is None and not args.quick:
         raise SystemExit("bench/handmade: outputs/retrain/metrics.json has no train_minutes to match; "
                          "pass --retrain-champion to measure them here, or --minutes")
     print(f"minutes matched: {matched if matched is not None else 'none'}"
           + (f" (--minutes; the champion trained {budget_minutes})" if args.minutes is not None else "")
+          + (f" (the champion's retrain predicted on this machine, not the plan's {plan['machine']}: it trained "
+             f"{budget_minutes} there)" if away else "")
           + (" (--quick: 1 epoch each instead)" if args.quick else ""), flush=True)
     skipped = []
     for net in todo:
         if args.only and net.key not in args.only and not all(
-                row_key(net, seed, len(train_set), matched, args.quick) in done for seed in seeds):
+                row_key(net, seed, len(train_set), args.minutes, args.quick) in done for seed in seeds):
             skipped.append(net.key)  # not asked for this time, and not all in --out from earlier runs
             continue
-        rows.append(run_network(net, champion, train_set, test_set, seeds, matched, device, args.quick, done, save))
-    print(table(champion, rows, tta))
+        rows.append(run_network(net, champion, train_set, test_set, seeds, matched, device, args.quick,
+                                done=done, save=save, key_minutes=args.minutes, where=here))
+    print(table(champion, rows, tta, home=plan["machine"]))
     shown = [row.network.key for row in rows if row.network.role != "champion"]
     print(summary(champion, rows, quick=args.quick, seeds=seeds, train_images=len(train_set),
                   budget_minutes=budget_minutes, tta=tta)

@@ -131,8 +131,9 @@ def test_minutes_must_be_positive(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_run_with_out_resumes_from_the_file_alone(tmp_path: Path) -> None:
     """--out keeps the plan and each training: a second run with the project gone trains only what
-    is new, reads the rest back, and its table holds both; a resume on another machine, or with a
-    project whose champion is not the plan's, is refused in one line."""
+    is new, reads the rest back, and its table holds both; a project whose champion is not the
+    plan's is refused in one line; on another machine new rows are matched to the champion's
+    predicted retrain there, and say so."""
     project = make_project(tmp_path / "proj")
     data = write_tree(tmp_path / "tree", 8, test_per_class=4)
     out = tmp_path / "handmade.json"
@@ -163,11 +164,21 @@ def test_a_run_with_out_resumes_from_the_file_alone(tmp_path: Path) -> None:
     assert second.stdout.strip().splitlines()[-1].endswith("partial=resnet20,trial5")
     assert set(json.loads(out.read_text())["rows"]) == {"trial5:0:24:quick", "resnet20:0:24:quick"}
 
+    # a plan made on another CPU: a new row is matched to the champion's retrain predicted here
     moved = json.loads(out.read_text())
     moved["plan"]["machine"] = "cpu='another' simd=AVX2 bf16=none threads=2 gpu='none'"
+    for row in moved["rows"].values():  # the rows so far trained there too
+        row["machine"] = moved["plan"]["machine"]
     out.write_text(json.dumps(moved))
-    elsewhere = bench()
-    assert elsewhere.returncode == 2 and "this machine is" in elsewhere.stderr
+    refused = bench("--retrain-champion")
+    assert refused.returncode == 2 and "this machine is" in refused.stderr
+    elsewhere = bench("--only", "airbench_small")
+    assert elsewhere.returncode == 0, elsewhere.stdout[-2000:] + elsewhere.stderr[-3000:]
+    assert "predicted on this machine, not the plan's cpu='another'" in elsewhere.stdout
+    notes = {line.split("|")[1].strip(): line.split("|")[-2] for line in elsewhere.stdout.splitlines()
+             if line.startswith("| ") and "---" not in line}
+    assert "not the champion's machine" in notes["airbench_small"] and "machine" not in notes["resnet20"]
+    assert elsewhere.stdout.strip().splitlines()[-1].endswith("partial=airbench_small,resnet20,trial5")
 
 
 def test_the_champion_kept_in_a_plan_is_the_one_read(tmp_path: Path) -> None:
