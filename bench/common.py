@@ -27,7 +27,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 def read_out(path: Path | None, plan_format: int, bench: str) -> dict[str, Any]:
     """A resumable bench's ``--out`` as far as it got: {"plan": ..., and the results so far} (empty
-    when there is none yet); exits with one line when the file holds no plan of ``plan_format``."""
+    when there is none yet); exits with one line when the file holds no plan of ``bench`` at ``plan_format``."""
     if path is None or not path.is_file():
         return {}
     try:
@@ -35,8 +35,9 @@ def read_out(path: Path | None, plan_format: int, bench: str) -> dict[str, Any]:
     except (ValueError, TypeError) as exc:
         raise SystemExit(f"bench/{bench}: {path} is not a JSON object ({exc}); give another --out") from None
     plan = out.get("plan")
-    if not isinstance(plan, dict) or plan.get("format") != plan_format:
-        raise SystemExit(f"bench/{bench}: {path} holds no plan of format {plan_format}; give another --out")
+    if not isinstance(plan, dict) or plan.get("format") != plan_format or plan.get("bench") != bench:
+        raise SystemExit(f"bench/{bench}: {path} holds no bench/{bench} plan of format {plan_format}; "
+                         "give another --out")
     return out
 
 

@@ -134,7 +134,7 @@ def make_plan(champion: Champion, candidates: list[optuna.trial.FrozenTrial],
         if network["trial"] == champion.chosen.trial:
             full = retrain_epochs(network, champion.recipe.epochs, None, quick=False)[1]
             network["pipeline_retrain"] = pipeline_retrain(champion, full)
-    return {"format": PLAN_FORMAT, "study": champion.pareto.study, "chosen_trial": champion.chosen.trial,
+    return {"format": PLAN_FORMAT, "bench": "fidelity", "study": champion.pareto.study, "chosen_trial": champion.chosen.trial,
             "recipe": champion.recipe.model_dump(mode="json"), "recipe_source": champion.recipe_source,
             "policy": champion.policy.to_dict() if champion.policy is not None else None,
             "candidate_seconds": [float(t.user_attrs.get(TRAIN_SECONDS_ATTR, 0.0)) for t in candidates],

@@ -33,7 +33,8 @@ A full table is hours of training (each row takes the champion's retrain minutes
 session or one project's lifetime. With ``--out``, the first run keeps a plan there (everything it
 read from the project, and the machine) and each training as it finishes; a later run reads the plan
 alone (no ``--project``), skips what is done, and prints the table of every row in the file so far.
-``--only`` then picks which rows to add this time. On a machine other than the plan's (sessions
+``--only`` then picks which rows to add this time. The plan fixes the seeds and
+``--retrain-champion``: a resume asking otherwise is refused (its rows would match other minutes). On a machine other than the plan's (sessions
 change CPUs), the champion's minutes there are not known: its retrain is predicted instead, its step
 measured as every row's is, so each new row trains ``epochs x champion step / its step`` epochs, and
 its table note names the machine (``--retrain-champion`` is then refused: re-train into a new --out).
@@ -91,14 +92,21 @@ class Champion:
     retrain_seed: int  # retrain.seed: the seed metrics.json's retrain ran at
 
     @property
+    def epochs(self) -> int:
+        """The epochs of a retrain from scratch: metrics.json's, or the recipe's when the retrain
+        fine-tuned the @champion for fewer (or did not say)."""
+        m = self.metrics
+        return self.recipe.epochs if m.warm_start_from_version is not None or not m.epochs else m.epochs
+
+    @property
     def minutes(self) -> float | None:
-        """The retrain's training minutes from scratch: metrics.json's, scaled to the recipe's
-        epochs when the retrain fine-tuned the @champion for fewer (None: not recorded)."""
+        """The retrain's training minutes from scratch: metrics.json's, scaled to ``epochs`` when
+        the retrain fine-tuned the @champion for fewer (None: not recorded)."""
         m = self.metrics
         if m.train_minutes is None:
             return None
         if m.warm_start_from_version is not None and m.epochs:
-            return m.train_minutes * self.recipe.epochs / m.epochs
+            return m.train_minutes * self.epochs / m.epochs
         return m.train_minutes
 
 
@@ -139,6 +147,7 @@ def read_champion(project: Path) -> Champion:
 
 
 PLAN_FORMAT = 1  # bumped when the plan's fields change meaning
+PREDICTED = "the champion's retrain predicted here"  # a row's matched_to away from the plan's machine
 
 
 def champion_plan(champion: Champion) -> dict[str, Any]:
@@ -242,6 +251,7 @@ class Row:
     minutes: list[float] = field(default_factory=list)
     accuracies: list[float] = field(default_factory=list)
     machines: list[str] = field(default_factory=list)  # where each seed trained (bench.common.machine)
+    matched_to: list[str] = field(default_factory=list)  # each seed's budget (PREDICTED: away from the plan)
 
     @property
     def accuracy(self) -> float:
@@ -293,18 +303,18 @@ def champion_minutes_here(champion: Champion, train_set: ImageSet, device: torch
     a machine other than the plan's, the rows are matched to these (so each trains
     ``epochs x champion step / its step`` epochs, the same share of this machine as the champion's
     retrain would have taken)."""
-    epochs = champion.metrics.epochs or champion.recipe.epochs
     step = step_of(champion.chosen.config, champion, train_set, device, quick)
-    return step * math.ceil(len(train_set) / champion.recipe.batch_size) * epochs / 60
+    return step * math.ceil(len(train_set) / champion.recipe.batch_size) * champion.epochs / 60
 
 
 def run_network(net: Network, champion: Champion, train_set: ImageSet, test_set: ImageSet, seeds: list[int],
                 budget_minutes: float | None, device: torch.device, quick: bool, *,
                 done: dict[str, Any] | None = None, save: Callable[[], None] = lambda: None,
-                key_minutes: float | None = None, where: str = "") -> Row:
+                key_minutes: float | None = None, where: str = "", matched_to: str = "") -> Row:
     """``net`` trained at each seed for ``budget_minutes``; a seed already in ``done`` (``--out``'s
     rows, keyed by ``key_minutes``: None for the champion's minutes) is read, not trained, and each
-    new one is added to it, with ``where`` it trained, and ``save``d as it finishes."""
+    new one is added to it, with ``where`` it trained and what its minutes were ``matched_to``, and
+    ``save``d as it finishes (a later seed trains the epochs of the first: matched to that seed)."""
     done = {} if done is None else done
     probe = build_model(net.architecture, num_classes=len(train_set.classes))
     recipe = champion.recipe
@@ -313,6 +323,7 @@ def run_network(net: Network, champion: Champion, train_set: ImageSet, test_set:
     step: float | None
     if earlier is not None:  # the seeds to come train for the epochs the first one did
         step, epochs = earlier["step_s"], int(earlier["epochs"])
+        matched_to = str(earlier.get("matched_to", matched_to))
     elif net.role == "champion":  # the pipeline's own schedule: the minutes it takes are the budget
         step, epochs = None, 1 if quick else recipe.epochs
     else:
@@ -330,12 +341,13 @@ def run_network(net: Network, champion: Champion, train_set: ImageSet, test_set:
         if key not in done:
             minutes, accuracy = train_once(net.architecture, train_set, test_set, cfg, champion.policy, seed, device)
             done[key] = {"epochs": epochs, "step_s": step, "minutes": minutes, "test_accuracy": accuracy,
-                         "minutes_matched": budget_minutes, "machine": where}
+                         "minutes_matched": budget_minutes, "matched_to": matched_to, "machine": where}
             save()
             source = "trained"
         row.minutes.append(float(done[key]["minutes"]))
         row.accuracies.append(float(done[key]["test_accuracy"]))
         row.machines.append(str(done[key].get("machine", "")))
+        row.matched_to.append(str(done[key].get("matched_to", "")))
         print(f"  {net.label} seed {seed} ({source}): {epochs} epochs{step_text}, {row.minutes[-1]:.2f} min, "
               f"test accuracy {row.accuracies[-1]:.4f}", flush=True)
     return row
@@ -378,8 +390,9 @@ def table(champion: Champion, rows: list[Row], tta: str, home: str = "") -> str:
                          f"{max(row.accuracies):.4f})")
         away = sorted({m for m in row.machines if m and home and m != home})
         if away:
-            notes.append(f"trained on {', '.join(away)}, not the champion's machine: matched to the champion's "
-                         "retrain predicted there")
+            notes.append(f"trained on {', '.join(away)}, not the champion's machine"
+                         + (": matched to the champion's retrain predicted there" if PREDICTED in row.matched_to
+                            else ""))
         lines.append(f"| {net.label} | {row.params:,} | {row.macs:,} | {row.epochs} | {row.minutes_median:.2f} | "
                      f"{row.accuracy:.4f} | {_yes(within(row.params, champion.max_params))} | "
                      f"{'; '.join(notes)} |")
@@ -438,7 +451,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         help="JSON of the plan (the champion as the project describes it, the machine) and the rows "
                              "trained so far: read to resume, written after each training")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="training seeds of every row (default 0; a resume: the plan's)")
     parser.add_argument("--retrain-champion", action="store_true",
                         help="also re-train the champion with this code (same run); its minutes are then the "
                              "budget and its median accuracy the one compared")
@@ -457,9 +471,16 @@ def main() -> None:
     here = machine()
     if "plan" in out:
         plan = out["plan"]
+        if args.retrain_champion != plan["retrain_champion"]:  # the rows' minutes would differ
+            parser.error(f"--retrain-champion: {args.out}'s rows were matched to the champion "
+                         f"{'re-trained' if plan['retrain_champion'] else 'of metrics.json'}; "
+                         f"{'pass' if plan['retrain_champion'] else 'leave out'} --retrain-champion, "
+                         "or give another --out")
         if plan["machine"] != here and args.retrain_champion:
             parser.error(f"--retrain-champion: {args.out}'s plan was made on {plan['machine']}, this machine is "
                          f"{here}; re-train the champion into another --out")
+        if args.seeds is not None and args.seeds != plan["seeds"]:
+            parser.error(f"--seeds {args.seeds}: {args.out}'s plan trains seeds {plan['seeds']}; give another --out")
         champion = champion_from_plan(plan["champion"])
         if args.project is not None and champion_plan(read_champion(args.project)) != plan["champion"]:
             parser.error(f"--project: its champion is not the one {args.out}'s plan holds; give another --out")
@@ -468,7 +489,8 @@ def main() -> None:
         if args.project is None:
             parser.error(f"--project: needed to make the plan ({args.out or '--out'} holds none)")
         champion = read_champion(args.project)
-        plan = {"format": PLAN_FORMAT, "machine": here, "project": str(args.project),
+        plan = {"format": PLAN_FORMAT, "bench": "handmade", "machine": here, "project": str(args.project),
+                "seeds": args.seeds or [0], "retrain_champion": args.retrain_champion,
                 "champion": champion_plan(champion)}
         out = {"plan": plan, "rows": {}}
     done: dict[str, Any] = out.setdefault("rows", {})
@@ -478,7 +500,7 @@ def main() -> None:
 
     splits = load_data(args.data)
     train_set, test_set = splits["train"], splits["test"]
-    seeds = list(args.seeds)
+    seeds = list(plan["seeds"])
     if args.quick:  # smoke run: a slice of the data, one epoch, one seed, no minutes matching
         pick = torch.Generator().manual_seed(0)  # the splits are ordered by class: draw at random
         train_set = train_set.subset(torch.randperm(len(train_set), generator=pick)[:QUICK_TRAIN])
@@ -508,22 +530,24 @@ def main() -> None:
     todo = list(listed)
     if todo and todo[0].role == "champion":
         rows.append(run_network(todo.pop(0), champion, train_set, test_set, seeds, None, device, args.quick,
-                                done=done, save=save, where=here))
+                                done=done, save=save, where=here, matched_to="the pipeline's recipe"))
         budget_minutes = rows[0].minutes_median
     matched = args.minutes if args.minutes is not None else budget_minutes
-    away = plan["machine"] != here and args.minutes is None
+    matched_to = "--minutes" if args.minutes is not None else "the champion's minutes"
     asked = [net for net in todo if not args.only or net.key in args.only]
-    if away and any(row_key(net, seed, len(train_set), None, args.quick) not in done
-                    for net in asked for seed in seeds):
+    predicted = None
+    if plan["machine"] != here and args.minutes is None and any(
+            row_key(net, seed, len(train_set), None, args.quick) not in done for net in asked for seed in seeds):
         # the champion's minutes were measured on the plan's machine: here, its step sets them
-        matched = champion_minutes_here(champion, train_set, device, args.quick)
+        matched = predicted = champion_minutes_here(champion, train_set, device, args.quick)
+        matched_to = PREDICTED
     if matched is None and not args.quick:
         raise SystemExit("bench/handmade: outputs/retrain/metrics.json has no train_minutes to match; "
                          "pass --retrain-champion to measure them here, or --minutes")
     print(f"minutes matched: {matched if matched is not None else 'none'}"
           + (f" (--minutes; the champion trained {budget_minutes})" if args.minutes is not None else "")
           + (f" (the champion's retrain predicted on this machine, not the plan's {plan['machine']}: it trained "
-             f"{budget_minutes} there)" if away else "")
+             f"{budget_minutes} there)" if predicted is not None else "")
           + (" (--quick: 1 epoch each instead)" if args.quick else ""), flush=True)
     skipped = []
     for net in todo:
@@ -532,13 +556,14 @@ def main() -> None:
             skipped.append(net.key)  # not asked for this time, and not all in --out from earlier runs
             continue
         rows.append(run_network(net, champion, train_set, test_set, seeds, matched, device, args.quick,
-                                done=done, save=save, key_minutes=args.minutes, where=here))
+                                done=done, save=save, key_minutes=args.minutes, where=here, matched_to=matched_to))
     print(table(champion, rows, tta, home=plan["machine"]))
     shown = [row.network.key for row in rows if row.network.role != "champion"]
     print(summary(champion, rows, quick=args.quick, seeds=seeds, train_images=len(train_set),
                   budget_minutes=budget_minutes, tta=tta)
-          + (f" partial={','.join(shown)}" if skipped else "")
-          + (f" minutes_matched={args.minutes}" if args.minutes is not None else ""))
+          + (f" partial={','.join(shown) or 'none'}" if skipped else "")
+          + (f" minutes_matched={args.minutes}" if args.minutes is not None else "")
+          + (f" minutes_matched_here={predicted:.2f}" if predicted is not None else ""))
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ def test_a_seed_point_over_the_budget_is_retrained_for_the_epochs_that_fit() -> 
 def test_an_out_file_without_a_plan_is_refused(tmp_path: Path) -> None:
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"3:2:0:2048": {"trial": 3}}))
-    with pytest.raises(SystemExit, match="holds no plan"):
+    with pytest.raises(SystemExit, match="holds no bench/fidelity plan"):
         read_out(old, fidelity.PLAN_FORMAT, "fidelity")
     assert read_out(tmp_path / "absent.json", fidelity.PLAN_FORMAT, "fidelity") == {}
     broken = tmp_path / "broken.json"  # an interrupted write by an older bench

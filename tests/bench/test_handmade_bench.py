@@ -5,7 +5,9 @@ prints the table and the RESULT line; and the project reading on its own (the re
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import math
 import shlex
 import shutil
 import subprocess
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from bench.handmade import (
@@ -153,6 +156,11 @@ def test_a_run_with_out_resumes_from_the_file_alone(tmp_path: Path) -> None:
                    train_images=24).write(other / "outputs/retrain/metrics.json")
     refused = bench("--project", str(other))
     assert refused.returncode == 2 and "not the one" in refused.stderr
+    # the plan fixes the seeds and whether the champion is re-trained: the rows' minutes depend on them
+    refused = bench("--seeds", "0", "1")
+    assert refused.returncode == 2 and "plan trains seeds [0]" in refused.stderr
+    refused = bench("--retrain-champion")
+    assert refused.returncode == 2 and "leave out --retrain-champion" in refused.stderr
 
     shutil.rmtree(project)
     second = bench("--only", "resnet20")
@@ -170,18 +178,59 @@ def test_a_run_with_out_resumes_from_the_file_alone(tmp_path: Path) -> None:
     for row in moved["rows"].values():  # the rows so far trained there too
         row["machine"] = moved["plan"]["machine"]
     out.write_text(json.dumps(moved))
+    moved["plan"]["retrain_champion"] = True
+    out.write_text(json.dumps(moved))
     refused = bench("--retrain-champion")
     assert refused.returncode == 2 and "this machine is" in refused.stderr
+    moved["plan"]["retrain_champion"] = False
+    out.write_text(json.dumps(moved))
     elsewhere = bench("--only", "airbench_small")
     assert elsewhere.returncode == 0, elsewhere.stdout[-2000:] + elsewhere.stderr[-3000:]
     assert "predicted on this machine, not the plan's cpu='another'" in elsewhere.stdout
     notes = {line.split("|")[1].strip(): line.split("|")[-2] for line in elsewhere.stdout.splitlines()
              if line.startswith("| ") and "---" not in line}
     assert "not the champion's machine" in notes["airbench_small"] and "machine" not in notes["resnet20"]
-    assert elsewhere.stdout.strip().splitlines()[-1].endswith("partial=airbench_small,resnet20,trial5")
+    assert "partial=airbench_small,resnet20,trial5 minutes_matched_here=" in elsewhere.stdout.strip().splitlines()[-1]
+    kept = json.loads(out.read_text())["rows"]["airbench_small:0:24:quick"]
+    assert kept["matched_to"] == "the champion's retrain predicted here" and kept["machine"] != moved["plan"]["machine"]
+    # another bench's file is not this one's plan
+    fidelity_out = tmp_path / "fidelity.json"
+    fidelity_out.write_text(json.dumps({"plan": {"format": 1, "bench": "fidelity"}, "retrains": {}}))
+    result = subprocess.run([sys.executable, "-m", "bench.handmade", "--data", str(data), "--out", str(fidelity_out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1 and "holds no bench/handmade plan" in result.stderr
 
 
 def test_the_champion_kept_in_a_plan_is_the_one_read(tmp_path: Path) -> None:
     found = read_champion(make_project(tmp_path / "a"))
     again = champion_from_plan(json.loads(json.dumps(champion_plan(found))))
     assert again == found
+
+
+def test_rows_are_keyed_by_their_budget_and_matched_away_by_the_champions_step(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row's key says what its minutes were matched to (the champion's, --minutes, the recipe);
+    away from the plan's machine the champion's retrain is predicted from its step here, for the
+    epochs of a retrain from scratch (a fine-tune's are the recipe's)."""
+    from bench import handmade
+
+    found = read_champion(make_project(tmp_path / "a"))
+    net = handmade.Network("resnet20", "resnet20", "resnet20", "hand-made")
+    assert handmade.row_key(net, 1, 50_000, None, quick=False) == "resnet20:1:50000:matched"
+    assert handmade.row_key(net, 1, 50_000, 25.0, quick=False) == "resnet20:1:50000:25min"
+    assert handmade.row_key(net, 0, 24, None, quick=True) == "resnet20:0:24:quick"
+    champ = handmade.Network("champion_retrained", "champion", CHAMPION, "champion")
+    assert handmade.row_key(champ, 0, 50_000, None, quick=False) == "champion_retrained:0:50000:recipe"
+
+    monkeypatch.setattr(handmade, "step_of", lambda *args, **kwargs: 0.5)
+    train_set = type("Images", (), {"__len__": lambda self: 50_000})()
+    # metrics.json's retrain trained 2 epochs from scratch; the recipe's batch is the retrain's
+    steps = math.ceil(50_000 / found.recipe.batch_size)
+    assert found.epochs == 2
+    assert handmade.champion_minutes_here(found, train_set, torch.device("cpu"), quick=False) == \
+        pytest.approx(0.5 * steps * 2 / 60)
+    tuned = dataclasses.replace(found, metrics=found.metrics.model_copy(
+        update={"warm_start_from_version": 3, "epochs": 1}), recipe=found.recipe.model_copy(update={"epochs": 6}))
+    assert tuned.epochs == 6 and tuned.minutes == pytest.approx(0.5 * 6)
+    assert handmade.champion_minutes_here(tuned, train_set, torch.device("cpu"), quick=False) == \
+        pytest.approx(0.5 * steps * 6 / 60)
