@@ -66,6 +66,7 @@ def make_project(root: Path, policy_search: Mapping[str, Any] | None = None) -> 
     # resnet20 (0.27 M) as a seed point: a candidate within max_params whatever the sampler draws
     # (only a few % of the space's random draws fit 500 k, and the draws change with the space)
     params["model_search"]["recipe"].update(epochs=1, batch_size=8)
+    params["model_search"]["halving"] = None  # one proxy epoch: no rung before its end
     params["retrain"]["recipe"].update(epochs=1, batch_size=8)
     params["recipe_search"].update(trials=2, startup_trials=1, epochs=[1, 2], fidelity=1.0, batch_size=8,
                                    train_images=10, val_images=10, warm_start=1)

@@ -477,8 +477,8 @@ class ModelSearch:
                  "max_params": cfg.max_params, "max_macs": cfg.max_macs, "augment": cfg.augment}
         if cfg.max_train_cost is not None:  # only when set: studies from before the key keep their identity
             space["max_train_cost"] = cfg.max_train_cost
-        if cfg.halving is not None:  # likewise
-            space["halving"] = cfg.halving.model_dump()
+        if cfg.halving_applied is not None:  # likewise
+            space["halving"] = cfg.halving_applied.model_dump()
         if cfg.max_retrain_minutes is not None:  # likewise
             if retrain_recipe is None:
                 raise AutoaugError("model_search.max_retrain_minutes needs the retrain recipe")
@@ -759,7 +759,7 @@ class ModelSearch:
         at that epoch and no worse in each other objective (``own``: this candidate's values),
         once ``min_trials`` of them reached the rung. Read from the study when the rung comes, so
         a worker sees the other workers' finished candidates."""
-        halving = self.cfg.halving
+        halving = self.cfg.halving_applied
         if halving is None:
             return None
         others = self.cfg.objectives[1:]

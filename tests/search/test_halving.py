@@ -111,6 +111,22 @@ def test_impossible_rungs_are_refused(halving: dict, recipe: dict, fragment: str
         parse_params({"model_search": {**TINY_SEARCH, "recipe": recipe, "halving": halving}})
 
 
+def test_the_default_rung_applies_only_to_a_recipe_longer_than_it() -> None:
+    """The shipped halving (rung 1, 4 dominators) stops candidates after the proxy's first epoch; a
+    recipe of one epoch has no rung before its end, so left at its default halving does nothing (and
+    stays out of the study's identity), while set in params.yaml it is refused with the way out."""
+    default = parse_params({"model_search": {**TINY_SEARCH, "recipe": RECIPE}}).model_search
+    assert default.halving_applied is not None and default.halving_applied.rungs == [1]
+    assert (default.halving_applied.dominated_by, default.halving_applied.min_trials) == (4, 4)
+    one_epoch = parse_params({"model_search": TINY_SEARCH}).model_search
+    assert one_epoch.recipe.epochs == 1 and one_epoch.halving is not None and one_epoch.halving_applied is None
+    every_other = parse_params({"model_search": {**TINY_SEARCH, "recipe": {**RECIPE, "eval_every": 2}}}).model_search
+    assert every_other.halving_applied is None  # never scored after epoch 1
+    with pytest.raises((AutoaugError, ValueError), match="set model_search.halving to null"):
+        parse_params({"model_search": {**TINY_SEARCH, "halving": {"rungs": [1], "dominated_by": 4}}})
+    assert parse_params({"model_search": {**TINY_SEARCH, "halving": None}}).model_search.halving_applied is None
+
+
 def test_a_stopped_candidate_is_logged_and_counted_but_never_on_the_front(
     tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
