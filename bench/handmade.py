@@ -284,17 +284,16 @@ def row_key(net: Network, seed: int, train_images: int, minutes: float | None, q
     return f"{net.key}:{seed}:{train_images}:{budget}"
 
 
-def step_of(architecture: Config, champion: Champion, train_set: ImageSet, device: torch.device,
+def step_of(model: torch.nn.Module, champion: Champion, train_set: ImageSet, device: torch.device,
             quick: bool) -> float:
-    """Seconds of one retrain step of ``architecture`` here: the SGD step at the recipe's batch size
+    """Seconds of one retrain step of ``model`` here: the SGD step at the recipe's batch size
     plus the batch's flip, crop and policy (the same for every network, but a share of the step that
     grows as the network shrinks)."""
     num_classes = len(train_set.classes)
     recipe = champion.recipe
     timed = recipe.model_copy(update={"batch_size": QUICK_STEP_BATCH}) if quick else recipe
     quick_timing = {"steps": 1, "warmup": 0} if quick else {}
-    probe = build_model(architecture, num_classes=num_classes)
-    return (step_seconds(probe, timed, num_classes=num_classes, device=device, **quick_timing)
+    return (step_seconds(model, timed, num_classes=num_classes, device=device, **quick_timing)
             + batch_seconds(train_set, timed, augment=champion.policy, device=device, **quick_timing))
 
 
@@ -303,7 +302,8 @@ def champion_minutes_here(champion: Champion, train_set: ImageSet, device: torch
     a machine other than the plan's, the rows are matched to these (so each trains
     ``epochs x champion step / its step`` epochs, the same share of this machine as the champion's
     retrain would have taken)."""
-    step = step_of(champion.chosen.config, champion, train_set, device, quick)
+    probe = build_model(champion.chosen.config, num_classes=len(train_set.classes))
+    step = step_of(probe, champion, train_set, device, quick)
     return step * math.ceil(len(train_set) / champion.recipe.batch_size) * champion.epochs / 60
 
 
@@ -327,7 +327,7 @@ def run_network(net: Network, champion: Champion, train_set: ImageSet, test_set:
     elif net.role == "champion":  # the pipeline's own schedule: the minutes it takes are the budget
         step, epochs = None, 1 if quick else recipe.epochs
     else:
-        step = step_of(net.architecture, champion, train_set, device, quick)
+        step = step_of(probe, champion, train_set, device, quick)
         if quick or budget_minutes is None:
             epochs = 1
         else:

@@ -223,7 +223,7 @@ def test_rows_are_keyed_by_their_budget_and_matched_away_by_the_champions_step(
     assert handmade.row_key(champ, 0, 50_000, None, quick=False) == "champion_retrained:0:50000:recipe"
 
     monkeypatch.setattr(handmade, "step_of", lambda *args, **kwargs: 0.5)
-    train_set = type("Images", (), {"__len__": lambda self: 50_000})()
+    train_set = type("Images", (), {"__len__": lambda self: 50_000, "classes": list(range(10))})()
     # metrics.json's retrain trained 2 epochs from scratch; the recipe's batch is the retrain's
     steps = math.ceil(50_000 / found.recipe.batch_size)
     assert found.epochs == 2
