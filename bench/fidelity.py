@@ -224,10 +224,12 @@ def main() -> None:
             print(f"trial {network['trial']}: the project's own retrain (metrics.json): test "
                   f"{own['test_accuracy']:.4f}", flush=True)
         else:
-            minutes, accuracy = train_once(config, train_set, test_set, cfg, policy, args.seed, device)
+            minutes, accuracy, failure = train_once(config, train_set, test_set, cfg, policy, args.seed, device)
             done[key] = {"trial": network["trial"], "test_accuracy": accuracy, "minutes": minutes,
                          "epochs": cfg.epochs,
                          "params": count_params(build_model(config, num_classes=len(train_set.classes)))}
+            if failure is not None:  # a collapse is this network's result at the recipe: ranked as scored
+                done[key]["failed"] = failure
             print(f"trial {network['trial']}: proxy {network['proxy']:.4f}, {done[key]['params']:,} parameters, "
                   f"{cfg.epochs} epochs, {minutes:.2f} min, test {accuracy:.4f}", flush=True)
         write_out(args.out, out)

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,7 @@ from pipeline.evaluation import score, tta_name
 from pipeline.models import SPACE_POINTS, build_model, count_macs, count_params, normalise_config
 from pipeline.stages.common import read_policy
 from pipeline.stages.retrain import with_found_recipe
-from pipeline.train import batch_seconds, step_seconds, train
+from pipeline.train import TrainingDivergedError, batch_seconds, step_seconds, train
 
 HANDMADE = ("airbench94", "airbench_like", "airbench_small", "resnet20", "mobilenetv2")
 FRONT_LIMITS = (100_000, 300_000)  # the largest front member under each
@@ -252,6 +253,7 @@ class Row:
     accuracies: list[float] = field(default_factory=list)
     machines: list[str] = field(default_factory=list)  # where each seed trained (bench.common.machine)
     matched_to: list[str] = field(default_factory=list)  # each seed's budget (PREDICTED: away from the plan)
+    failures: list[str] = field(default_factory=list)  # seeds whose training diverged or collapsed: the error
 
     @property
     def accuracy(self) -> float:
@@ -268,12 +270,20 @@ def matched_epochs(minutes: float, step: float, train_images: int, batch_size: i
 
 
 def train_once(architecture: Config, train_set: ImageSet, test_set: ImageSet, cfg: TrainConfig,
-               policy: Policy | None, seed: int, device: torch.device) -> tuple[float, float]:
-    """(training minutes, test accuracy at the recipe's TTA) of one fresh network, as the retrain
-    stage trains and scores it."""
+               policy: Policy | None, seed: int, device: torch.device) -> tuple[float, float, str | None]:
+    """(training minutes, test accuracy at the recipe's TTA, None) of one fresh network, as the
+    retrain stage trains and scores it. A training that diverges or collapses to chance
+    (``TrainingDivergedError``) ends there and is scored as it is, with the error in place of
+    None: the row's result at this recipe (the retrain stage would start again at half the lr)."""
     model = build_model(architecture, num_classes=len(train_set.classes), seed=seed)
-    result = train(model, train_set, cfg, augment=policy, device=device, seed=seed, progress=False)
-    return result.train_seconds / 60, score(model, test_set, cfg, device).accuracy
+    start, failure = time.perf_counter(), None
+    try:
+        minutes = train(model, train_set, cfg, augment=policy, device=device, seed=seed,
+                        progress=False).train_seconds / 60
+    except TrainingDivergedError as exc:
+        minutes, failure = (time.perf_counter() - start) / 60, str(exc)
+        print(f"  {exc}", flush=True)
+    return minutes, score(model, test_set, cfg, device).accuracy, failure
 
 
 def row_key(net: Network, seed: int, train_images: int, minutes: float | None, quick: bool) -> str:
@@ -339,15 +349,20 @@ def run_network(net: Network, champion: Champion, train_set: ImageSet, test_set:
         key = keys[seed]
         source = "from --out"
         if key not in done:
-            minutes, accuracy = train_once(net.architecture, train_set, test_set, cfg, champion.policy, seed, device)
+            minutes, accuracy, failure = train_once(net.architecture, train_set, test_set, cfg, champion.policy,
+                                                    seed, device)
             done[key] = {"epochs": epochs, "step_s": step, "minutes": minutes, "test_accuracy": accuracy,
                          "minutes_matched": budget_minutes, "matched_to": matched_to, "machine": where}
+            if failure is not None:
+                done[key]["failed"] = failure
             save()
             source = "trained"
         row.minutes.append(float(done[key]["minutes"]))
         row.accuracies.append(float(done[key]["test_accuracy"]))
         row.machines.append(str(done[key].get("machine", "")))
         row.matched_to.append(str(done[key].get("matched_to", "")))
+        if "failed" in done[key]:
+            row.failures.append(f"seed {seed}: {done[key]['failed']}")
         print(f"  {net.label} seed {seed} ({source}): {epochs} epochs{step_text}, {row.minutes[-1]:.2f} min, "
               f"test accuracy {row.accuracies[-1]:.4f}", flush=True)
     return row
@@ -388,6 +403,8 @@ def table(champion: Champion, rows: list[Row], tta: str, home: str = "") -> str:
         if len(row.accuracies) > 1:
             notes.append(f"median of {len(row.accuracies)} seeds ({min(row.accuracies):.4f}-"
                          f"{max(row.accuracies):.4f})")
+        notes.extend(f"stopped, {failure} (scored as it was; the retrain stage would start again at half "
+                     "the lr)" for failure in row.failures)
         away = sorted({m for m in row.machines if m and home and m != home})
         if away:
             notes.append(f"trained on {', '.join(away)}, not the champion's machine"

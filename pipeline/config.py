@@ -684,7 +684,8 @@ class RetrainConfig(StrictModel):
                                  "the recipe's peak lr: at the full peak a 2-epoch fine-tune lost 0.91 points of the "
                                  "champion's accuracy, at 0.1 it gained 0.44 (BENCHMARKS.md: continuous AutoML, "
                                  "machine H)")
-    diverged_retries: int = Field(2, ge=0, description="a retrain whose loss diverges (NaN or infinite) starts "
+    diverged_retries: int = Field(2, ge=0, description="a retrain whose loss diverges (NaN or infinite), or "
+                                  "whose training accuracy falls back to chance with a finite loss (a collapse), starts "
                                   "again from the same weights at half the lr, at most this many times (airbench's lr "
                                   "per image at batch 512 diverged for searched networks that trained at the search's "
                                   "batch sizes; 0: the stage fails with the error)")

@@ -50,8 +50,10 @@ __all__ = [
     "StopTraining",
     "TrainConfig",
     "TrainResult",
+    "TrainingCollapsedError",
     "TrainingDivergedError",
     "autocast_dtype",
+    "collapse",
     "batch_seconds",
     "cpu_has_fast_bf16",
     "evaluate",
@@ -99,6 +101,46 @@ class TrainingDivergedError(RuntimeError):
             "lower the learning rate or check the inputs"
         )
         self.epoch, self.step, self.loss = epoch, step, loss
+
+
+class TrainingCollapsedError(TrainingDivergedError):
+    """The training accuracy fell back to chance after the network had learned, with a finite
+    loss: what the non-finite check cannot see, and the same remedy (a lower lr). A subclass, so
+    every caller that handles a divergence (the retrain's half-lr restart, the searches' bad
+    candidate) handles a collapse alike."""
+
+    def __init__(self, epoch: int, step: int, loss: float, accuracy: float, best: EpochMetrics,
+                 chance: float) -> None:
+        RuntimeError.__init__(
+            self,
+            f"training collapsed: training accuracy {accuracy:.3f} at epoch {epoch} (loss {loss:.4f}, finite), "
+            f"back to chance ({chance:.3f}) from {best.train_accuracy:.3f} at epoch {best.epoch}; "
+            "lower the learning rate",
+        )
+        self.epoch, self.step, self.loss = epoch, step, loss
+        self.accuracy, self.best_accuracy, self.chance = accuracy, best.train_accuracy, chance
+
+
+# A collapse: the network had learned (an epoch at least COLLAPSE_MIN_GAIN over chance), and an
+# epoch's training accuracy is back under COLLAPSE_FRACTION of that best gain over chance. Only
+# epochs of COLLAPSE_MIN_IMAGES or more count: over fewer the accuracy is too noisy to say.
+# Trial 89 of BENCHMARKS' fidelity run: 0.424 after epoch 1, then 0.100 (chance) to the end.
+COLLAPSE_MIN_GAIN = 0.1
+COLLAPSE_FRACTION = 0.25
+COLLAPSE_MIN_IMAGES = 1000
+
+
+def collapse(history: list[EpochMetrics], classes: int, images: int) -> EpochMetrics | None:
+    """The best earlier epoch when ``history``'s last epoch (of ``images`` training images over
+    ``classes`` classes) has collapsed to chance (see ``COLLAPSE_MIN_GAIN``), else None."""
+    if images < COLLAPSE_MIN_IMAGES or classes < 2 or len(history) < 2:
+        return None
+    chance = 1.0 / classes
+    best = max(history[:-1], key=lambda m: m.train_accuracy)
+    gain = best.train_accuracy - chance
+    if gain < COLLAPSE_MIN_GAIN:
+        return None
+    return best if history[-1].train_accuracy - chance < COLLAPSE_FRACTION * gain else None
 
 
 class StopTraining(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -667,7 +709,8 @@ def train(
     normalise, forward/backward under autocast, SGD step with a per-step lr. After each
     epoch ``callback`` receives an ``EpochMetrics``; it may raise ``StopTraining`` to end
     early or anything else (``optuna.TrialPruned``) to abort. A non-finite loss raises
-    ``TrainingDivergedError``. Same seed, same data and same initial weights give the same
+    ``TrainingDivergedError``; an epoch whose training accuracy fell back to chance after the
+    network had learned (``collapse``), its subclass ``TrainingCollapsedError``. Same seed, same data and same initial weights give the same
     trained weights (on CPU, also in a fresh process). ``device``: see ``model_device``.
 
     ``time_limit_s``: training seconds (evaluation excluded) the run should end within. After
@@ -719,7 +762,11 @@ def train(
                         f"acc={metrics.train_accuracy:.4f}{extra} img/s={metrics.images_per_s:.0f}"
                     )
                 if callback is not None:
-                    callback(metrics)
+                    callback(metrics)  # the collapsed epoch too: its curve shows where it went
+                seen = run.steps_per_epoch * run.batch_size  # the images an epoch's accuracy is over
+                if (best := collapse(result.history, len(train_set.classes), seen)) is not None:
+                    raise TrainingCollapsedError(epoch, run.step, metrics.train_loss, metrics.train_accuracy, best,
+                                                 1.0 / len(train_set.classes))
                 if epoch == settled:
                     settled_seconds = run.train_seconds
                 if time_limit_s is not None and settled < epoch < run.epochs:

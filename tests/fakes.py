@@ -12,14 +12,16 @@ from typing import Any
 from pipeline.train import TrainingDivergedError
 
 
-def diverging(real: Callable[..., Any], on_call: int, lrs: list[float]) -> Callable[..., Any]:
+def diverging(real: Callable[..., Any], on_call: int, lrs: list[float],
+              error: TrainingDivergedError | None = None) -> Callable[..., Any]:
     """``real`` (``pipeline.train.train``'s signature) that records each call's lr in ``lrs``
-    and raises TrainingDivergedError on call ``on_call`` (1-based), as a too-high lr would."""
+    and raises ``error`` (a TrainingDivergedError by default) on call ``on_call`` (1-based), as
+    a too-high lr would."""
 
     def train(model: Any, train_set: Any, cfg: Any, **kwargs: Any) -> Any:
         lrs.append(cfg.lr)
         if len(lrs) == on_call:
-            raise TrainingDivergedError(epoch=3, step=118, loss=float("inf"))
+            raise error or TrainingDivergedError(epoch=3, step=118, loss=float("inf"))
         return real(model, train_set, cfg, **kwargs)
 
     return train

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,11 @@ from pipeline.train import (
     EpochMetrics,
     StopTraining,
     TrainConfig,
+    TrainingCollapsedError,
     TrainingDivergedError,
     _Run,
     batch_seconds,
+    collapse,
     epochs_within,
     evaluate,
     lr_factor,
@@ -97,19 +100,31 @@ def test_same_seed_same_weights_in_a_fresh_process(tmp_path: Path) -> None:
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
-class _NaNAfter(nn.Module):
-    """Produces NaN logits from the given forward call on."""
+class _SpoiledAfter(nn.Module):
+    """``tiny_net`` whose logits ``spoil`` replaces from the given forward call on."""
 
-    def __init__(self, bad_call: int) -> None:
+    def __init__(self, bad_call: int, spoil: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
         self.net = tiny_net()
         self.calls = 0
         self.bad_call = bad_call
+        self.spoil = spoil
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         out = self.net(x)
-        return out * float("nan") if self.calls >= self.bad_call else out
+        return self.spoil(out) if self.calls >= self.bad_call else out
+
+
+def _NaNAfter(bad_call: int) -> nn.Module:  # noqa: N802 - reads as the module it builds
+    """NaN logits from the given forward call on."""
+    return _SpoiledAfter(bad_call, lambda out: out * float("nan"))
+
+
+def _ConstantAfter(bad_call: int) -> nn.Module:  # noqa: N802
+    """Learns until the given forward call, then gives every image the same logits: its accuracy
+    falls to chance with a finite loss, as a collapsed network's."""
+    return _SpoiledAfter(bad_call, lambda out: out * 0 + torch.tensor([1.0, 0, 0, 0]))
 
 
 def test_nan_loss_raises_naming_epoch_and_step() -> None:
@@ -125,6 +140,35 @@ def test_a_rarely_checked_loss_still_names_the_first_bad_step(monkeypatch: pytes
     with pytest.raises(TrainingDivergedError, match="loss nan at epoch 2, step 6") as err:
         train(_NaNAfter(bad_call=6), colour_task(128, 0), FAST, progress=False, device="cpu")
     assert err.value.epoch == 2 and err.value.step == 6
+
+
+def test_a_collapse_to_chance_with_a_finite_loss_raises_a_divergence() -> None:
+    # 1024 images, 32 steps an epoch: it learns in epoch 1, predicts one class from epoch 2 on
+    data = colour_task(1024, 0)
+    seen: list[EpochMetrics] = []
+    with pytest.raises(TrainingCollapsedError, match=r"accuracy 0\.250 at epoch 2 .*finite.*back to chance "
+                       r"\(0\.250\) from 0\.\d+ at epoch 1; lower the learning rate") as err:
+        train(_ConstantAfter(bad_call=33), data, FAST, progress=False, device="cpu", callback=seen.append)
+    assert isinstance(err.value, TrainingDivergedError)  # every divergence handler handles it
+    assert err.value.epoch == 2 and err.value.step == 64 and err.value.best_accuracy > 0.5
+    assert [m.epoch for m in seen] == [1, 2]  # the collapsed epoch reached the callback (its curve)
+    # the same network without the collapse trains its 3 epochs
+    assert len(train(tiny_net(), data, FAST, progress=False, device="cpu").history) == 3
+
+
+def _epochs(*accuracies: float) -> list[EpochMetrics]:
+    return [EpochMetrics(epoch=i + 1, epochs=len(accuracies), train_loss=2.0, train_accuracy=a, eval_loss=None,
+                         eval_accuracy=None, images_per_s=1.0, lr=0.1, elapsed_s=1.0) for i, a in enumerate(accuracies)]
+
+
+def test_collapse_needs_a_learned_network_back_near_chance_over_enough_images() -> None:
+    collapsed = collapse(_epochs(0.424, 0.30, 0.100), classes=10, images=49_664)  # trial 89's retrain
+    assert collapsed is not None and collapsed.epoch == 1
+    assert collapse(_epochs(0.424, 0.30), classes=10, images=49_664) is None  # worse, not back at chance
+    assert collapse(_epochs(0.18, 0.10), classes=10, images=49_664) is None  # it never learned
+    assert collapse(_epochs(0.424, 0.100), classes=10, images=512) is None  # too few images to say
+    assert collapse(_epochs(0.424), classes=10, images=49_664) is None
+    assert collapse(_epochs(0.95, 0.55), classes=2, images=4096) is not None  # two classes: 0.45 over chance, then 0.05
 
 
 def test_callback_receives_metrics_and_can_stop_training() -> None:

@@ -301,7 +301,8 @@ def warm_start(study: optuna.Study, prior: optuna.Study, top_k: int,
 
 
 def mark_diverged(trial: optuna.Trial, error: Exception) -> None:
-    """A trial whose training diverged (a non-finite loss: too high an lr for this network):
+    """A trial whose training diverged (a non-finite loss: too high an lr for this network) or
+    collapsed (``TrainingCollapsedError``: its accuracy back to chance with a finite loss):
     said on the trial, and infeasible (constraint ``diverged``), so it is never on a front nor
     chosen, while the search goes on. What it cost counts as a trained trial (``trained``)."""
     trial.set_user_attr(DIVERGED_ATTR, str(error))

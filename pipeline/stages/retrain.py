@@ -158,7 +158,8 @@ def plan_training(params: Params, chosen: Chosen, tracker: Tracker, classes: lis
 def train_or_halve(params: Params, plan: TrainingPlan, chosen: Chosen, tracker: Tracker, train_set: ImageSet,
                    policy: Policy | None, device: torch.device, run: RunLogger,
                    progress: bool, limit_minutes: float | None = None) -> tuple[TrainingPlan, TrainResult, int]:
-    """Train ``plan``; when the loss diverges, plan again (the same starting weights: fresh, or
+    """Train ``plan``; when the loss diverges or the training collapses (``TrainingCollapsedError``,
+    a subclass), plan again (the same starting weights: fresh, or
     the champion's) at half the lr, at most ``retrain.diverged_retries`` times: (the plan that
     trained, its result, the restarts). Each restart is said on the console and counted on the
     run (``diverged_restarts``); the last divergence is the stage's error. ``limit_minutes``: the

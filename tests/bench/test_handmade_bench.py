@@ -234,3 +234,32 @@ def test_rows_are_keyed_by_their_budget_and_matched_away_by_the_champions_step(
     assert tuned.epochs == 6 and tuned.minutes == pytest.approx(0.5 * 6)
     assert handmade.champion_minutes_here(tuned, train_set, torch.device("cpu"), quick=False) == \
         pytest.approx(0.5 * steps * 6 / 60)
+
+
+def test_a_row_whose_training_collapses_is_kept_scored_as_it_was_and_said(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A network that diverges or collapses at the champion's recipe ends there: the row keeps its
+    score with the error (a row lost would cost its whole training again), and the table says so."""
+    from bench import handmade
+    from pipeline.data import ImageSet
+    from pipeline.train import EpochMetrics, TrainingCollapsedError
+
+    found = read_champion(make_project(tmp_path / "a"))
+    best = EpochMetrics(epoch=1, epochs=3, train_loss=1.9, train_accuracy=0.424, eval_loss=None, eval_accuracy=None,
+                        images_per_s=1.0, lr=0.1, elapsed_s=1.0)
+
+    def collapses(*args: object, **kwargs: object) -> None:
+        raise TrainingCollapsedError(2, 40, 2.3, 0.1, best, 0.1)
+
+    monkeypatch.setattr(handmade, "train", collapses)
+    monkeypatch.setattr(handmade, "step_of", lambda *args, **kwargs: 0.5)
+    gen = torch.Generator().manual_seed(0)
+    images = ImageSet(torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(20) % 10,
+                      [str(c) for c in range(10)], [str(i) for i in range(20)])
+    net = handmade.Network("resnet20", "resnet20", "resnet20", "hand-made")
+    done: dict = {}
+    row = handmade.run_network(net, found, images, images, [0], None, torch.device("cpu"), quick=True, done=done)
+    assert done["resnet20:0:20:quick"]["failed"].startswith("training collapsed: training accuracy 0.100 at epoch 2")
+    assert 0 <= row.accuracy <= 1 and row.failures == [f"seed 0: {done['resnet20:0:20:quick']['failed']}"]
+    line = handmade.table(found, [row], "flip").splitlines()[-1]
+    assert "stopped, seed 0: training collapsed" in line and "would start again at half the lr" in line

@@ -21,6 +21,7 @@ import pipeline.stages.retrain as retrain
 from pipeline.artifacts import NormalisedClassifier
 from pipeline.augment import Policy
 from pipeline.champion import STORED_NOTE, architecture, promote
+from pipeline.config import Params
 from pipeline.errors import ConfigError, DataError
 from pipeline.models import build_model, count_macs, count_params, suggest_config
 from pipeline.search.model import Candidate
@@ -343,33 +344,54 @@ def test_an_interrupted_retrain_resumes_its_run_only_for_the_same_training(
     assert tracker.client.get_run(first).data.params["retrain.recipe.epochs"] == "2"
 
 
-def test_a_diverged_retrain_starts_again_at_half_the_lr_and_says_so(
-    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from pipeline.train import TrainingDivergedError
-
+def _restarted_once(tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+                    error: Exception | None = None) -> tuple[Params, dict[str, Any], Path, Path, Path]:
+    """A retrain whose first training raises ``error`` (a divergence by default): (its params, its
+    metrics, the store, the policy, chosen.json), after checking it trained again at half the lr."""
     from ..fakes import diverging
     from .conftest import make_store, skip_requirements_inference
 
     lrs: list[float] = []
-    monkeypatch.setattr(retrain, "train", diverging(retrain.train, on_call=1, lrs=lrs))
+    monkeypatch.setattr(retrain, "train", diverging(retrain.train, on_call=1, lrs=lrs, error=error))
     skip_requirements_inference(monkeypatch)
     store, policy = make_store(tmp_path), write_policy_dir(tmp_path / "sp") / "policy.json"
     chosen = write_chosen(tmp_path / "chosen.json", tiny_config())
     params = stage_params(tmp_path, mlflow_uri)
     metrics = retrain_stage(params, store, chosen, policy, tmp_path / "out", progress=False)
     assert lrs == [params.retrain.recipe.lr, params.retrain.recipe.lr / 2]
+    return params, metrics, store, policy, chosen
+
+
+def test_a_diverged_retrain_starts_again_at_half_the_lr_and_says_so(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.train import TrainingDivergedError
+
+    params, metrics, store, policy, chosen = _restarted_once(tmp_path, mlflow_uri, monkeypatch)
     assert metrics["diverged_restarts"] == 1 and 0 <= metrics["test_accuracy"] <= 1
     run = Tracker(params.tracking.mlflow_uri, params.tracking.experiment_prefix).client.get_run(metrics["mlflow_run_id"])
     assert run.data.metrics["diverged_restarts"] == 1
 
     # with no retries left, the divergence is the stage's error
-    lrs.clear()
     monkeypatch.setattr(retrain, "train", lambda *a, **k: (_ for _ in ()).throw(
         TrainingDivergedError(epoch=1, step=2, loss=float("nan"))))
     strict = stage_params(tmp_path, mlflow_uri, retrain={"recipe": {"epochs": 2, "batch_size": 16}, "diverged_retries": 0})
     with pytest.raises(TrainingDivergedError):
         retrain_stage(strict, store, chosen, policy, tmp_path / "out2", progress=False)
+
+
+def test_a_collapsed_retrain_starts_again_at_half_the_lr_too(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A collapse (accuracy back to chance, the loss finite) is a divergence the loss check cannot see
+    from pipeline.train import EpochMetrics, TrainingCollapsedError
+
+    best = EpochMetrics(epoch=1, epochs=35, train_loss=1.9, train_accuracy=0.424, eval_loss=None, eval_accuracy=None,
+                        images_per_s=1.0, lr=0.1, elapsed_s=1.0)
+    collapsed = TrainingCollapsedError(4, 392, 2.30, 0.1, best, 0.1)
+    metrics = _restarted_once(tmp_path, mlflow_uri, monkeypatch, collapsed)[1]
+    assert metrics["diverged_restarts"] == 1
+    assert "training collapsed: training accuracy 0.100 at epoch 4" in capsys.readouterr().out
 
 
 def test_a_retrain_slower_than_its_prediction_trains_the_epochs_that_fit(
