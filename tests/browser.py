@@ -38,6 +38,7 @@ class Browser:
         args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--hide-scrollbars", f"--user-data-dir={profile}", "--remote-debugging-pipe", "about:blank"]
+        self.profile = profile
         self.proc = subprocess.Popen(
             ["bash", "-c", f'exec "$0" "$@" 3<&{to_browser_r} 4>&{from_browser_w}', *args],  # dash: fds < 10
             pass_fds=(to_browser_r, from_browser_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -52,6 +53,8 @@ class Browser:
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         self.call("Emulation.setDeviceMetricsOverride", session=True, width=width, height=height,
                   deviceScaleFactor=1, mobile=False)
+        self.errors: list[str] = []  # the page's uncaught exceptions and console errors, as they come
+        self.call("Runtime.enable", session=True)
 
     def __enter__(self) -> Browser:
         return self
@@ -71,11 +74,20 @@ class Browser:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             reply = self._read()
+            self._note_error(reply)
             if reply.get("id") == self._next_id:
                 if "error" in reply:
                     raise RuntimeError(f"{method}: {reply['error']}")
                 return dict(reply.get("result", {}))
         raise TimeoutError(f"{method}: no reply within {timeout} s")
+
+    def _note_error(self, event: dict[str, Any]) -> None:
+        params = event.get("params", {})
+        if event.get("method") == "Runtime.exceptionThrown":
+            details = params.get("exceptionDetails", {})
+            self.errors.append(str(details.get("exception", {}).get("description") or details.get("text")))
+        elif event.get("method") == "Runtime.consoleAPICalled" and params.get("type") == "error":
+            self.errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
 
     def _read(self) -> dict[str, Any]:
         while b"\0" not in self._buffer:
@@ -97,7 +109,8 @@ class Browser:
         return str(self.evaluate("document.documentElement.outerHTML") or "")
 
     def wait_for(self, ready: Callable[[str], bool], timeout: float = 60) -> str:
-        """The page's HTML once ``ready(html)`` holds (polled every half second), or a TimeoutError."""
+        """The page's HTML once ``ready(html)`` holds (polled every half second), or a TimeoutError
+        that names a file with the whole page and the page's errors (``errors``)."""
         deadline = time.monotonic() + timeout
         html = ""
         while time.monotonic() < deadline:
@@ -105,7 +118,10 @@ class Browser:
             if ready(html):
                 return html
             time.sleep(0.5)
-        raise TimeoutError(f"the page was not ready within {timeout} s; it ends with: {html[-1500:]}")
+        kept = self.profile.parent / "not-ready.html"  # the whole page and its errors, to read why
+        kept.write_text(html + "".join(f"\n<!-- page error: {e} -->" for e in self.errors))
+        raise TimeoutError(f"the page was not ready within {timeout} s (all of it: {kept}); it ends with: "
+                           f"{html[-1500:]}")
 
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", session=True, format="png")["data"]

@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -57,7 +58,7 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"{proc.args} exited: {proc.stdout.read() if proc.stdout else ''}")
+            raise AssertionError(f"{proc.args} exited: {_output(proc)}")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -91,21 +92,41 @@ def databases() -> Iterator[dict[str, str]]:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}"')
 
 
+_OUTPUTS: dict[int, Path] = {}  # a spawned process's pid: the file its output goes to
+
+
 def _spawn(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``cmd`` started with its output going to a file (``_output``), not a pipe: nobody reads a
+    server's pipe while it serves, and once the pipe is full the server blocks on its next log
+    line. MLflow 3.18's server logs every request: the UI's page loads then hung
+    ("ChunkLoadError: Loading chunk ... failed") after the runs page."""
     full = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "MLFLOW_REQUIREMENTS_INFERENCE_TIMEOUT": "1", **env}
-    return subprocess.Popen(cmd, cwd=cwd, env=full, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    fd, path = tempfile.mkstemp(prefix="spawned-", suffix=".log")
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=full, text=True, stdout=fd, stderr=subprocess.STDOUT)
+    finally:
+        os.close(fd)
+    _OUTPUTS[proc.pid] = Path(path)
+    return proc
+
+
+def _output(proc: subprocess.Popen[str]) -> str:
+    """What ``proc`` (from ``_spawn``) has written so far."""
+    return _OUTPUTS[proc.pid].read_text(errors="replace")
 
 
 def _stop(proc: subprocess.Popen[str]) -> str:
     if proc.poll() is None:
         proc.terminate()
     try:
-        out, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
-    return out or ""
+        proc.wait()
+    out = _output(proc)
+    _OUTPUTS.pop(proc.pid).unlink(missing_ok=True)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +168,9 @@ def test_compose_topology_on_loopback(
     workers = [_spawn([*command_of(services["worker"]), "--no-progress"], project, env) for _ in range(2)]
     try:
         pipeline_out = run(command_of(services["pipeline"]), project, env=env, timeout=900)
-        worker_outs = [w.communicate(timeout=300)[0] for w in workers]
+        for w in workers:
+            w.wait(timeout=300)
+        worker_outs = [_output(w) for w in workers]
     finally:
         for w in workers:
             _stop(w)
