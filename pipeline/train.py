@@ -53,8 +53,8 @@ __all__ = [
     "TrainingCollapsedError",
     "TrainingDivergedError",
     "autocast_dtype",
-    "collapse",
     "batch_seconds",
+    "collapse",
     "cpu_has_fast_bf16",
     "evaluate",
     "normalise",
@@ -110,7 +110,8 @@ class TrainingCollapsedError(TrainingDivergedError):
     candidate) handles a collapse alike."""
 
     def __init__(self, epoch: int, step: int, loss: float, accuracy: float, best: EpochMetrics,
-                 chance: float) -> None:
+                 classes: int) -> None:
+        chance = 1.0 / classes
         RuntimeError.__init__(
             self,
             f"training collapsed: training accuracy {accuracy:.3f} at epoch {epoch} (loss {loss:.4f}, finite), "
@@ -710,8 +711,8 @@ def train(
     epoch ``callback`` receives an ``EpochMetrics``; it may raise ``StopTraining`` to end
     early or anything else (``optuna.TrialPruned``) to abort. A non-finite loss raises
     ``TrainingDivergedError``; an epoch whose training accuracy fell back to chance after the
-    network had learned (``collapse``), its subclass ``TrainingCollapsedError``. Same seed, same data and same initial weights give the same
-    trained weights (on CPU, also in a fresh process). ``device``: see ``model_device``.
+    network had learned (``collapse``), its subclass ``TrainingCollapsedError``. Same seed, same
+    data and same initial weights give the same trained weights (on CPU, also in a fresh process). ``device``: see ``model_device``.
 
     ``time_limit_s``: training seconds (evaluation excluded) the run should end within. After
     each epoch it plans the epochs that fit at its mean pace so far (``epochs_within``: never
@@ -741,6 +742,7 @@ def train(
         # are such (the step the model search timed): the first epochs are slower and would shorten the run.
         settled = cfg.whiten_bias_epochs if cfg.whiten_bias_epochs is not None and steady_frozen_bias(cfg) else 0
         settled_seconds = 0.0
+        classes, epoch_images = len(train_set.classes), run.steps_per_epoch * run.batch_size  # for ``collapse``
         try:
             epoch = 0
             while epoch < run.epochs:
@@ -763,10 +765,9 @@ def train(
                     )
                 if callback is not None:
                     callback(metrics)  # the collapsed epoch too: its curve shows where it went
-                seen = run.steps_per_epoch * run.batch_size  # the images an epoch's accuracy is over
-                if (best := collapse(result.history, len(train_set.classes), seen)) is not None:
+                if (best := collapse(result.history, classes, epoch_images)) is not None:
                     raise TrainingCollapsedError(epoch, run.step, metrics.train_loss, metrics.train_accuracy, best,
-                                                 1.0 / len(train_set.classes))
+                                                 classes)
                 if epoch == settled:
                     settled_seconds = run.train_seconds
                 if time_limit_s is not None and settled < epoch < run.epochs:

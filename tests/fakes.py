@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pipeline.train import TrainingDivergedError
+from pipeline.train import EpochMetrics, TrainingCollapsedError, TrainingDivergedError
 
 
 def diverging(real: Callable[..., Any], on_call: int, lrs: list[float],
@@ -25,6 +25,14 @@ def diverging(real: Callable[..., Any], on_call: int, lrs: list[float],
         return real(model, train_set, cfg, **kwargs)
 
     return train
+
+
+def collapsed(epoch: int, step: int) -> TrainingCollapsedError:
+    """The error of a 10-class training that had reached 0.424 at epoch 1 (trial 89's retrain)
+    and is back at chance, 0.100, at ``epoch``."""
+    best = EpochMetrics(epoch=1, epochs=35, train_loss=1.9, train_accuracy=0.424, eval_loss=None, eval_accuracy=None,
+                        images_per_s=1.0, lr=0.1, elapsed_s=1.0)
+    return TrainingCollapsedError(epoch, step, 2.30, 0.1, best, classes=10)
 
 
 class _InterruptedWhileFinalised:

@@ -242,14 +242,13 @@ def test_a_row_whose_training_collapses_is_kept_scored_as_it_was_and_said(
     score with the error (a row lost would cost its whole training again), and the table says so."""
     from bench import handmade
     from pipeline.data import ImageSet
-    from pipeline.train import EpochMetrics, TrainingCollapsedError
+
+    from ..fakes import collapsed
 
     found = read_champion(make_project(tmp_path / "a"))
-    best = EpochMetrics(epoch=1, epochs=3, train_loss=1.9, train_accuracy=0.424, eval_loss=None, eval_accuracy=None,
-                        images_per_s=1.0, lr=0.1, elapsed_s=1.0)
 
     def collapses(*args: object, **kwargs: object) -> None:
-        raise TrainingCollapsedError(2, 40, 2.3, 0.1, best, 0.1)
+        raise collapsed(2, 40)
 
     monkeypatch.setattr(handmade, "train", collapses)
     monkeypatch.setattr(handmade, "step_of", lambda *args, **kwargs: 0.5)

@@ -384,12 +384,9 @@ def test_a_collapsed_retrain_starts_again_at_half_the_lr_too(
     tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     # A collapse (accuracy back to chance, the loss finite) is a divergence the loss check cannot see
-    from pipeline.train import EpochMetrics, TrainingCollapsedError
+    from ..fakes import collapsed
 
-    best = EpochMetrics(epoch=1, epochs=35, train_loss=1.9, train_accuracy=0.424, eval_loss=None, eval_accuracy=None,
-                        images_per_s=1.0, lr=0.1, elapsed_s=1.0)
-    collapsed = TrainingCollapsedError(4, 392, 2.30, 0.1, best, 0.1)
-    metrics = _restarted_once(tmp_path, mlflow_uri, monkeypatch, collapsed)[1]
+    metrics = _restarted_once(tmp_path, mlflow_uri, monkeypatch, collapsed(4, 392))[1]
     assert metrics["diverged_restarts"] == 1
     assert "training collapsed: training accuracy 0.100 at epoch 4" in capsys.readouterr().out
 
