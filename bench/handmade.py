@@ -33,8 +33,12 @@ A full table is hours of training (each row takes the champion's retrain minutes
 session or one project's lifetime. With ``--out``, the first run keeps a plan there (everything it
 read from the project, and the machine) and each training as it finishes; a later run reads the plan
 alone (no ``--project``), skips what is done, and prints the table of every row in the file so far.
-``--only`` then picks which rows to add this time. The plan fixes the seeds and
-``--retrain-champion``: a resume asking otherwise is refused (its rows would match other minutes). On a machine other than the plan's (sessions
+``--only`` then picks which rows to add this time. The plan fixes ``--retrain-champion`` (a
+resume asking otherwise is refused: its rows would match other minutes) and the seeds every row
+trains. A resume may ask more ``--seeds`` of its ``--only`` rows (a gap under half a point wants
+three), unless the champion is re-trained (its median minutes are then every row's budget): a later
+seed trains the epochs of the row's first, and a row's figures are the medians of the seeds it has.
+On a machine other than the plan's (sessions
 change CPUs), the champion's minutes there are not known: its retrain is predicted instead, its step
 measured as every row's is, so each new row trains ``epochs x champion step / its step`` epochs, and
 its table note names the machine (``--retrain-champion`` is then refused: re-train into a new --out).
@@ -294,6 +298,16 @@ def row_key(net: Network, seed: int, train_images: int, minutes: float | None, q
     return f"{net.key}:{seed}:{train_images}:{budget}"
 
 
+def row_seeds(net: Network, done: dict[str, Any], wanted: list[int], train_images: int, minutes: float | None,
+              quick: bool) -> list[int]:
+    """The seeds ``net``'s row shows: ``wanted`` and every other seed of it already in ``done`` at the
+    same data and budget (a resume's extra ``--seeds`` of some rows)."""
+    name, _, *budget = row_key(net, 0, train_images, minutes, quick).split(":")
+    trained = {int(key.split(":")[1]) for key in done
+               if key.split(":")[0] == name and key.split(":")[2:] == budget}
+    return sorted(set(wanted) | trained)
+
+
 def step_of(model: torch.nn.Module, champion: Champion, train_set: ImageSet, device: torch.device,
             quick: bool) -> float:
     """Seconds of one retrain step of ``model`` here: the SGD step at the recipe's batch size
@@ -493,11 +507,15 @@ def main() -> None:
                          f"{'re-trained' if plan['retrain_champion'] else 'of metrics.json'}; "
                          f"{'pass' if plan['retrain_champion'] else 'leave out'} --retrain-champion, "
                          "or give another --out")
+        if args.seeds is not None and args.seeds != plan["seeds"] and (plan["retrain_champion"] or not args.only):
+            parser.error(f"--seeds {args.seeds}: {args.out}'s plan trains seeds {plan['seeds']}"
+                         + ("; its champion is re-trained, so the seeds set every row's minutes"
+                            if plan["retrain_champion"] else "; more seeds of some rows: name them with --only")
+                         + "; or give another --out")
         if plan["machine"] != here and args.retrain_champion:
             parser.error(f"--retrain-champion: {args.out}'s plan was made on {plan['machine']}, this machine is "
                          f"{here}; re-train the champion into another --out")
-        if args.seeds is not None and args.seeds != plan["seeds"]:
-            parser.error(f"--seeds {args.seeds}: {args.out}'s plan trains seeds {plan['seeds']}; give another --out")
+        extra_seeds = args.seeds or []
         champion = champion_from_plan(plan["champion"])
         if args.project is not None and champion_plan(read_champion(args.project)) != plan["champion"]:
             parser.error(f"--project: its champion is not the one {args.out}'s plan holds; give another --out")
@@ -510,6 +528,7 @@ def main() -> None:
                 "seeds": args.seeds or [0], "retrain_champion": args.retrain_champion,
                 "champion": champion_plan(champion)}
         out = {"plan": plan, "rows": {}}
+        extra_seeds = []
     done: dict[str, Any] = out.setdefault("rows", {})
 
     def save() -> None:
@@ -522,7 +541,7 @@ def main() -> None:
         pick = torch.Generator().manual_seed(0)  # the splits are ordered by class: draw at random
         train_set = train_set.subset(torch.randperm(len(train_set), generator=pick)[:QUICK_TRAIN])
         test_set = test_set.subset(torch.randperm(len(test_set), generator=pick)[:QUICK_TEST])
-        seeds = seeds[:1]
+        seeds = seeds[:1]  # (a resume's extra --seeds are trained as asked)
     device = pick_device()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -552,9 +571,12 @@ def main() -> None:
     matched = args.minutes if args.minutes is not None else budget_minutes
     matched_to = "--minutes" if args.minutes is not None else "the champion's minutes"
     asked = [net for net in todo if not args.only or net.key in args.only]
+    shown_seeds = {net.key: row_seeds(net, done, seeds + (extra_seeds if net in asked else []),
+                                      len(train_set), args.minutes, args.quick) for net in todo}
     predicted = None
-    if plan["machine"] != here and args.minutes is None and any(
-            row_key(net, seed, len(train_set), None, args.quick) not in done for net in asked for seed in seeds):
+    if plan["machine"] != here and args.minutes is None and any(  # a new row (a later seed trains the first's epochs)
+            all(row_key(net, seed, len(train_set), None, args.quick) not in done for seed in shown_seeds[net.key])
+            for net in asked):
         # the champion's minutes were measured on the plan's machine: here, its step sets them
         matched = predicted = champion_minutes_here(champion, train_set, device, args.quick)
         matched_to = PREDICTED
@@ -572,8 +594,8 @@ def main() -> None:
                 row_key(net, seed, len(train_set), args.minutes, args.quick) in done for seed in seeds):
             skipped.append(net.key)  # not asked for this time, and not all in --out from earlier runs
             continue
-        rows.append(run_network(net, champion, train_set, test_set, seeds, matched, device, args.quick,
-                                done=done, save=save, key_minutes=args.minutes, where=here, matched_to=matched_to))
+        rows.append(run_network(net, champion, train_set, test_set, shown_seeds[net.key], matched, device,
+                                args.quick, done=done, save=save, key_minutes=args.minutes, where=here, matched_to=matched_to))
     print(table(champion, rows, tta, home=plan["machine"]))
     shown = [row.network.key for row in rows if row.network.role != "champion"]
     print(summary(champion, rows, quick=args.quick, seeds=seeds, train_images=len(train_set),

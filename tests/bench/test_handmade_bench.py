@@ -156,9 +156,11 @@ def test_a_run_with_out_resumes_from_the_file_alone(tmp_path: Path) -> None:
                    train_images=24).write(other / "outputs/retrain/metrics.json")
     refused = bench("--project", str(other))
     assert refused.returncode == 2 and "not the one" in refused.stderr
-    # the plan fixes the seeds and whether the champion is re-trained: the rows' minutes depend on them
+    # the plan fixes the seeds and whether the champion is re-trained: the rows' minutes depend on them;
+    # a resume may add seeds of the rows it names
     refused = bench("--seeds", "0", "1")
-    assert refused.returncode == 2 and "plan trains seeds [0]" in refused.stderr
+    assert refused.returncode == 2 and "plan trains seeds [0]; more seeds of some rows: name them with --only" \
+        in refused.stderr
     refused = bench("--retrain-champion")
     assert refused.returncode == 2 and "leave out --retrain-champion" in refused.stderr
 
@@ -171,6 +173,17 @@ def test_a_run_with_out_resumes_from_the_file_alone(tmp_path: Path) -> None:
     assert table_rows == ["network", "champion (trial 3)", "resnet20", "trial 5"]
     assert second.stdout.strip().splitlines()[-1].endswith("partial=resnet20,trial5")
     assert set(json.loads(out.read_text())["rows"]) == {"trial5:0:24:quick", "resnet20:0:24:quick"}
+    more = bench("--seeds", "0", "1", "--only", "trial5")
+    assert more.returncode == 0, more.stdout[-2000:] + more.stderr[-3000:]
+    assert "trial 5 seed 0 (from --out)" in more.stdout and "trial 5 seed 1 (trained)" in more.stdout
+    notes = {line.split("|")[1].strip(): line.split("|")[-2] for line in more.stdout.splitlines()
+             if line.startswith("| ") and "---" not in line}
+    assert "median of 2 seeds" in notes["trial 5"] and "seeds" not in notes["resnet20"]
+    kept = json.loads(out.read_text())
+    assert kept["plan"]["seeds"] == [0] and kept["rows"]["trial5:1:24:quick"]["epochs"] == 1
+    again = bench("--only", "resnet20")  # the plan's seeds for new work; the extra one is still shown
+    assert again.returncode == 0 and "trial 5 seed 1 (from --out)" in again.stdout
+    assert "resnet20 seed 1" not in again.stdout
 
     # a plan made on another CPU: a new row is matched to the champion's retrain predicted here
     moved = json.loads(out.read_text())
@@ -182,6 +195,8 @@ def test_a_run_with_out_resumes_from_the_file_alone(tmp_path: Path) -> None:
     out.write_text(json.dumps(moved))
     refused = bench("--retrain-champion")
     assert refused.returncode == 2 and "this machine is" in refused.stderr
+    refused = bench("--retrain-champion", "--seeds", "0", "1", "--only", "resnet20")
+    assert refused.returncode == 2 and "its champion is re-trained" in refused.stderr
     moved["plan"]["retrain_champion"] = False
     out.write_text(json.dumps(moved))
     elsewhere = bench("--only", "airbench_small")
@@ -193,6 +208,11 @@ def test_a_run_with_out_resumes_from_the_file_alone(tmp_path: Path) -> None:
     assert "partial=airbench_small,resnet20,trial5 minutes_matched_here=" in elsewhere.stdout.strip().splitlines()[-1]
     kept = json.loads(out.read_text())["rows"]["airbench_small:0:24:quick"]
     assert kept["matched_to"] == "the champion's retrain predicted here" and kept["machine"] != moved["plan"]["machine"]
+    # a later seed of a row trained there trains that row's epochs: nothing is predicted for it
+    seed2 = bench("--seeds", "2", "--only", "resnet20")
+    assert seed2.returncode == 0 and "resnet20 seed 2 (trained)" in seed2.stdout
+    assert "predicted on this machine" not in seed2.stdout
+    assert json.loads(out.read_text())["rows"]["resnet20:2:24:quick"]["matched_to"] == "the champion's minutes"
     # another bench's file is not this one's plan
     fidelity_out = tmp_path / "fidelity.json"
     fidelity_out.write_text(json.dumps({"plan": {"format": 1, "bench": "fidelity"}, "retrains": {}}))
