@@ -38,10 +38,10 @@ resume asking otherwise is refused: its rows would match other minutes) and the 
 trains. A resume may ask more ``--seeds`` of its ``--only`` rows (a gap under half a point wants
 three), unless the champion is re-trained (its median minutes are then every row's budget): a later
 seed trains the epochs of the row's first, and a row's figures are the medians of the seeds it has.
-On a machine other than the plan's (sessions
-change CPUs), the champion's minutes there are not known: its retrain is predicted instead, its step
-measured as every row's is, so each new row trains ``epochs x champion step / its step`` epochs, and
-its table note names the machine (``--retrain-champion`` is then refused: re-train into a new --out).
+On a machine other than the plan's (sessions change CPUs), the champion's minutes there are not
+known: its retrain is predicted instead, its step measured as every row's is, so each new row trains
+``epochs x champion step / its step`` epochs, and its table note names the machine
+(``--retrain-champion`` is then refused: re-train into a new --out).
 
     python -m bench.handmade --data /path/to/cifar10-jpg.tar.gz --project /path/to/finished/checkout --seeds 0 1 2
     python -m bench.handmade --data /path/to/cifar10-jpg.tar.gz --project /path/to/finished/checkout \\
