@@ -712,7 +712,8 @@ def train(
     early or anything else (``optuna.TrialPruned``) to abort. A non-finite loss raises
     ``TrainingDivergedError``; an epoch whose training accuracy fell back to chance after the
     network had learned (``collapse``), its subclass ``TrainingCollapsedError``. Same seed, same
-    data and same initial weights give the same trained weights (on CPU, also in a fresh process). ``device``: see ``model_device``.
+    data and same initial weights give the same trained weights (on CPU, also in a fresh
+    process). ``device``: see ``model_device``.
 
     ``time_limit_s``: training seconds (evaluation excluded) the run should end within. After
     each epoch it plans the epochs that fit at its mean pace so far (``epochs_within``: never
